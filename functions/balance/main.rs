@@ -1,0 +1,8 @@
+//! The `balance` Lambda function: `GET /api/balance/v1/` of API.md.
+
+use lighttech::http::Function;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    lighttech::lambda::run(Function::Balance).await
+}

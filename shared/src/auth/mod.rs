@@ -1,0 +1,24 @@
+//! Authentication building blocks: password hashing, tokens, signed cursors, key derivation.
+
+mod cursor;
+mod password;
+mod tokens;
+
+pub use cursor::CursorCodec;
+pub use password::PasswordHasher;
+pub use tokens::{LEEWAY_SECONDS, TokenError, TokenService, TokenType, VerifiedToken};
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use crate::config::SecretKey;
+
+/// Derives an independent 32-byte key for one purpose from the configured secret, so a key
+/// used for cursors can never verify a token and the reverse.
+pub fn derive_key(secret: &SecretKey, purpose: &str) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.expose())
+        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+    mac.update(b"lighttech/");
+    mac.update(purpose.as_bytes());
+    mac.finalize().into_bytes().into()
+}

@@ -1,0 +1,434 @@
+//! Typed configuration, read once from the environment at start.
+//!
+//! Every variable, its default and its meaning is listed in [`VARIABLES`] (the README's config
+//! table and `.env.example` are checked against it). A missing or invalid value fails the start
+//! with a message naming the variable; nothing is read during a request.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use secrecy::{ExposeSecret, SecretSlice};
+
+/// One documented variable.
+#[derive(Debug, Clone, Copy)]
+pub struct Variable {
+    /// Environment variable name.
+    pub name: &'static str,
+    /// Default, or `None` when unset means "not used".
+    pub default: Option<&'static str>,
+    /// What it controls.
+    pub doc: &'static str,
+}
+
+/// Every variable the configuration reads.
+pub const VARIABLES: &[Variable] = &[
+    Variable {
+        name: "DATABASE_URL",
+        default: Some("sqlite://./.lighttech/lighttech.db"),
+        doc: "Which store to use: `sqlite://PATH` (embedded, the default)",
+    },
+    Variable {
+        name: "LIGHTTECH_DATA_DIR",
+        default: Some("./.lighttech"),
+        doc: "Where the local server keeps its generated signing key (and the default SQLite file)",
+    },
+    Variable {
+        name: "SECRET_KEY",
+        default: None,
+        doc: "JWT and cursor signing key, at least 32 bytes. Unset: the local server generates one into the data directory; Lambda functions refuse to start",
+    },
+    Variable {
+        name: "ACCESS_TOKEN_LIFETIME_MINUTES",
+        default: Some("10"),
+        doc: "Access token lifetime",
+    },
+    Variable {
+        name: "REFRESH_TOKEN_LIFETIME_MINUTES",
+        default: Some("1440"),
+        doc: "Refresh token (and idle session) lifetime",
+    },
+    Variable {
+        name: "CURRENCY",
+        default: Some("RUB"),
+        doc: "ISO 4217 code shown with balances",
+    },
+    Variable {
+        name: "LOGIN_THROTTLE_MAX_ATTEMPTS",
+        default: Some("5"),
+        doc: "Login attempts allowed per username per window before `429 rate_limited`",
+    },
+    Variable {
+        name: "LOGIN_THROTTLE_WINDOW_SECONDS",
+        default: Some("900"),
+        doc: "Login throttle window length",
+    },
+    Variable {
+        name: "IDEMPOTENCY_TTL_HOURS",
+        default: Some("24"),
+        doc: "How long an Idempotency-Key is remembered (at least 24)",
+    },
+    Variable {
+        name: "JWT_ISSUER",
+        default: Some("lighttech"),
+        doc: "The `iss` claim issued and required",
+    },
+    Variable {
+        name: "DEBUG",
+        default: Some("False"),
+        doc: "`True`: human-readable logs instead of JSON",
+    },
+    Variable {
+        name: "ALLOWED_HOSTS",
+        default: Some("localhost,127.0.0.1,[::1]"),
+        doc: "Host names the local server answers (ports ignored; `*` allows any); others get 400",
+    },
+    Variable {
+        name: "ROTATE_REFRESH_TOKENS",
+        default: Some("True"),
+        doc: "Kept for the original service's `.env`: refresh tokens always rotate; `False` is refused",
+    },
+    Variable {
+        name: "BLACKLIST_AFTER_ROTATION",
+        default: Some("True"),
+        doc: "Kept for the original service's `.env`: spent refresh tokens are always rejected; `False` is refused",
+    },
+    Variable {
+        name: "RUST_LOG",
+        default: Some("info"),
+        doc: "Log filter (tracing-subscriber `EnvFilter` syntax)",
+    },
+];
+
+/// A configuration problem, naming the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct ConfigError {
+    /// The offending variable.
+    pub variable: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(variable: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            variable,
+            message: message.into(),
+        }
+    }
+}
+
+/// Where data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// The embedded SQLite file.
+    Sqlite(PathBuf),
+}
+
+/// The signing secret, at least 32 bytes, never printed.
+#[derive(Clone)]
+pub struct SecretKey(SecretSlice<u8>);
+
+impl SecretKey {
+    /// Shortest accepted key.
+    pub const MIN_LEN: usize = 32;
+
+    /// Accepts a key of at least [`SecretKey::MIN_LEN`] bytes.
+    pub fn new(bytes: Vec<u8>) -> Result<SecretKey, String> {
+        if bytes.len() < Self::MIN_LEN {
+            return Err(format!(
+                "the signing key is {} bytes; at least {} are required",
+                bytes.len(),
+                Self::MIN_LEN
+            ));
+        }
+        Ok(SecretKey(SecretSlice::from(bytes)))
+    }
+
+    /// The key bytes, for deriving subkeys.
+    pub fn expose(&self) -> &[u8] {
+        self.0.expose_secret()
+    }
+}
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretKey([REDACTED])")
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `DATABASE_URL`.
+    pub store: StoreUrl,
+    /// `LIGHTTECH_DATA_DIR`.
+    pub data_dir: PathBuf,
+    /// `SECRET_KEY`, when set.
+    pub secret_key: Option<SecretKey>,
+    /// `ACCESS_TOKEN_LIFETIME_MINUTES`, in seconds.
+    pub access_ttl_seconds: i64,
+    /// `REFRESH_TOKEN_LIFETIME_MINUTES`, in seconds.
+    pub refresh_ttl_seconds: i64,
+    /// `CURRENCY`.
+    pub currency: String,
+    /// `LOGIN_THROTTLE_MAX_ATTEMPTS`.
+    pub login_max_attempts: u32,
+    /// `LOGIN_THROTTLE_WINDOW_SECONDS`.
+    pub login_window_seconds: i64,
+    /// `IDEMPOTENCY_TTL_HOURS`, in seconds.
+    pub idempotency_ttl_seconds: i64,
+    /// `JWT_ISSUER`.
+    pub jwt_issuer: String,
+    /// `DEBUG`.
+    pub debug: bool,
+    /// `ALLOWED_HOSTS`, lower-cased; `*` allows any host.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Config {
+    /// Reads the process environment (after loading `./.env` if present, without overriding
+    /// variables already set).
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let _ = dotenvy::dotenv();
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads from a map (tests).
+    pub fn from_map(map: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        Self::from_lookup(|name| map.get(name).cloned())
+    }
+
+    /// Reads through any lookup function; unset and empty values take the default.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |name: &'static str| -> String {
+            lookup(name)
+                .filter(|v| !v.trim().is_empty())
+                .or_else(|| default_of(name).map(str::to_owned))
+                .unwrap_or_default()
+        };
+        for name in ["ROTATE_REFRESH_TOKENS", "BLACKLIST_AFTER_ROTATION"] {
+            if !parse_bool(name, &get(name))? {
+                return Err(ConfigError::new(
+                    name,
+                    "LightTech always rotates refresh tokens and always rejects a spent one \
+                     (reuse revokes the session); this cannot be turned off. Remove the variable \
+                     or set it to True.",
+                ));
+            }
+        }
+        let data_dir = PathBuf::from(get("LIGHTTECH_DATA_DIR"));
+        let store = parse_store_url(&get("DATABASE_URL"))?;
+        let secret_key = match lookup("SECRET_KEY").filter(|v| !v.is_empty()) {
+            Some(v) => Some(
+                SecretKey::new(v.into_bytes()).map_err(|m| ConfigError::new("SECRET_KEY", m))?,
+            ),
+            None => None,
+        };
+        let currency = get("CURRENCY");
+        if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(ConfigError::new(
+                "CURRENCY",
+                format!("{currency:?} is not a three-letter ISO 4217 code like RUB"),
+            ));
+        }
+        let idempotency_hours = parse_int(
+            "IDEMPOTENCY_TTL_HOURS",
+            &get("IDEMPOTENCY_TTL_HOURS"),
+            24,
+            24 * 365,
+        )?;
+        let allowed_hosts = get("ALLOWED_HOSTS")
+            .split(',')
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect();
+        Ok(Config {
+            store,
+            data_dir,
+            secret_key,
+            access_ttl_seconds: 60
+                * parse_int(
+                    "ACCESS_TOKEN_LIFETIME_MINUTES",
+                    &get("ACCESS_TOKEN_LIFETIME_MINUTES"),
+                    1,
+                    24 * 60,
+                )?,
+            refresh_ttl_seconds: 60
+                * parse_int(
+                    "REFRESH_TOKEN_LIFETIME_MINUTES",
+                    &get("REFRESH_TOKEN_LIFETIME_MINUTES"),
+                    1,
+                    365 * 24 * 60,
+                )?,
+            currency,
+            login_max_attempts: u32::try_from(parse_int(
+                "LOGIN_THROTTLE_MAX_ATTEMPTS",
+                &get("LOGIN_THROTTLE_MAX_ATTEMPTS"),
+                1,
+                1000,
+            )?)
+            .unwrap_or(5),
+            login_window_seconds: parse_int(
+                "LOGIN_THROTTLE_WINDOW_SECONDS",
+                &get("LOGIN_THROTTLE_WINDOW_SECONDS"),
+                1,
+                7 * 24 * 3600,
+            )?,
+            idempotency_ttl_seconds: idempotency_hours * 3600,
+            jwt_issuer: get("JWT_ISSUER"),
+            debug: parse_bool("DEBUG", &get("DEBUG"))?,
+            allowed_hosts,
+        })
+    }
+
+    /// Whether the local server should answer a request with this `Host` header.
+    pub fn host_allowed(&self, host: &str) -> bool {
+        let host = host.trim().to_ascii_lowercase();
+        // Strip the port: `[::1]:8000` → `[::1]`, `localhost:8000` → `localhost`.
+        let name = if host.starts_with('[') {
+            host.split_once(']').map_or(host.as_str(), |(h, _)| h)
+        } else {
+            host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h)
+        };
+        let name = name.trim_start_matches('[');
+        self.allowed_hosts.iter().any(|allowed| {
+            let allowed = allowed.trim_start_matches('[').trim_end_matches(']');
+            allowed == "*"
+                || allowed == name
+                || (allowed.starts_with('.') && (name.ends_with(allowed) || name == &allowed[1..]))
+        })
+    }
+}
+
+fn default_of(name: &str) -> Option<&'static str> {
+    VARIABLES
+        .iter()
+        .find(|v| v.name == name)
+        .and_then(|v| v.default)
+}
+
+fn parse_bool(name: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        other => Err(ConfigError::new(
+            name,
+            format!("{other:?} is not a boolean (use True or False)"),
+        )),
+    }
+}
+
+fn parse_int(name: &'static str, value: &str, min: i64, max: i64) -> Result<i64, ConfigError> {
+    let n: i64 = value
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::new(name, format!("{value:?} is not a whole number")))?;
+    if !(min..=max).contains(&n) {
+        return Err(ConfigError::new(
+            name,
+            format!("{n} is outside {min}..={max}"),
+        ));
+    }
+    Ok(n)
+}
+
+fn parse_store_url(url: &str) -> Result<StoreUrl, ConfigError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err(ConfigError::new(
+                "DATABASE_URL",
+                "sqlite:// needs a file path",
+            ));
+        }
+        return Ok(StoreUrl::Sqlite(PathBuf::from(path)));
+    }
+    let scheme = url.split("://").next().unwrap_or(url);
+    Err(ConfigError::new(
+        "DATABASE_URL",
+        format!("unsupported store scheme {scheme:?} (expected sqlite://PATH)"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_map(&map)
+    }
+
+    #[test]
+    fn defaults_match_the_documented_table() {
+        let c = config(&[]).unwrap();
+        assert_eq!(
+            c.store,
+            StoreUrl::Sqlite(PathBuf::from("./.lighttech/lighttech.db"))
+        );
+        assert_eq!(c.access_ttl_seconds, 600);
+        assert_eq!(c.refresh_ttl_seconds, 86_400);
+        assert_eq!(c.currency, "RUB");
+        assert_eq!(c.login_max_attempts, 5);
+        assert_eq!(c.login_window_seconds, 900);
+        assert!(c.secret_key.is_none());
+        assert!(!c.debug);
+    }
+
+    #[test]
+    fn a_short_secret_key_is_refused_naming_the_variable() {
+        let err = config(&[("SECRET_KEY", "short")]).unwrap_err();
+        assert_eq!(err.variable, "SECRET_KEY");
+    }
+
+    #[test]
+    fn turning_off_rotation_or_blacklisting_stops_the_start_with_a_reason() {
+        for name in ["ROTATE_REFRESH_TOKENS", "BLACKLIST_AFTER_ROTATION"] {
+            let err = config(&[(name, "False")]).unwrap_err();
+            assert_eq!(err.variable, name);
+            assert!(err.message.contains("always"));
+        }
+        assert!(config(&[("ROTATE_REFRESH_TOKENS", "True")]).is_ok());
+    }
+
+    #[test]
+    fn invalid_numbers_and_unknown_stores_name_their_variable() {
+        assert_eq!(
+            config(&[("ACCESS_TOKEN_LIFETIME_MINUTES", "ten")])
+                .unwrap_err()
+                .variable,
+            "ACCESS_TOKEN_LIFETIME_MINUTES"
+        );
+        assert_eq!(
+            config(&[("DATABASE_URL", "mysql://x")])
+                .unwrap_err()
+                .variable,
+            "DATABASE_URL"
+        );
+        assert_eq!(
+            config(&[("CURRENCY", "rubles")]).unwrap_err().variable,
+            "CURRENCY"
+        );
+    }
+
+    #[test]
+    fn allowed_hosts_ignore_ports_and_case() {
+        let c = config(&[]).unwrap();
+        assert!(c.host_allowed("localhost:8000"));
+        assert!(c.host_allowed("LOCALHOST"));
+        assert!(c.host_allowed("127.0.0.1:1234"));
+        assert!(c.host_allowed("[::1]:8000"));
+        assert!(!c.host_allowed("evil.example.com"));
+        let any = config(&[("ALLOWED_HOSTS", "*")]).unwrap();
+        assert!(any.host_allowed("anything:1"));
+    }
+
+    #[test]
+    fn the_secret_key_is_never_printed() {
+        let c = config(&[("SECRET_KEY", &"k".repeat(40))]).unwrap();
+        assert!(!format!("{c:?}").contains("kkkk"));
+    }
+}

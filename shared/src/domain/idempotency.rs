@@ -1,0 +1,93 @@
+//! `Idempotency-Key` values: 1–255 printable ASCII characters, scoped to the caller.
+
+use sha2::{Digest, Sha256};
+
+/// A validated idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// Longest allowed key.
+    pub const MAX_LEN: usize = 255;
+
+    /// Validates the header's bytes.
+    pub fn parse(raw: &[u8]) -> Result<IdempotencyKey, String> {
+        if raw.is_empty() || raw.len() > Self::MAX_LEN {
+            return Err(format!(
+                "Idempotency-Key must be 1 to {} characters long.",
+                Self::MAX_LEN
+            ));
+        }
+        if !raw.iter().all(|b| (0x20..=0x7e).contains(b)) {
+            return Err("Idempotency-Key may contain only printable ASCII characters.".to_owned());
+        }
+        // Checked above: every byte is printable ASCII.
+        Ok(IdempotencyKey(String::from_utf8_lossy(raw).into_owned()))
+    }
+
+    /// The key as sent.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A digest of what a request asks for, so a reused key with a different request is told apart
+/// from a retry of the same one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestFingerprint(String);
+
+impl RequestFingerprint {
+    /// Digests the operation name and its canonical parameters.
+    pub fn of(parts: &[&str]) -> RequestFingerprint {
+        let mut hasher = Sha256::new();
+        for part in parts {
+            // Length-prefixing keeps ("ab","c") and ("a","bc") apart.
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part.as_bytes());
+        }
+        let digest = hasher.finalize();
+        RequestFingerprint(digest.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// Rebuilds a fingerprint read back from a store.
+    pub fn from_stored(text: String) -> RequestFingerprint {
+        RequestFingerprint(text)
+    }
+
+    /// The hex digest.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_of_printable_ascii_up_to_255_are_accepted() {
+        assert!(IdempotencyKey::parse(b"a").is_ok());
+        assert!(IdempotencyKey::parse(b"order 42: retry #1 ~!").is_ok());
+        assert!(IdempotencyKey::parse(&[b'k'; 255]).is_ok());
+    }
+
+    #[test]
+    fn empty_long_and_non_printable_keys_are_rejected() {
+        assert!(IdempotencyKey::parse(b"").is_err());
+        assert!(IdempotencyKey::parse(&[b'k'; 256]).is_err());
+        assert!(IdempotencyKey::parse(b"tab\there").is_err());
+        assert!(IdempotencyKey::parse("ключ".as_bytes()).is_err());
+    }
+
+    #[test]
+    fn fingerprints_separate_their_parts() {
+        assert_ne!(
+            RequestFingerprint::of(&["ab", "c"]),
+            RequestFingerprint::of(&["a", "bc"])
+        );
+        assert_eq!(
+            RequestFingerprint::of(&["deposit", "100"]),
+            RequestFingerprint::of(&["deposit", "100"])
+        );
+    }
+}

@@ -1,0 +1,60 @@
+//! Domain values, parsed at the edge: once constructed they cannot hold an invalid value.
+
+mod email;
+mod idempotency;
+mod ids;
+mod money;
+pub mod password;
+mod username;
+
+pub use email::Email;
+pub use idempotency::{IdempotencyKey, RequestFingerprint};
+pub use ids::{OperationId, SessionId, Timestamp, TokenId, TransferId, UserId};
+pub use money::Money;
+pub use username::{Username, username_key};
+
+use serde::Serialize;
+
+/// What an operation did to its account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationKind {
+    /// Money paid in.
+    Deposit,
+    /// Money paid out.
+    Withdrawal,
+    /// The receiving side of a transfer.
+    TransferIn,
+    /// The sending side of a transfer.
+    TransferOut,
+}
+
+impl OperationKind {
+    /// Every kind, in the order API.md lists them.
+    pub const ALL: [OperationKind; 4] = [
+        OperationKind::Deposit,
+        OperationKind::Withdrawal,
+        OperationKind::TransferIn,
+        OperationKind::TransferOut,
+    ];
+
+    /// The wire and storage name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationKind::Deposit => "deposit",
+            OperationKind::Withdrawal => "withdrawal",
+            OperationKind::TransferIn => "transfer_in",
+            OperationKind::TransferOut => "transfer_out",
+        }
+    }
+
+    /// Parses the wire and storage name.
+    pub fn parse(text: &str) -> Option<OperationKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+
+    /// Whether the operation adds to the balance.
+    pub fn is_credit(self) -> bool {
+        matches!(self, OperationKind::Deposit | OperationKind::TransferIn)
+    }
+}

@@ -1,0 +1,303 @@
+//! One function per route: parse the request, call the service, render the result.
+
+use http::StatusCode;
+use secrecy::SecretString;
+
+use super::request::{Req, json_amount, json_string, json_string_max};
+use super::response::{
+    BalanceView, HealthView, LoginView, MeView, OperationView, Page, RefreshView, RegisteredView,
+    Reply, Results, SessionView,
+};
+use crate::app::App;
+use crate::domain::{Email, Money, OperationKind, SessionId, Timestamp, Username};
+use crate::error::{ApiError, FieldErrors};
+use crate::service::auth::{self, Principal, Registration};
+use crate::service::money::{self, ChangeRequest, HistoryRequest, Movement, TransferRequest};
+
+/// Longest description kept with an operation.
+const MAX_DESCRIPTION: usize = 255;
+/// Longest password text looked at (the policy allows 128; more is only worth an error).
+const MAX_PASSWORD_INPUT: usize = 4096;
+
+/// Authenticates the caller and records them on the request's span.
+async fn principal(app: &App, req: &Req) -> Result<Principal, ApiError> {
+    let token = req.bearer()?;
+    let principal = auth::authenticate(app, token).await?;
+    tracing::Span::current().record("user_id", tracing::field::display(principal.user));
+    Ok(principal)
+}
+
+fn missing_after_check() -> ApiError {
+    ApiError::internal("a field passed validation but has no value")
+}
+
+pub(super) async fn register(app: &App, req: &Req) -> Result<Reply, ApiError> {
+    let mut body = req.json_object(false)?;
+    let username = body.required("username", |raw| Username::parse(&json_string(raw)?));
+    let email = body.required("email", |raw| Email::parse(&json_string(raw)?));
+    let password = body.required("password", |raw| {
+        json_string_max(raw, MAX_PASSWORD_INPUT).map(SecretString::from)
+    });
+    body.finish()?;
+    let (Some(username), Some(email), Some(password)) = (username, email, password) else {
+        return Err(missing_after_check());
+    };
+    let user = auth::register(
+        app,
+        Registration {
+            username,
+            email,
+            password,
+            is_staff: false,
+        },
+    )
+    .await?;
+    Reply::json(
+        StatusCode::CREATED,
+        &RegisteredView {
+            id: user.id,
+            username: user.username.to_string(),
+            email: user.email.to_string(),
+            balance: Money::ZERO,
+            created_at: user.created_at,
+        },
+    )
+}
+
+pub(super) async fn login(app: &App, req: &Req) -> Result<Reply, ApiError> {
+    let mut body = req.json_object(false)?;
+    let username = body.required("username", json_string);
+    let password = body.required("password", |raw| {
+        json_string_max(raw, MAX_PASSWORD_INPUT).map(SecretString::from)
+    });
+    body.finish()?;
+    let (Some(username), Some(password)) = (username, password) else {
+        return Err(missing_after_check());
+    };
+    let pair = auth::login(app, &username, password, req.client.clone()).await?;
+    Reply::json(
+        StatusCode::OK,
+        &LoginView {
+            access: pair.access,
+            refresh: pair.refresh,
+            token_type: "Bearer",
+            expires_in: pair.expires_in,
+        },
+    )
+}
+
+pub(super) async fn refresh(app: &App, req: &Req) -> Result<Reply, ApiError> {
+    let mut body = req.json_object(false)?;
+    let token = body.required("refresh", json_string);
+    body.finish()?;
+    let Some(token) = token else {
+        return Err(missing_after_check());
+    };
+    let pair = auth::refresh(app, &token).await?;
+    Reply::json(
+        StatusCode::OK,
+        &RefreshView {
+            access: pair.access,
+            refresh: pair.refresh,
+        },
+    )
+}
+
+pub(super) async fn logout(app: &App, req: &Req) -> Result<Reply, ApiError> {
+    let principal = principal(app, req).await?;
+    let mut body = req.json_object(true)?;
+    let token = body.optional("refresh", json_string);
+    body.finish()?;
+    let Some(token) = token else {
+        return Err(missing_after_check());
+    };
+    auth::logout(app, principal, token.as_deref()).await?;
+    Ok(Reply::empty(StatusCode::NO_CONTENT))
+}
+
+pub(super) async fn me(app: &App, req: &Req) -> Result<Reply, ApiError> {
+    let principal = principal(app, req).await?;
+    let user = auth::me(app, principal).await?;
+    Reply::json(StatusCode::OK, &MeView::from(&user))
+}
+
+pub(super) async fn list_sessions(app: &App, req: &Req) -> Result<Reply, ApiError> {
+    let principal = principal(app, req).await?;
+    let sessions = auth::sessions(app, principal).await?;
+    Reply::json(
+        StatusCode::OK,
+        &Results {
+            results: sessions
+                .iter()
+                .map(|s| SessionView::new(s, principal.session))
+                .collect(),
+        },
+    )
+}
+
+pub(super) async fn revoke_session(app: &App, req: &Req) -> Result<Reply, ApiError> {
+    let principal = principal(app, req).await?;
+    let id = req
+        .param("id")
+        .and_then(SessionId::parse)
+        .ok_or(ApiError::NotFound)?;
+    auth::revoke_session(app, principal, id).await?;
+    Ok(Reply::empty(StatusCode::NO_CONTENT))
+}
+
+pub(super) async fn balance(app: &App, req: &Req) -> Result<Reply, ApiError> {
+    let principal = principal(app, req).await?;
+    let account = money::balance(app, principal.user).await?;
+    Reply::json(
+        StatusCode::OK,
+        &BalanceView {
+            balance: account.balance,
+            currency: app.config.currency.clone(),
+            updated_at: account.updated_at,
+        },
+    )
+}
+
+fn movement_reply(movement: Movement) -> Result<Reply, ApiError> {
+    let reply = Reply::json(
+        StatusCode::CREATED,
+        &OperationView::from(&movement.operation),
+    )?;
+    Ok(if movement.replayed {
+        reply.with_header("idempotent-replayed", "true")
+    } else {
+        reply
+    })
+}
+
+async fn change(app: &App, req: &Req, kind: OperationKind) -> Result<Reply, ApiError> {
+    let principal = principal(app, req).await?;
+    let idempotency_key = req.idempotency_key()?;
+    let mut body = req.json_object(false)?;
+    let amount = body.required("amount", json_amount);
+    let description = body.optional("description", |raw| json_string_max(raw, MAX_DESCRIPTION));
+    body.finish()?;
+    let (Some(amount), Some(description)) = (amount, description) else {
+        return Err(missing_after_check());
+    };
+    let movement = money::change_balance(
+        app,
+        principal.user,
+        ChangeRequest {
+            kind,
+            amount,
+            description,
+            idempotency_key,
+        },
+    )
+    .await?;
+    movement_reply(movement)
+}
+
+pub(super) async fn deposit(app: &App, req: &Req) -> Result<Reply, ApiError> {
+    change(app, req, OperationKind::Deposit).await
+}
+
+pub(super) async fn withdraw(app: &App, req: &Req) -> Result<Reply, ApiError> {
+    change(app, req, OperationKind::Withdrawal).await
+}
+
+pub(super) async fn transfer(app: &App, req: &Req) -> Result<Reply, ApiError> {
+    let principal = principal(app, req).await?;
+    let idempotency_key = req.idempotency_key()?;
+    let mut body = req.json_object(false)?;
+    let to = body.required("to", |raw| {
+        let to = json_string(raw)?;
+        if to.is_empty() || to.chars().count() > Username::MAX_LEN {
+            return Err(format!(
+                "Ensure this field has 1 to {} characters.",
+                Username::MAX_LEN
+            ));
+        }
+        Ok(to)
+    });
+    let amount = body.required("amount", json_amount);
+    let description = body.optional("description", |raw| json_string_max(raw, MAX_DESCRIPTION));
+    body.finish()?;
+    let (Some(to), Some(amount), Some(description)) = (to, amount, description) else {
+        return Err(missing_after_check());
+    };
+    let movement = money::transfer(
+        app,
+        principal.user,
+        TransferRequest {
+            to,
+            amount,
+            description,
+            idempotency_key,
+        },
+    )
+    .await?;
+    movement_reply(movement)
+}
+
+/// Parses `limit`, `cursor`, `type`, `since`, `until`; unknown parameters are ignored.
+fn history_request(req: &Req) -> Result<HistoryRequest, ApiError> {
+    let mut request = HistoryRequest {
+        limit: 20,
+        ..HistoryRequest::default()
+    };
+    let mut errors = FieldErrors::new();
+    for (name, value) in req.query_params()? {
+        match name.as_str() {
+            "limit" => match value.parse::<u32>() {
+                Ok(n) if (1..=100).contains(&n) => request.limit = n,
+                _ => errors.add(
+                    "limit",
+                    "Ensure this value is a whole number from 1 to 100.",
+                ),
+            },
+            "cursor" => request.cursor = Some(value),
+            "type" => {
+                for part in value.split(',') {
+                    match OperationKind::parse(part.trim()) {
+                        Some(kind) if !request.kinds.contains(&kind) => request.kinds.push(kind),
+                        Some(_) => {}
+                        None => errors.add(
+                            "type",
+                            format!(
+                                "{part:?} is not one of deposit, withdrawal, transfer_in, transfer_out."
+                            ),
+                        ),
+                    }
+                }
+            }
+            "since" | "until" => match Timestamp::parse_rfc3339(&value) {
+                Some(t) if name == "since" => request.since = Some(t),
+                Some(t) => request.until = Some(t),
+                None => errors.add(name.clone(), "Enter an RFC 3339 date-time."),
+            },
+            _ => {}
+        }
+    }
+    if let (Some(since), Some(until)) = (request.since, request.until) {
+        if since > until {
+            errors.add("since", "since must not be after until.");
+        }
+    }
+    errors.into_result()?;
+    Ok(request)
+}
+
+pub(super) async fn operations(app: &App, req: &Req) -> Result<Reply, ApiError> {
+    let principal = principal(app, req).await?;
+    let request = history_request(req)?;
+    let page = money::history(app, principal.user, request).await?;
+    Reply::json(
+        StatusCode::OK,
+        &Page {
+            results: page.operations.iter().map(OperationView::from).collect(),
+            next_cursor: page.next_cursor,
+        },
+    )
+}
+
+pub(super) async fn health(app: &App, _req: &Req) -> Result<Reply, ApiError> {
+    app.store.ping().await?;
+    Reply::json(StatusCode::OK, &HealthView { status: "ok" })
+}

@@ -1,0 +1,326 @@
+//! Reading requests: the one place that parses bodies, headers and query strings.
+
+use std::collections::HashSet;
+
+use http::{HeaderMap, Method, header};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::domain::{IdempotencyKey, Money};
+use crate::error::{ApiError, FieldErrors};
+use crate::service::auth::ClientInfo;
+
+/// Largest accepted body.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// A request as handlers see it: method, matched route parameters, headers, body.
+#[derive(Debug)]
+pub struct Req {
+    /// The request id echoed as `X-Request-Id`.
+    pub request_id: String,
+    /// HTTP method.
+    pub method: Method,
+    /// Path as received.
+    pub path: String,
+    /// Raw query string.
+    pub query: Option<String>,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body bytes.
+    pub body: bytes::Bytes,
+    /// Values of `{name}` segments of the matched route.
+    pub params: Vec<(&'static str, String)>,
+    /// Source address and user agent.
+    pub client: ClientInfo,
+}
+
+impl Req {
+    /// A path parameter of the matched route.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The bearer token of the `Authorization` header; missing or garbled → `not_authenticated`.
+    pub fn bearer(&self) -> Result<&str, ApiError> {
+        let mut values = self.headers.get_all(header::AUTHORIZATION).iter();
+        let (Some(value), None) = (values.next(), values.next()) else {
+            return Err(ApiError::NotAuthenticated);
+        };
+        let text = value.to_str().map_err(|_| ApiError::NotAuthenticated)?;
+        let (scheme, token) = text.split_once(' ').ok_or(ApiError::NotAuthenticated)?;
+        let token = token.trim();
+        if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(' ') {
+            return Err(ApiError::NotAuthenticated);
+        }
+        Ok(token)
+    }
+
+    /// The `Idempotency-Key` header, validated, if present.
+    pub fn idempotency_key(&self) -> Result<Option<IdempotencyKey>, ApiError> {
+        let mut values = self.headers.get_all("idempotency-key").iter();
+        match (values.next(), values.next()) {
+            (None, _) => Ok(None),
+            (Some(v), None) => IdempotencyKey::parse(v.as_bytes())
+                .map(Some)
+                .map_err(|m| ApiError::field("Idempotency-Key", m)),
+            (Some(_), Some(_)) => Err(ApiError::field(
+                "Idempotency-Key",
+                "Send the Idempotency-Key header once.",
+            )),
+        }
+    }
+
+    /// Parses a JSON object body. `optional` bodies may be empty (with any content type).
+    pub fn json_object(&self, optional: bool) -> Result<JsonObject, ApiError> {
+        if optional && self.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(JsonObject::default());
+        }
+        if !is_json_content_type(&self.headers) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        JsonObject::parse(&self.body)
+    }
+
+    /// Query parameters; a parameter given twice is a validation error.
+    pub fn query_params(&self) -> Result<Vec<(String, String)>, ApiError> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for (k, v) in form_urlencoded::parse(self.query.as_deref().unwrap_or("").as_bytes()) {
+            if !seen.insert(k.to_string()) {
+                return Err(ApiError::field(k.to_string(), "Give this parameter once."));
+            }
+            out.push((k.into_owned(), v.into_owned()));
+        }
+        Ok(out)
+    }
+}
+
+fn is_json_content_type(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(header::CONTENT_TYPE).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    let Ok(text) = value.to_str() else {
+        return false;
+    };
+    let mut parts = text.split(';');
+    let essence = parts.next().unwrap_or_default().trim();
+    if !essence.eq_ignore_ascii_case("application/json") {
+        return false;
+    }
+    // Only a UTF-8 charset (or none) describes JSON text.
+    parts.all(|p| match p.split_once('=') {
+        Some((name, value)) if name.trim().eq_ignore_ascii_case("charset") => {
+            let v = value.trim().trim_matches('"');
+            v.eq_ignore_ascii_case("utf-8") || v.eq_ignore_ascii_case("utf8")
+        }
+        Some(_) => true,
+        None => p.trim().is_empty(),
+    })
+}
+
+/// A JSON object's members kept as raw JSON text, so each field is parsed by its own rules
+/// (money from its exact digits) and every problem is reported against its field.
+#[derive(Debug, Default)]
+pub struct JsonObject {
+    members: Vec<(String, Box<RawValue>)>,
+    taken: HashSet<String>,
+    errors: FieldErrors,
+}
+
+struct Members(Vec<(String, Box<RawValue>)>);
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Members;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
+                let mut members: Vec<(String, Box<RawValue>)> = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, Box<RawValue>>()? {
+                    if members.iter().any(|(existing, _)| *existing == k) {
+                        return Err(de::Error::custom(format!("duplicate field `{k}`")));
+                    }
+                    members.push((k, v));
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(V)
+    }
+}
+
+impl JsonObject {
+    fn parse(body: &[u8]) -> Result<JsonObject, ApiError> {
+        // First: is it JSON at all?
+        let raw: &RawValue = serde_json::from_slice(body).map_err(|_| ApiError::InvalidJson)?;
+        if !raw.get().trim_start().starts_with('{') {
+            return Err(ApiError::field(
+                "non_field_errors",
+                "Expected a JSON object.",
+            ));
+        }
+        let Members(members) = serde_json::from_str(raw.get()).map_err(|e| {
+            let message = e.to_string();
+            match message.split('`').nth(1) {
+                Some(field) if message.starts_with("duplicate field") => {
+                    ApiError::field(field.to_owned(), "Duplicate field.")
+                }
+                _ => ApiError::InvalidJson,
+            }
+        })?;
+        Ok(JsonObject {
+            members,
+            ..JsonObject::default()
+        })
+    }
+
+    fn take(&mut self, name: &str) -> Option<&RawValue> {
+        self.taken.insert(name.to_owned());
+        self.members
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_ref())
+    }
+
+    /// A required field parsed by `parse` from its raw JSON text; problems are recorded.
+    pub fn required<T>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let result = match self.take(name) {
+            None => Err("This field is required.".to_owned()),
+            Some(raw) => parse(raw.get()),
+        };
+        result.map_err(|m| self.errors.add(name, m)).ok()
+    }
+
+    /// An optional field; absent or `null` is `Some(None)`, a problem is `None`.
+    pub fn optional<T>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<Option<T>> {
+        let result = match self.take(name) {
+            None => Ok(None),
+            Some(raw) if raw.get() == "null" => Ok(None),
+            Some(raw) => parse(raw.get()).map(Some),
+        };
+        result.map_err(|m| self.errors.add(name, m)).ok()
+    }
+
+    /// Fails with every recorded problem plus one per unknown field.
+    pub fn finish(mut self) -> Result<(), ApiError> {
+        for (name, _) in &self.members {
+            if !self.taken.contains(name) {
+                self.errors.add(name.clone(), "Unknown field.");
+            }
+        }
+        self.errors.into_result()
+    }
+}
+
+/// Parses a JSON string member.
+pub fn json_string(raw: &str) -> Result<String, String> {
+    if raw == "null" {
+        return Err("This field may not be null.".to_owned());
+    }
+    serde_json::from_str::<String>(raw).map_err(|_| "Not a valid string.".to_owned())
+}
+
+/// Parses a JSON string member with a length limit in characters.
+pub fn json_string_max(raw: &str, max: usize) -> Result<String, String> {
+    let s = json_string(raw)?;
+    if s.chars().count() > max {
+        return Err(format!(
+            "Ensure this field has no more than {max} characters."
+        ));
+    }
+    Ok(s)
+}
+
+/// Parses a money member (JSON string or number).
+pub fn json_amount(raw: &str) -> Result<Money, String> {
+    Money::parse_amount_json(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(body: &str) -> Result<JsonObject, ApiError> {
+        JsonObject::parse(body.as_bytes())
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let mut o = object(r#"{"amount":"1.00","surprise":1}"#).unwrap();
+        assert!(o.required("amount", json_amount).is_some());
+        match o.finish() {
+            Err(ApiError::Validation(e)) => assert!(e.as_map().contains_key("surprise")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn numbers_keep_their_exact_text() {
+        let mut o = object(r#"{"amount": 0.1}"#).unwrap();
+        assert_eq!(
+            o.required("amount", json_amount),
+            Some(Money::from_minor(10))
+        );
+    }
+
+    #[test]
+    fn invalid_json_and_non_objects_are_told_apart() {
+        assert!(matches!(object("{"), Err(ApiError::InvalidJson)));
+        assert!(matches!(object(""), Err(ApiError::InvalidJson)));
+        assert!(matches!(object("[1]"), Err(ApiError::Validation(_))));
+        assert!(matches!(object("\"x\""), Err(ApiError::Validation(_))));
+    }
+
+    #[test]
+    fn duplicate_fields_are_rejected() {
+        match object(r#"{"amount":"1","amount":"2"}"#) {
+            Err(ApiError::Validation(e)) => assert!(e.as_map().contains_key("amount")),
+            Ok(_) => panic!("accepted a duplicate"),
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn wrong_types_are_reported_per_field() {
+        let mut o = object(r#"{"username": 5, "password": null}"#).unwrap();
+        assert!(o.required("username", json_string).is_none());
+        assert!(o.required("password", json_string).is_none());
+        match o.finish() {
+            Err(ApiError::Validation(e)) => {
+                assert_eq!(e.as_map().len(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn json_content_types_with_utf8_charset_are_accepted() {
+        let mut h = HeaderMap::new();
+        for (value, ok) in [
+            ("application/json", true),
+            ("application/json; charset=utf-8", true),
+            ("Application/JSON;charset=UTF-8", true),
+            ("application/json; charset=latin1", false),
+            ("text/plain", false),
+            ("application/jsonx", false),
+        ] {
+            h.insert(header::CONTENT_TYPE, value.parse().unwrap());
+            assert_eq!(is_json_content_type(&h), ok, "{value}");
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! Building responses: JSON bodies, problem+json errors and the views clients see.
+
+use http::{HeaderName, HeaderValue, Response, StatusCode, header};
+use lambda_http::Body;
+use serde::Serialize;
+
+use crate::domain::{Money, OperationKind, SessionId, Timestamp, TransferId, UserId};
+use crate::error::ApiError;
+use crate::store::{Operation, SessionRecord, UserRecord};
+
+/// A successful answer before the common headers are added.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: StatusCode,
+    /// Serialized JSON, if any.
+    pub body: Option<Vec<u8>>,
+    /// Extra headers.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Reply {
+    /// A JSON body.
+    pub fn json(status: StatusCode, value: &impl Serialize) -> Result<Reply, ApiError> {
+        Ok(Reply {
+            status,
+            body: Some(serde_json::to_vec(value).map_err(ApiError::internal)?),
+            headers: Vec::new(),
+        })
+    }
+
+    /// No body (`204`).
+    pub fn empty(status: StatusCode) -> Reply {
+        Reply {
+            status,
+            body: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: &'static str, value: &'static str) -> Reply {
+        self.headers.push((
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        ));
+        self
+    }
+
+    pub(crate) fn into_response(self, request_id: &str) -> Response<Body> {
+        let mut builder = Response::builder().status(self.status);
+        if self.body.is_some() {
+            builder = builder.header(header::CONTENT_TYPE, "application/json");
+        }
+        let mut response = builder
+            .body(self.body.map_or(Body::Empty, Body::Binary))
+            .unwrap_or_default();
+        let headers = response.headers_mut();
+        for (name, value) in self.headers {
+            headers.append(name, value);
+        }
+        finish_headers(headers, request_id);
+        response
+    }
+}
+
+fn finish_headers(headers: &mut http::HeaderMap, request_id: &str) {
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        headers.insert(HeaderName::from_static("x-request-id"), id);
+    }
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'static str,
+    status: u16,
+    detail: String,
+    code: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a std::collections::BTreeMap<String, Vec<String>>>,
+}
+
+/// Renders an error as `application/problem+json` with its status and headers.
+pub fn problem(error: &ApiError, request_id: &str) -> Response<Body> {
+    let status = error.status();
+    let body = Problem {
+        kind: "about:blank",
+        title: error.title(),
+        status,
+        detail: error.detail(),
+        code: error.code(),
+        errors: match error {
+            ApiError::Validation(e) => Some(e.as_map()),
+            _ => None,
+        },
+    };
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let mut response = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/problem+json")
+        .body(Body::Binary(bytes))
+        .unwrap_or_default();
+    let headers = response.headers_mut();
+    match error {
+        ApiError::NotAuthenticated => {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        ApiError::InvalidToken | ApiError::TokenReused => {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+        }
+        ApiError::MethodNotAllowed(methods) => {
+            let allow = methods
+                .iter()
+                .map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            if let Ok(v) = HeaderValue::from_str(&allow) {
+                headers.insert(header::ALLOW, v);
+            }
+        }
+        ApiError::RateLimited { retry_after } => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        }
+        ApiError::ServiceUnavailable(_) => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        _ => {}
+    }
+    finish_headers(headers, request_id);
+    response
+}
+
+/// A user as registration returns it.
+#[derive(Debug, Serialize)]
+pub struct RegisteredView {
+    /// Id.
+    pub id: UserId,
+    /// Username.
+    pub username: String,
+    /// Email.
+    pub email: String,
+    /// Always `0.00` for a new account.
+    pub balance: Money,
+    /// Registration time.
+    pub created_at: Timestamp,
+}
+
+/// `GET me/`.
+#[derive(Debug, Serialize)]
+pub struct MeView {
+    /// Id.
+    pub id: UserId,
+    /// Username.
+    pub username: String,
+    /// Email.
+    pub email: String,
+    /// Staff flag.
+    pub is_staff: bool,
+    /// Registration time.
+    pub created_at: Timestamp,
+}
+
+impl From<&UserRecord> for MeView {
+    fn from(u: &UserRecord) -> Self {
+        MeView {
+            id: u.id,
+            username: u.username.to_string(),
+            email: u.email.to_string(),
+            is_staff: u.is_staff,
+            created_at: u.created_at,
+        }
+    }
+}
+
+/// `POST login/`.
+#[derive(Debug, Serialize)]
+pub struct LoginView {
+    /// Access token.
+    pub access: String,
+    /// Refresh token.
+    pub refresh: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Access token lifetime, seconds.
+    pub expires_in: i64,
+}
+
+/// `POST token/refresh/`.
+#[derive(Debug, Serialize)]
+pub struct RefreshView {
+    /// Access token.
+    pub access: String,
+    /// Refresh token.
+    pub refresh: String,
+}
+
+/// One session in `GET sessions/`.
+#[derive(Debug, Serialize)]
+pub struct SessionView {
+    /// Id.
+    pub id: SessionId,
+    /// Login time.
+    pub created_at: Timestamp,
+    /// Last use.
+    pub last_used_at: Timestamp,
+    /// Client user agent.
+    pub user_agent: Option<String>,
+    /// Client address.
+    pub ip: Option<String>,
+    /// Whether this is the caller's own session.
+    pub current: bool,
+}
+
+impl SessionView {
+    /// Renders a session relative to the caller's.
+    pub fn new(s: &SessionRecord, current: SessionId) -> Self {
+        SessionView {
+            id: s.id,
+            created_at: s.created_at,
+            last_used_at: s.last_used_at,
+            user_agent: s.user_agent.clone(),
+            ip: s.ip.clone(),
+            current: s.id == current,
+        }
+    }
+}
+
+/// A list wrapper: `{"results": [...]}`.
+#[derive(Debug, Serialize)]
+pub struct Results<T> {
+    /// The items.
+    pub results: Vec<T>,
+}
+
+/// A page: `{"results": [...], "next_cursor": ...}`.
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    /// The items.
+    pub results: Vec<T>,
+    /// Cursor of the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /api/balance/v1/`.
+#[derive(Debug, Serialize)]
+pub struct BalanceView {
+    /// Current balance.
+    pub balance: Money,
+    /// Configured currency.
+    pub currency: String,
+    /// Last change.
+    pub updated_at: Timestamp,
+}
+
+/// The other account of a transfer.
+#[derive(Debug, Serialize)]
+pub struct CounterpartyView {
+    /// Their id.
+    pub id: UserId,
+    /// Their username.
+    pub username: String,
+}
+
+/// An operation as every endpoint shows it.
+#[derive(Debug, Serialize)]
+pub struct OperationView {
+    /// Id.
+    pub id: String,
+    /// Kind.
+    #[serde(rename = "type")]
+    pub kind: OperationKind,
+    /// Amount.
+    pub amount: Money,
+    /// Balance right after.
+    pub balance_after: Money,
+    /// Transfers only.
+    pub counterparty: Option<CounterpartyView>,
+    /// Transfers only.
+    pub transfer_id: Option<TransferId>,
+    /// Client text.
+    pub description: Option<String>,
+    /// When.
+    pub created_at: Timestamp,
+}
+
+impl From<&Operation> for OperationView {
+    fn from(op: &Operation) -> Self {
+        OperationView {
+            id: op.id.to_string(),
+            kind: op.kind,
+            amount: op.amount,
+            balance_after: op.balance_after,
+            counterparty: op.counterparty.as_ref().map(|c| CounterpartyView {
+                id: c.id,
+                username: c.username.clone(),
+            }),
+            transfer_id: op.transfer_id,
+            description: op.description.clone(),
+            created_at: op.created_at,
+        }
+    }
+}
+
+/// `GET /api/health/`.
+#[derive(Debug, Serialize)]
+pub struct HealthView {
+    /// `ok`.
+    pub status: &'static str,
+}

@@ -1,0 +1,32 @@
+//! LightTech: an accounts-and-money API served as AWS Lambda functions.
+//!
+//! Layout, top-down:
+//!
+//! - [`http`]: the route table and the one handler, `handle(&App, Request) -> Response`, shared
+//!   by every Lambda binary and the local server. Parses requests at the edge into domain types
+//!   and maps every failure onto API.md's error table.
+//! - [`service`]: one function per use case (register, login, refresh, logout, me, sessions,
+//!   balance, deposit, withdraw, transfer, history).
+//! - [`store`]: the [`store::Store`] trait — one atomic primitive per method, shaped for
+//!   DynamoDB's conditional writes and transactions — and its backends.
+//! - [`domain`], [`auth`], [`config`]: newtypes, tokens and passwords, typed configuration.
+//!
+//! The one idea: every money movement is a single conditional step in the store (balance
+//! condition, history record and idempotency record together), so there is no read-modify-write
+//! anywhere above the store and no way to lose an update or spend twice.
+
+pub mod app;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod lambda;
+pub mod service;
+pub mod store;
+pub mod telemetry;
+
+pub use app::{App, StartOptions, StartupError};
+pub use config::Config;
+pub use error::ApiError;

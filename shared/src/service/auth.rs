@@ -1,0 +1,297 @@
+//! Registration, login, token refresh, logout, the caller's profile and sessions.
+
+use secrecy::SecretString;
+
+use crate::app::App;
+use crate::auth::{TokenType, VerifiedToken};
+use crate::domain::{
+    Email, SessionId, Timestamp, TokenId, UserId, Username, password, username_key,
+};
+use crate::error::{ApiError, FieldErrors};
+use crate::store::{
+    Attempt, NewUser, RotateOutcome, Rotation, SessionRecord, ThrottlePolicy, UserRecord,
+};
+
+/// Sessions record use at most this often, so authenticated reads do not each cost a write.
+const TOUCH_INTERVAL_SECONDS: i64 = 60;
+/// Longest `User-Agent` kept with a session.
+const MAX_USER_AGENT: usize = 512;
+
+/// Who is calling: a verified access token whose session is live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal {
+    /// The user.
+    pub user: UserId,
+    /// The session the token belongs to.
+    pub session: SessionId,
+}
+
+/// Where a request came from, kept with the session it opens.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    /// Source address.
+    pub ip: Option<String>,
+    /// `User-Agent`.
+    pub user_agent: Option<String>,
+}
+
+/// A fresh pair of tokens.
+#[derive(Debug, Clone)]
+pub struct TokenPair {
+    /// Access token.
+    pub access: String,
+    /// Refresh token.
+    pub refresh: String,
+    /// Access token lifetime in seconds.
+    pub expires_in: i64,
+}
+
+/// What registration needs, already parsed.
+#[derive(Debug)]
+pub struct Registration {
+    /// Chosen username.
+    pub username: Username,
+    /// Address.
+    pub email: Email,
+    /// Chosen password (checked against the policy here).
+    pub password: SecretString,
+    /// Staff flag (only `create-superuser` sets it).
+    pub is_staff: bool,
+}
+
+/// Creates a user and their account (balance 0) atomically.
+#[tracing::instrument(skip_all, fields(username = %input.username))]
+pub async fn register(app: &App, input: Registration) -> Result<UserRecord, ApiError> {
+    let problems = password::validate(&input.password, &input.username, &input.email);
+    if !problems.is_empty() {
+        let mut errors = FieldErrors::new();
+        for p in problems {
+            errors.add("password", p);
+        }
+        return Err(ApiError::Validation(errors));
+    }
+    let password_hash = app.passwords.hash(input.password).await?;
+    let user = app
+        .store
+        .create_user(&NewUser {
+            id: UserId::new(),
+            username: input.username,
+            email: input.email,
+            password_hash,
+            is_staff: input.is_staff,
+            now: app.clock.now(),
+        })
+        .await?;
+    tracing::info!(user_id = %user.id, "user registered");
+    Ok(user)
+}
+
+/// Checks credentials under the per-username throttle and opens a session.
+#[tracing::instrument(skip_all)]
+pub async fn login(
+    app: &App,
+    username: &str,
+    password: SecretString,
+    client: ClientInfo,
+) -> Result<TokenPair, ApiError> {
+    let now = app.clock.now();
+    let key = username_key(username);
+    // Text that cannot be a username cannot log in; it still pays for a hash so the answer
+    // takes as long as any other failure, but it gets no throttle record.
+    if Username::parse(username).is_err() {
+        app.passwords.verify(password, None).await;
+        return Err(ApiError::InvalidCredentials);
+    }
+    // The attempt is counted before the password is checked, atomically, so a burst of
+    // parallel guesses cannot get more than the limit through.
+    let policy = ThrottlePolicy {
+        max_attempts: app.config.login_max_attempts,
+        window_seconds: app.config.login_window_seconds,
+    };
+    if let Attempt::Limited { retry_after } =
+        app.store.take_login_attempt(&key, policy, now).await?
+    {
+        return Err(ApiError::RateLimited { retry_after });
+    }
+    let user = app.store.user_by_username(&key).await?;
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    let verified = app.passwords.verify(password, hash).await;
+    let user = match user {
+        Some(u) if verified && u.is_active => u,
+        _ => return Err(ApiError::InvalidCredentials),
+    };
+    app.store.clear_login_attempts(&key).await?;
+    let session = SessionRecord {
+        id: SessionId::new(),
+        user: user.id,
+        created_at: now,
+        last_used_at: now,
+        expires_at: now.plus_seconds(app.config.refresh_ttl_seconds),
+        refresh_jti: TokenId::new(),
+        user_agent: client
+            .user_agent
+            .map(|ua| ua.chars().take(MAX_USER_AGENT).collect()),
+        ip: client.ip,
+        revoked_at: None,
+    };
+    app.store.create_session(&session).await?;
+    tracing::info!(user_id = %user.id, session_id = %session.id, "logged in");
+    issue_pair(app, user.id, session.id, session.refresh_jti, now)
+}
+
+fn issue_pair(
+    app: &App,
+    user: UserId,
+    session: SessionId,
+    refresh_jti: TokenId,
+    now: Timestamp,
+) -> Result<TokenPair, ApiError> {
+    let access = app
+        .tokens
+        .issue(
+            TokenType::Access,
+            user,
+            session,
+            TokenId::new(),
+            now,
+            app.config.access_ttl_seconds,
+        )
+        .map_err(ApiError::internal)?;
+    let refresh = app
+        .tokens
+        .issue(
+            TokenType::Refresh,
+            user,
+            session,
+            refresh_jti,
+            now,
+            app.config.refresh_ttl_seconds,
+        )
+        .map_err(ApiError::internal)?;
+    Ok(TokenPair {
+        access,
+        refresh,
+        expires_in: app.config.access_ttl_seconds,
+    })
+}
+
+/// Spends a refresh token for a new pair; a spent token revokes its whole session.
+#[tracing::instrument(skip_all)]
+pub async fn refresh(app: &App, refresh_token: &str) -> Result<TokenPair, ApiError> {
+    let now = app.clock.now();
+    let token = verify(app, refresh_token, TokenType::Refresh, now)?;
+    let next = TokenId::new();
+    let outcome = app
+        .store
+        .rotate_session(&Rotation {
+            session: token.session,
+            presented: token.id,
+            next,
+            expires_at: now.plus_seconds(app.config.refresh_ttl_seconds),
+            now,
+        })
+        .await?;
+    match outcome {
+        RotateOutcome::Rotated => issue_pair(app, token.user, token.session, next, now),
+        RotateOutcome::Reused => {
+            tracing::warn!(user_id = %token.user, session_id = %token.session,
+                "spent refresh token presented again; session revoked");
+            Err(ApiError::TokenReused)
+        }
+        RotateOutcome::Inactive => Err(ApiError::InvalidToken),
+    }
+}
+
+fn verify(
+    app: &App,
+    token: &str,
+    typ: TokenType,
+    now: Timestamp,
+) -> Result<VerifiedToken, ApiError> {
+    app.tokens.verify(token, typ, now).map_err(|e| {
+        tracing::info!(reason = %e, "token rejected");
+        ApiError::InvalidToken
+    })
+}
+
+/// Resolves an access token to a principal: the signature, claims and type must hold and its
+/// session must be live and belong to the token's user.
+pub async fn authenticate(app: &App, access_token: &str) -> Result<Principal, ApiError> {
+    let now = app.clock.now();
+    let token = verify(app, access_token, TokenType::Access, now)?;
+    let session = app
+        .store
+        .session(token.session)
+        .await?
+        .filter(|s| s.user == token.user && s.is_active(now))
+        .ok_or(ApiError::InvalidToken)?;
+    if now.millis() - session.last_used_at.millis() > TOUCH_INTERVAL_SECONDS * 1000 {
+        // Best effort: failing to record use must not fail the request.
+        if let Err(e) = app.store.touch_session(session.id, now).await {
+            tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not record session use");
+        }
+    }
+    Ok(Principal {
+        user: token.user,
+        session: token.session,
+    })
+}
+
+/// Revokes the caller's session. A refresh token given alongside must belong to it.
+pub async fn logout(
+    app: &App,
+    principal: Principal,
+    refresh_token: Option<&str>,
+) -> Result<(), ApiError> {
+    let now = app.clock.now();
+    if let Some(token) = refresh_token {
+        let same_session = app
+            .tokens
+            .verify(token, TokenType::Refresh, now)
+            .is_ok_and(|t| t.session == principal.session && t.user == principal.user);
+        if !same_session {
+            return Err(ApiError::field(
+                "refresh",
+                "This refresh token does not belong to the current session.",
+            ));
+        }
+    }
+    app.store
+        .revoke_session(principal.user, principal.session, now)
+        .await?;
+    tracing::info!(user_id = %principal.user, session_id = %principal.session, "logged out");
+    Ok(())
+}
+
+/// The caller's user record.
+pub async fn me(app: &App, principal: Principal) -> Result<UserRecord, ApiError> {
+    app.store
+        .user_by_id(principal.user)
+        .await?
+        .ok_or(ApiError::InvalidToken)
+}
+
+/// The caller's live sessions, newest first.
+pub async fn sessions(app: &App, principal: Principal) -> Result<Vec<SessionRecord>, ApiError> {
+    Ok(app
+        .store
+        .active_sessions(principal.user, app.clock.now())
+        .await?)
+}
+
+/// Revokes one of the caller's sessions; someone else's (or an unknown) id is `not_found`.
+pub async fn revoke_session(
+    app: &App,
+    principal: Principal,
+    session: SessionId,
+) -> Result<(), ApiError> {
+    if app
+        .store
+        .revoke_session(principal.user, session, app.clock.now())
+        .await?
+    {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound)
+    }
+}

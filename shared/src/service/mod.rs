@@ -1,0 +1,29 @@
+//! The service layer: one function per use case, business rules only. Inputs are already
+//! parsed into domain types; outputs are domain records the HTTP layer renders.
+
+pub mod auth;
+pub mod money;
+
+use crate::error::ApiError;
+use crate::store::StoreError;
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::UsernameTaken => ApiError::UsernameTaken,
+            StoreError::EmailTaken => ApiError::EmailTaken,
+            // The amount is filled in by the caller, which knows it.
+            StoreError::InsufficientFunds { balance } => ApiError::InsufficientFunds {
+                balance,
+                amount: crate::domain::Money::ZERO,
+            },
+            StoreError::BalanceLimitExceeded => ApiError::BalanceLimitExceeded,
+            StoreError::RecipientNotFound => ApiError::RecipientNotFound,
+            StoreError::SelfTransfer => ApiError::SelfTransfer,
+            // An authenticated user without an account means their session outlived them.
+            StoreError::AccountNotFound => ApiError::InvalidToken,
+            StoreError::Unavailable(source) => ApiError::ServiceUnavailable(source),
+            StoreError::Internal(source) => ApiError::Internal(source),
+        }
+    }
+}

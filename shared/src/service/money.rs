@@ -1,0 +1,245 @@
+//! Balance, deposits, withdrawals, transfers and history.
+
+use crate::app::App;
+use crate::domain::{
+    IdempotencyKey, Money, OperationId, OperationKind, RequestFingerprint, Timestamp, TransferId,
+    UserId, username_key,
+};
+use crate::error::ApiError;
+use crate::store::{
+    Account, Applied, BalanceChange, HistoryQuery, IdempotencyStamp, IdempotentRecord, Operation,
+    StoreError, TransferCommand,
+};
+
+/// A money movement's result: the caller's operation, and whether it is a replay of an earlier
+/// request with the same `Idempotency-Key`.
+#[derive(Debug, Clone)]
+pub struct Movement {
+    /// The caller's side of the movement.
+    pub operation: Operation,
+    /// `true` when nothing moved now because the key was already recorded.
+    pub replayed: bool,
+}
+
+/// The caller's account.
+pub async fn balance(app: &App, user: UserId) -> Result<Account, ApiError> {
+    app.store.account(user).await?.ok_or(ApiError::InvalidToken)
+}
+
+/// A deposit or withdrawal request, parsed.
+#[derive(Debug, Clone)]
+pub struct ChangeRequest {
+    /// `Deposit` or `Withdrawal`.
+    pub kind: OperationKind,
+    /// Positive amount.
+    pub amount: Money,
+    /// Client text.
+    pub description: Option<String>,
+    /// Optional key.
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// Deposits into or withdraws from the caller's account.
+#[tracing::instrument(skip_all, fields(kind = request.kind.as_str()))]
+pub async fn change_balance(
+    app: &App,
+    user: UserId,
+    request: ChangeRequest,
+) -> Result<Movement, ApiError> {
+    let now = app.clock.now();
+    let fingerprint = RequestFingerprint::of(&[
+        request.kind.as_str(),
+        &request.amount.minor().to_string(),
+        description_part(&request.description),
+    ]);
+    let stamp = stamp(app, request.idempotency_key, fingerprint, now);
+    if let Some(replay) = recorded(app, user, stamp.as_ref(), now).await? {
+        return Ok(replay);
+    }
+    let applied = app
+        .store
+        .apply_change(&BalanceChange {
+            user,
+            kind: request.kind,
+            amount: request.amount,
+            description: request.description,
+            operation_id: OperationId::new(),
+            now,
+            idempotency: stamp.clone(),
+        })
+        .await
+        .map_err(|e| with_amount(e, request.amount))?;
+    settle(applied, stamp.as_ref())
+}
+
+/// A transfer request, parsed.
+#[derive(Debug, Clone)]
+pub struct TransferRequest {
+    /// Recipient's username as given.
+    pub to: String,
+    /// Positive amount.
+    pub amount: Money,
+    /// Client text.
+    pub description: Option<String>,
+    /// Optional key.
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// Moves money from the caller to another active user, both sides in one atomic step.
+#[tracing::instrument(skip_all)]
+pub async fn transfer(
+    app: &App,
+    user: UserId,
+    request: TransferRequest,
+) -> Result<Movement, ApiError> {
+    let now = app.clock.now();
+    let to_key = username_key(&request.to);
+    let fingerprint = RequestFingerprint::of(&[
+        "transfer",
+        &to_key,
+        &request.amount.minor().to_string(),
+        description_part(&request.description),
+    ]);
+    let stamp = stamp(app, request.idempotency_key, fingerprint, now);
+    if let Some(replay) = recorded(app, user, stamp.as_ref(), now).await? {
+        return Ok(replay);
+    }
+    let applied = app
+        .store
+        .transfer(&TransferCommand {
+            from: user,
+            to_username_key: to_key,
+            amount: request.amount,
+            description: request.description,
+            transfer_id: TransferId::new(),
+            out_operation_id: OperationId::new(),
+            in_operation_id: OperationId::new(),
+            now,
+            idempotency: stamp.clone(),
+        })
+        .await
+        .map_err(|e| with_amount(e, request.amount))?;
+    settle(applied, stamp.as_ref())
+}
+
+fn description_part(description: &Option<String>) -> &str {
+    // A NUL cannot appear in JSON text we accepted, so it tells "absent" from any string.
+    description.as_deref().unwrap_or("\0")
+}
+
+fn stamp(
+    app: &App,
+    key: Option<IdempotencyKey>,
+    fingerprint: RequestFingerprint,
+    now: Timestamp,
+) -> Option<IdempotencyStamp> {
+    key.map(|key| IdempotencyStamp {
+        key,
+        fingerprint,
+        expires_at: now.plus_seconds(app.config.idempotency_ttl_seconds),
+    })
+}
+
+/// The fast path for retries: a recorded key answers without touching any balance.
+async fn recorded(
+    app: &App,
+    user: UserId,
+    stamp: Option<&IdempotencyStamp>,
+    now: Timestamp,
+) -> Result<Option<Movement>, ApiError> {
+    let Some(stamp) = stamp else {
+        return Ok(None);
+    };
+    match app.store.idempotent_record(user, &stamp.key, now).await? {
+        Some(record) => replay(record, stamp).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn settle(applied: Applied, stamp: Option<&IdempotencyStamp>) -> Result<Movement, ApiError> {
+    match (applied, stamp) {
+        (Applied::Done(operation), _) => Ok(Movement {
+            operation,
+            replayed: false,
+        }),
+        // A racing request with the same key won inside the store's atomic step.
+        (Applied::AlreadyRecorded(record), Some(stamp)) => replay(record, stamp),
+        (Applied::AlreadyRecorded(_), None) => Err(ApiError::internal(
+            "store reported a recorded key for a request without one",
+        )),
+    }
+}
+
+fn replay(record: IdempotentRecord, stamp: &IdempotencyStamp) -> Result<Movement, ApiError> {
+    if record.fingerprint != stamp.fingerprint {
+        return Err(ApiError::IdempotencyKeyMismatch);
+    }
+    Ok(Movement {
+        operation: record.operation,
+        replayed: true,
+    })
+}
+
+fn with_amount(e: StoreError, amount: Money) -> ApiError {
+    match e {
+        StoreError::InsufficientFunds { balance } => {
+            ApiError::InsufficientFunds { balance, amount }
+        }
+        other => other.into(),
+    }
+}
+
+/// A history page request, parsed (the cursor is still its text: it is bound to the user).
+#[derive(Debug, Clone, Default)]
+pub struct HistoryRequest {
+    /// Page size, 1–100.
+    pub limit: u32,
+    /// Cursor text from a previous page.
+    pub cursor: Option<String>,
+    /// Only these kinds (empty: all).
+    pub kinds: Vec<OperationKind>,
+    /// Created at or after.
+    pub since: Option<Timestamp>,
+    /// Created at or before.
+    pub until: Option<Timestamp>,
+}
+
+/// One history page and the cursor to the next.
+#[derive(Debug, Clone)]
+pub struct HistoryResult {
+    /// Newest first.
+    pub operations: Vec<Operation>,
+    /// Opaque cursor for the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// One page of a user's history.
+pub async fn history(
+    app: &App,
+    user: UserId,
+    request: HistoryRequest,
+) -> Result<HistoryResult, ApiError> {
+    let before_seq = match &request.cursor {
+        Some(text) => Some(
+            app.cursors
+                .decode(user, text)
+                .ok_or_else(|| ApiError::field("cursor", "Invalid cursor."))?,
+        ),
+        None => None,
+    };
+    let page = app
+        .store
+        .history(&HistoryQuery {
+            user,
+            limit: request.limit,
+            before_seq,
+            kinds: request.kinds,
+            since: request.since,
+            until: request.until,
+        })
+        .await?;
+    Ok(HistoryResult {
+        operations: page.operations,
+        next_cursor: page.next_before.map(|seq| app.cursors.encode(user, seq)),
+    })
+}

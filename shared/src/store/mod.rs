@@ -1,0 +1,406 @@
+//! The storage boundary: a trait of atomic primitives shaped for DynamoDB.
+//!
+//! Each method is one atomic step in every backend — one `TransactWriteItems` (or conditional
+//! write) in DynamoDB, one transaction in PostgreSQL and SQLite. Nothing above this trait ever
+//! reads a value, changes it and writes it back: the conditions (enough funds, balance ceiling,
+//! key not yet used, refresh token still current) are checked by the store inside the same
+//! step that applies the change. Every change to an account bumps its `version`; each history
+//! entry carries the version it produced as its `seq`, so history is ordered exactly as the
+//! account changed and the history cache can key on the version.
+
+pub mod sqlite;
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::domain::{
+    Email, IdempotencyKey, Money, OperationId, OperationKind, RequestFingerprint, SessionId,
+    Timestamp, TokenId, TransferId, UserId, Username,
+};
+use crate::error::Source;
+
+/// A user as stored, password hash included (it never leaves the service layer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// Stable id.
+    pub id: UserId,
+    /// The spelling the user chose.
+    pub username: Username,
+    /// Lower-cased address.
+    pub email: Email,
+    /// PHC-format argon2id hash.
+    pub password_hash: String,
+    /// Staff may use the admin API.
+    pub is_staff: bool,
+    /// Inactive users cannot log in or receive transfers.
+    pub is_active: bool,
+    /// When the user registered.
+    pub created_at: Timestamp,
+}
+
+/// A user's account: one per user, created with the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Account {
+    /// The owner.
+    pub user: UserId,
+    /// Current balance.
+    pub balance: Money,
+    /// Bumped by every change; the newest operation's `seq` equals it.
+    pub version: u64,
+    /// When the balance last changed (or the account was opened).
+    pub updated_at: Timestamp,
+}
+
+/// The other side of a transfer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counterparty {
+    /// Their user id.
+    pub id: UserId,
+    /// Their username at the time of the transfer.
+    pub username: String,
+}
+
+/// One entry of an account's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    /// Stable id.
+    pub id: OperationId,
+    /// The account it belongs to.
+    pub user: UserId,
+    /// The account version this operation produced: history is ordered by it.
+    pub seq: u64,
+    /// What happened.
+    pub kind: OperationKind,
+    /// Always positive; `kind` says in which direction.
+    pub amount: Money,
+    /// The balance right after this operation.
+    pub balance_after: Money,
+    /// For transfers, the other account.
+    pub counterparty: Option<Counterparty>,
+    /// For transfers, shared by both sides.
+    pub transfer_id: Option<TransferId>,
+    /// Free text from the client.
+    pub description: Option<String>,
+    /// When it was applied.
+    pub created_at: Timestamp,
+}
+
+/// The idempotency record to write in the same atomic step as a money movement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyStamp {
+    /// The caller's key.
+    pub key: IdempotencyKey,
+    /// What the request asked for.
+    pub fingerprint: RequestFingerprint,
+    /// After this instant the key may be used afresh.
+    pub expires_at: Timestamp,
+}
+
+/// A key already recorded for this user, with the operation it produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotentRecord {
+    /// What the original request asked for.
+    pub fingerprint: RequestFingerprint,
+    /// The operation the original request produced (its `201` body).
+    pub operation: Operation,
+}
+
+/// The result of a money movement that carried an idempotency key or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The movement happened; this is the caller's operation.
+    Done(Operation),
+    /// The key was already recorded (unexpired); nothing moved. The caller compares fingerprints.
+    AlreadyRecorded(IdempotentRecord),
+}
+
+/// A deposit or a withdrawal.
+#[derive(Debug, Clone)]
+pub struct BalanceChange {
+    /// Whose account.
+    pub user: UserId,
+    /// `Deposit` or `Withdrawal`.
+    pub kind: OperationKind,
+    /// Positive amount.
+    pub amount: Money,
+    /// Client text.
+    pub description: Option<String>,
+    /// Id for the new operation.
+    pub operation_id: OperationId,
+    /// The moment of the change.
+    pub now: Timestamp,
+    /// Recorded atomically with the change when present.
+    pub idempotency: Option<IdempotencyStamp>,
+}
+
+/// A transfer between two accounts.
+#[derive(Debug, Clone)]
+pub struct TransferCommand {
+    /// The sender.
+    pub from: UserId,
+    /// The recipient's username, lower-cased.
+    pub to_username_key: String,
+    /// Positive amount.
+    pub amount: Money,
+    /// Client text, copied to both sides.
+    pub description: Option<String>,
+    /// Links both sides.
+    pub transfer_id: TransferId,
+    /// Id of the sender's `transfer_out`.
+    pub out_operation_id: OperationId,
+    /// Id of the recipient's `transfer_in`.
+    pub in_operation_id: OperationId,
+    /// The moment of the transfer.
+    pub now: Timestamp,
+    /// Recorded atomically with the transfer when present.
+    pub idempotency: Option<IdempotencyStamp>,
+}
+
+/// A new user and the facts the store must keep unique.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// Fresh id.
+    pub id: UserId,
+    /// Chosen username.
+    pub username: Username,
+    /// Lower-cased email.
+    pub email: Email,
+    /// argon2id hash.
+    pub password_hash: String,
+    /// Staff flag (superusers).
+    pub is_staff: bool,
+    /// Registration time.
+    pub now: Timestamp,
+}
+
+/// A login session: the chain of refresh tokens issued since one login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// Session id (`sid` claim).
+    pub id: SessionId,
+    /// Owner.
+    pub user: UserId,
+    /// Login time.
+    pub created_at: Timestamp,
+    /// Last login, refresh or (at most once a minute) authenticated request.
+    pub last_used_at: Timestamp,
+    /// When the newest refresh token expires; the session ends with it.
+    pub expires_at: Timestamp,
+    /// The `jti` of the only refresh token that may still be spent.
+    pub refresh_jti: TokenId,
+    /// Client `User-Agent` at login.
+    pub user_agent: Option<String>,
+    /// Client address at login.
+    pub ip: Option<String>,
+    /// Set once the session is revoked; it never comes back.
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl SessionRecord {
+    /// Live: not revoked and not expired.
+    pub fn is_active(&self, now: Timestamp) -> bool {
+        self.revoked_at.is_none() && now < self.expires_at
+    }
+}
+
+/// Spend the presented refresh token and make a new one current.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    /// The session.
+    pub session: SessionId,
+    /// The presented token's `jti`: it must still be the current one.
+    pub presented: TokenId,
+    /// The replacement's `jti`.
+    pub next: TokenId,
+    /// The replacement's expiry (the session's new end).
+    pub expires_at: Timestamp,
+    /// The moment of the rotation.
+    pub now: Timestamp,
+}
+
+/// How a rotation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotateOutcome {
+    /// The presented token was current and is now spent.
+    Rotated,
+    /// The presented token was already spent: the store revoked the session in the same step.
+    Reused,
+    /// The session does not exist, is revoked or has expired.
+    Inactive,
+}
+
+/// A per-username login throttle decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// The attempt was counted and may proceed.
+    Allowed,
+    /// The window is full; retry after this many seconds.
+    Limited {
+        /// Seconds until the window passes.
+        retry_after: u64,
+    },
+}
+
+/// Login throttle limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottlePolicy {
+    /// Attempts allowed per window.
+    pub max_attempts: u32,
+    /// Window length in seconds, counted from the first attempt.
+    pub window_seconds: i64,
+}
+
+/// A page request for an account's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Whose history.
+    pub user: UserId,
+    /// Page size, 1–100.
+    pub limit: u32,
+    /// Only entries with `seq` below this (the cursor's position); `None` starts at the newest.
+    pub before_seq: Option<u64>,
+    /// Only these kinds; empty means all.
+    pub kinds: Vec<OperationKind>,
+    /// Only entries created at or after this instant.
+    pub since: Option<Timestamp>,
+    /// Only entries created at or before this instant.
+    pub until: Option<Timestamp>,
+}
+
+/// One page of history, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// The entries.
+    pub operations: Vec<Operation>,
+    /// Where the next page starts (`before_seq`), when there may be more.
+    pub next_before: Option<u64>,
+}
+
+/// Failures of the store itself, plus the domain outcomes its conditions detect.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The lower-cased username already exists.
+    #[error("username taken")]
+    UsernameTaken,
+    /// The email already exists.
+    #[error("email taken")]
+    EmailTaken,
+    /// A withdrawal or transfer above the balance; carries the balance seen by the check.
+    #[error("insufficient funds")]
+    InsufficientFunds {
+        /// Balance at the check.
+        balance: Money,
+    },
+    /// The credit would pass [`Money::MAX_BALANCE`].
+    #[error("balance limit exceeded")]
+    BalanceLimitExceeded,
+    /// No active user with the recipient's username.
+    #[error("recipient not found")]
+    RecipientNotFound,
+    /// The recipient is the sender.
+    #[error("self transfer")]
+    SelfTransfer,
+    /// The account does not exist.
+    #[error("account not found")]
+    AccountNotFound,
+    /// The store cannot be reached or is overloaded; nothing was applied.
+    #[error("store unavailable")]
+    Unavailable(#[source] Source),
+    /// Anything else; logged, shown to clients as `internal_error`.
+    #[error("store failure")]
+    Internal(#[source] Source),
+}
+
+impl StoreError {
+    /// Wraps an unexpected backend failure.
+    pub fn internal(source: impl Into<Source>) -> Self {
+        StoreError::Internal(source.into())
+    }
+
+    /// Wraps a connectivity or overload failure.
+    pub fn unavailable(source: impl Into<Source>) -> Self {
+        StoreError::Unavailable(source.into())
+    }
+}
+
+/// The storage primitives. See the module documentation for the atomicity each one promises.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// Answers when the store is reachable (health checks).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Creates the user, their account (balance 0, version 0) and the username/email uniqueness
+    /// guards in one step. Fails with `UsernameTaken` or `EmailTaken`.
+    async fn create_user(&self, user: &NewUser) -> Result<UserRecord, StoreError>;
+
+    /// Looks a user up by lower-cased username.
+    async fn user_by_username(&self, username_key: &str) -> Result<Option<UserRecord>, StoreError>;
+
+    /// Looks a user up by id.
+    async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, StoreError>;
+
+    /// Stores a new session.
+    async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
+
+    /// Reads a session (strongly consistent).
+    async fn session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Spends the presented refresh token with a conditional write: of two racing rotations of
+    /// the same token exactly one gets `Rotated`. A token that is no longer current revokes the
+    /// session in the same step (`Reused`).
+    async fn rotate_session(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError>;
+
+    /// Records use of a live session (`last_used_at`); a no-op for inactive sessions.
+    async fn touch_session(&self, id: SessionId, now: Timestamp) -> Result<(), StoreError>;
+
+    /// Revokes one of the user's sessions; `false` when it is not theirs or already inactive.
+    async fn revoke_session(
+        &self,
+        user: UserId,
+        id: SessionId,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// The user's active sessions, newest first.
+    async fn active_sessions(
+        &self,
+        user: UserId,
+        now: Timestamp,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// Counts a login attempt for a username inside the policy's window, atomically: of many
+    /// racing attempts at most `max_attempts` are `Allowed` per window.
+    async fn take_login_attempt(
+        &self,
+        username_key: &str,
+        policy: ThrottlePolicy,
+        now: Timestamp,
+    ) -> Result<Attempt, StoreError>;
+
+    /// Forgets the attempts of a username after a successful login.
+    async fn clear_login_attempts(&self, username_key: &str) -> Result<(), StoreError>;
+
+    /// Reads an account (strongly consistent).
+    async fn account(&self, user: UserId) -> Result<Option<Account>, StoreError>;
+
+    /// Applies a deposit or withdrawal with its operation record and idempotency record in one
+    /// conditional step. An unexpired key already recorded wins over every other condition:
+    /// the result is `AlreadyRecorded` and nothing moves.
+    async fn apply_change(&self, change: &BalanceChange) -> Result<Applied, StoreError>;
+
+    /// Applies a transfer — both balances, both operation records, the idempotency record — in
+    /// one conditional step, with the same precedence of a recorded key as `apply_change`.
+    async fn transfer(&self, transfer: &TransferCommand) -> Result<Applied, StoreError>;
+
+    /// Reads an unexpired idempotency record.
+    async fn idempotent_record(
+        &self,
+        user: UserId,
+        key: &IdempotencyKey,
+        now: Timestamp,
+    ) -> Result<Option<IdempotentRecord>, StoreError>;
+
+    /// One page of history, newest first, filters applied by the store so pages stay full.
+    async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage, StoreError>;
+}

@@ -1,0 +1,928 @@
+//! The embedded store: one SQLite file in WAL mode, full durability.
+//!
+//! Writes go to one dedicated thread that owns the only writing connection and runs each
+//! primitive as one `BEGIN IMMEDIATE` transaction: writers never contend for SQLite's lock
+//! inside this process, so no `database is locked` can reach a client, and every condition
+//! (funds, ceiling, key, token) is checked inside the transaction that applies the change.
+//! Reads use a pool of read-only connections, which WAL lets run beside the writer.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_sqlite::rusqlite::{
+    self, Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior, params,
+};
+use deadpool_sqlite::{Hook, HookError, Pool, Runtime};
+use tokio::sync::oneshot;
+
+use super::{
+    Account, Applied, Attempt, BalanceChange, Counterparty, HistoryPage, HistoryQuery,
+    IdempotencyStamp, IdempotentRecord, NewUser, Operation, RotateOutcome, Rotation, SessionRecord,
+    Store, StoreError, ThrottlePolicy, TransferCommand, UserRecord,
+};
+use crate::domain::{
+    Email, IdempotencyKey, Money, OperationId, OperationKind, RequestFingerprint, SessionId,
+    Timestamp, TokenId, TransferId, UserId, Username,
+};
+
+/// The schema version this code reads and writes (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = r#"
+CREATE TABLE users (
+    id            TEXT PRIMARY KEY,
+    username      TEXT NOT NULL,
+    username_key  TEXT NOT NULL UNIQUE,
+    email         TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    is_staff      INTEGER NOT NULL,
+    is_active     INTEGER NOT NULL,
+    created_at    INTEGER NOT NULL
+);
+CREATE TABLE accounts (
+    user_id    TEXT PRIMARY KEY REFERENCES users(id),
+    balance    INTEGER NOT NULL CHECK (balance BETWEEN 0 AND 999999999999999),
+    version    INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE operations (
+    user_id               TEXT NOT NULL REFERENCES accounts(user_id),
+    seq                   INTEGER NOT NULL,
+    id                    TEXT NOT NULL UNIQUE,
+    kind                  TEXT NOT NULL,
+    amount                INTEGER NOT NULL CHECK (amount > 0),
+    balance_after         INTEGER NOT NULL,
+    counterparty_id       TEXT,
+    counterparty_username TEXT,
+    transfer_id           TEXT,
+    description           TEXT,
+    created_at            INTEGER NOT NULL,
+    PRIMARY KEY (user_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE idempotency_keys (
+    user_id      TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    fingerprint  TEXT NOT NULL,
+    operation_id TEXT NOT NULL REFERENCES operations(id),
+    expires_at   INTEGER NOT NULL,
+    PRIMARY KEY (user_id, key)
+) WITHOUT ROWID;
+CREATE TABLE sessions (
+    id           TEXT PRIMARY KEY,
+    user_id      TEXT NOT NULL REFERENCES users(id),
+    created_at   INTEGER NOT NULL,
+    last_used_at INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    refresh_jti  TEXT NOT NULL,
+    user_agent   TEXT,
+    ip           TEXT,
+    revoked_at   INTEGER
+);
+CREATE INDEX sessions_by_user ON sessions(user_id, created_at);
+CREATE TABLE login_attempts (
+    username_key TEXT PRIMARY KEY,
+    attempts     INTEGER NOT NULL,
+    window_start INTEGER NOT NULL
+) WITHOUT ROWID;
+"#;
+
+/// Durability is not negotiable: WAL with `synchronous=FULL` syncs every commit.
+const PRAGMAS: &str = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
+     PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;";
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// The SQLite-backed [`Store`].
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: mpsc::Sender<Job>,
+    readers: Pool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub async fn open(path: impl Into<PathBuf>) -> Result<SqliteStore, StoreError> {
+        let path = path.into();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let writer = Self::spawn_writer(path.clone()).await?;
+        let readers = deadpool_sqlite::Config::new(&path)
+            .builder(Runtime::Tokio1)
+            .map_err(StoreError::internal)?
+            .max_size(8)
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .post_create(Hook::async_fn(|conn, _| {
+                Box::pin(async move {
+                    conn.interact(|c| {
+                        c.execute_batch("PRAGMA busy_timeout=5000; PRAGMA query_only=ON;")
+                    })
+                    .await
+                    .map_err(|e| HookError::message(e.to_string()))?
+                    .map_err(HookError::Backend)
+                })
+            }))
+            .build()
+            .map_err(StoreError::internal)?;
+        Ok(SqliteStore {
+            path,
+            writer,
+            readers,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn spawn_writer(path: PathBuf) -> Result<mpsc::Sender<Job>, StoreError> {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (job_tx, job_rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || {
+                let mut conn = match Connection::open(&path).and_then(|mut c| {
+                    c.execute_batch(PRAGMAS)?;
+                    migrate(&mut c)?;
+                    Ok(c)
+                }) {
+                    Ok(conn) => {
+                        let _ = ready_tx.send(Ok(()));
+                        conn
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                // Runs until the store (and with it every sender) is dropped.
+                while let Ok(job) = job_rx.recv() {
+                    job(&mut conn);
+                }
+            })
+            .map_err(StoreError::internal)?;
+        match ready_rx.await {
+            Ok(Ok(())) => Ok(job_tx),
+            Ok(Err(e)) => Err(StoreError::unavailable(format!(
+                "cannot open SQLite database: {e}"
+            ))),
+            Err(_) => Err(StoreError::internal("SQLite writer thread died")),
+        }
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer thread; commits on `Ok`.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = (|| {
+                let txn = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(map_err)?;
+                let value = f(&txn)?;
+                txn.commit().map_err(map_err)?;
+                Ok(value)
+            })();
+            let _ = tx.send(result);
+        });
+        self.writer
+            .send(job)
+            .map_err(|_| StoreError::internal("SQLite writer thread stopped"))?;
+        rx.await
+            .map_err(|_| StoreError::internal("SQLite writer thread dropped a job"))?
+    }
+
+    /// Runs `f` on a pooled read-only connection.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self
+            .readers
+            .get()
+            .await
+            .map_err(|e| StoreError::unavailable(e.to_string()))?;
+        conn.interact(move |c| f(c))
+            .await
+            .map_err(|e| StoreError::internal(e.to_string()))?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "database schema version {version} is newer than this build ({SCHEMA_VERSION})"
+        )));
+    }
+    if version < 1 {
+        let txn = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        txn.execute_batch(SCHEMA)?;
+        txn.execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION}"))?;
+        txn.commit()?;
+    }
+    Ok(())
+}
+
+fn map_err(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::CannotOpen) => {
+            StoreError::unavailable(e)
+        }
+        _ => StoreError::internal(e),
+    }
+}
+
+fn bad_row(what: &str) -> rusqlite::Error {
+    rusqlite::Error::InvalidColumnName(format!("stored {what} is malformed"))
+}
+
+fn get_id<T>(row: &Row<'_>, idx: &str, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    let text: String = row.get(idx)?;
+    parse(&text).ok_or_else(|| bad_row(idx))
+}
+
+fn opt_id<T>(
+    row: &Row<'_>,
+    idx: &str,
+    parse: fn(&str) -> Option<T>,
+) -> rusqlite::Result<Option<T>> {
+    let text: Option<String> = row.get(idx)?;
+    text.map(|t| parse(&t).ok_or_else(|| bad_row(idx)))
+        .transpose()
+}
+
+fn version_of(v: i64) -> rusqlite::Result<u64> {
+    u64::try_from(v).map_err(|_| bad_row("version"))
+}
+
+const USER_COLUMNS: &str = "id, username, email, password_hash, is_staff, is_active, created_at";
+
+fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
+    let username: String = row.get("username")?;
+    let email: String = row.get("email")?;
+    Ok(UserRecord {
+        id: get_id(row, "id", UserId::parse)?,
+        username: Username::parse(&username).map_err(|_| bad_row("username"))?,
+        email: Email::parse(&email).map_err(|_| bad_row("email"))?,
+        password_hash: row.get("password_hash")?,
+        is_staff: row.get("is_staff")?,
+        is_active: row.get("is_active")?,
+        created_at: Timestamp::from_millis(row.get("created_at")?),
+    })
+}
+
+const SESSION_COLUMNS: &str =
+    "id, user_id, created_at, last_used_at, expires_at, refresh_jti, user_agent, ip, revoked_at";
+
+fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+    Ok(SessionRecord {
+        id: get_id(row, "id", SessionId::parse)?,
+        user: get_id(row, "user_id", UserId::parse)?,
+        created_at: Timestamp::from_millis(row.get("created_at")?),
+        last_used_at: Timestamp::from_millis(row.get("last_used_at")?),
+        expires_at: Timestamp::from_millis(row.get("expires_at")?),
+        refresh_jti: get_id(row, "refresh_jti", TokenId::parse)?,
+        user_agent: row.get("user_agent")?,
+        ip: row.get("ip")?,
+        revoked_at: row
+            .get::<_, Option<i64>>("revoked_at")?
+            .map(Timestamp::from_millis),
+    })
+}
+
+const OPERATION_COLUMNS: &str = "o.user_id, o.seq, o.id, o.kind, o.amount, o.balance_after, \
+     o.counterparty_id, o.counterparty_username, o.transfer_id, o.description, o.created_at";
+
+fn operation_from_row(row: &Row<'_>) -> rusqlite::Result<Operation> {
+    let kind: String = row.get("kind")?;
+    let counterparty = match opt_id(row, "counterparty_id", UserId::parse)? {
+        Some(id) => Some(Counterparty {
+            id,
+            username: row.get("counterparty_username")?,
+        }),
+        None => None,
+    };
+    Ok(Operation {
+        id: get_id(row, "id", OperationId::parse)?,
+        user: get_id(row, "user_id", UserId::parse)?,
+        seq: version_of(row.get("seq")?)?,
+        kind: OperationKind::parse(&kind).ok_or_else(|| bad_row("kind"))?,
+        amount: Money::from_minor(row.get("amount")?),
+        balance_after: Money::from_minor(row.get("balance_after")?),
+        counterparty,
+        transfer_id: opt_id(row, "transfer_id", TransferId::parse)?,
+        description: row.get("description")?,
+        created_at: Timestamp::from_millis(row.get("created_at")?),
+    })
+}
+
+fn insert_operation(txn: &Transaction<'_>, op: &Operation) -> Result<(), StoreError> {
+    txn.prepare_cached(
+        "INSERT INTO operations (user_id, seq, id, kind, amount, balance_after, counterparty_id, \
+         counterparty_username, transfer_id, description, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            op.user.to_string(),
+            op.seq as i64,
+            op.id.to_string(),
+            op.kind.as_str(),
+            op.amount.minor(),
+            op.balance_after.minor(),
+            op.counterparty.as_ref().map(|c| c.id.to_string()),
+            op.counterparty.as_ref().map(|c| c.username.clone()),
+            op.transfer_id.map(|t| t.to_string()),
+            op.description,
+            op.created_at.millis(),
+        ])
+    })
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// The unexpired record for a key, read inside the caller's transaction or connection.
+fn find_idempotent(
+    conn: &Connection,
+    user: UserId,
+    key: &str,
+    now: Timestamp,
+) -> Result<Option<IdempotentRecord>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT k.fingerprint, {OPERATION_COLUMNS} FROM idempotency_keys k \
+         JOIN operations o ON o.id = k.operation_id \
+         WHERE k.user_id = ?1 AND k.key = ?2 AND k.expires_at > ?3"
+    ))
+    .and_then(|mut stmt| {
+        stmt.query_row(params![user.to_string(), key, now.millis()], |row| {
+            Ok(IdempotentRecord {
+                fingerprint: RequestFingerprint::from_stored(row.get("fingerprint")?),
+                operation: operation_from_row(row)?,
+            })
+        })
+        .optional()
+    })
+    .map_err(map_err)
+}
+
+fn record_idempotency(
+    txn: &Transaction<'_>,
+    user: UserId,
+    stamp: &IdempotencyStamp,
+    operation: OperationId,
+) -> Result<(), StoreError> {
+    // An expired record for the same key is replaced: the key may be used afresh.
+    txn.prepare_cached(
+        "INSERT OR REPLACE INTO idempotency_keys (user_id, key, fingerprint, operation_id, expires_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            user.to_string(),
+            stamp.key.as_str(),
+            stamp.fingerprint.as_str(),
+            operation.to_string(),
+            stamp.expires_at.millis(),
+        ])
+    })
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// Debits an account when the balance covers the amount; returns (balance_after, version).
+fn debit(
+    txn: &Transaction<'_>,
+    user: UserId,
+    amount: Money,
+    now: Timestamp,
+) -> Result<(Money, u64), StoreError> {
+    let updated = txn
+        .prepare_cached(
+            "UPDATE accounts SET balance = balance - ?1, version = version + 1, updated_at = ?2 \
+             WHERE user_id = ?3 AND balance >= ?1 RETURNING balance, version",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row(
+                params![amount.minor(), now.millis(), user.to_string()],
+                |r| Ok((Money::from_minor(r.get(0)?), version_of(r.get(1)?)?)),
+            )
+            .optional()
+        })
+        .map_err(map_err)?;
+    match updated {
+        Some(v) => Ok(v),
+        None => match current_balance(txn, user)? {
+            Some(balance) => Err(StoreError::InsufficientFunds { balance }),
+            None => Err(StoreError::AccountNotFound),
+        },
+    }
+}
+
+/// Credits an account when the result stays under the ceiling; returns (balance_after, version).
+fn credit(
+    txn: &Transaction<'_>,
+    user: UserId,
+    amount: Money,
+    now: Timestamp,
+) -> Result<(Money, u64), StoreError> {
+    let updated = txn
+        .prepare_cached(
+            "UPDATE accounts SET balance = balance + ?1, version = version + 1, updated_at = ?2 \
+             WHERE user_id = ?3 AND balance <= ?4 - ?1 RETURNING balance, version",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row(
+                params![
+                    amount.minor(),
+                    now.millis(),
+                    user.to_string(),
+                    Money::MAX_BALANCE.minor()
+                ],
+                |r| Ok((Money::from_minor(r.get(0)?), version_of(r.get(1)?)?)),
+            )
+            .optional()
+        })
+        .map_err(map_err)?;
+    match updated {
+        Some(v) => Ok(v),
+        None => match current_balance(txn, user)? {
+            Some(_) => Err(StoreError::BalanceLimitExceeded),
+            None => Err(StoreError::AccountNotFound),
+        },
+    }
+}
+
+fn current_balance(conn: &Connection, user: UserId) -> Result<Option<Money>, StoreError> {
+    conn.prepare_cached("SELECT balance FROM accounts WHERE user_id = ?1")
+        .and_then(|mut stmt| {
+            stmt.query_row([user.to_string()], |r| Ok(Money::from_minor(r.get(0)?)))
+                .optional()
+        })
+        .map_err(map_err)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(map_err))
+            .await
+    }
+
+    async fn create_user(&self, user: &NewUser) -> Result<UserRecord, StoreError> {
+        let user = user.clone();
+        self.write(move |txn| {
+            let taken = |sql: &str, value: &str| -> Result<bool, StoreError> {
+                txn.prepare_cached(sql)
+                    .and_then(|mut s| s.exists([value]))
+                    .map_err(map_err)
+            };
+            // The IMMEDIATE transaction holds the write lock, so these checks cannot race; the
+            // UNIQUE constraints stay as the last line of defence.
+            if taken(
+                "SELECT 1 FROM users WHERE username_key = ?1",
+                &user.username.key(),
+            )? {
+                return Err(StoreError::UsernameTaken);
+            }
+            if taken("SELECT 1 FROM users WHERE email = ?1", user.email.as_str())? {
+                return Err(StoreError::EmailTaken);
+            }
+            txn.execute(
+                "INSERT INTO users (id, username, username_key, email, password_hash, is_staff, is_active, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7)",
+                params![
+                    user.id.to_string(),
+                    user.username.as_str(),
+                    user.username.key(),
+                    user.email.as_str(),
+                    user.password_hash,
+                    user.is_staff,
+                    user.now.millis(),
+                ],
+            )
+            .map_err(map_err)?;
+            txn.execute(
+                "INSERT INTO accounts (user_id, balance, version, updated_at) VALUES (?1, 0, 0, ?2)",
+                params![user.id.to_string(), user.now.millis()],
+            )
+            .map_err(map_err)?;
+            Ok(UserRecord {
+                id: user.id,
+                username: user.username,
+                email: user.email,
+                password_hash: user.password_hash,
+                is_staff: user.is_staff,
+                is_active: true,
+                created_at: user.now,
+            })
+        })
+        .await
+    }
+
+    async fn user_by_username(&self, username_key: &str) -> Result<Option<UserRecord>, StoreError> {
+        let key = username_key.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE username_key = ?1"
+            ))
+            .and_then(|mut s| s.query_row([key], user_from_row).optional())
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, StoreError> {
+        self.read(move |c| {
+            c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))
+                .and_then(|mut s| s.query_row([id.to_string()], user_from_row).optional())
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        let s = session.clone();
+        self.write(move |txn| {
+            txn.execute(
+                &format!(
+                    "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                ),
+                params![
+                    s.id.to_string(),
+                    s.user.to_string(),
+                    s.created_at.millis(),
+                    s.last_used_at.millis(),
+                    s.expires_at.millis(),
+                    s.refresh_jti.to_string(),
+                    s.user_agent,
+                    s.ip,
+                    s.revoked_at.map(Timestamp::millis),
+                ],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"
+            ))
+            .and_then(|mut s| s.query_row([id.to_string()], session_from_row).optional())
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn rotate_session(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
+        let r = rotation.clone();
+        self.write(move |txn| {
+            let rotated = txn
+                .execute(
+                    "UPDATE sessions SET refresh_jti = ?1, last_used_at = ?2, expires_at = ?3 \
+                     WHERE id = ?4 AND refresh_jti = ?5 AND revoked_at IS NULL AND expires_at > ?2",
+                    params![
+                        r.next.to_string(),
+                        r.now.millis(),
+                        r.expires_at.millis(),
+                        r.session.to_string(),
+                        r.presented.to_string(),
+                    ],
+                )
+                .map_err(map_err)?;
+            if rotated == 1 {
+                return Ok(RotateOutcome::Rotated);
+            }
+            let current = txn
+                .query_row(
+                    &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"),
+                    [r.session.to_string()],
+                    session_from_row,
+                )
+                .optional()
+                .map_err(map_err)?;
+            match current {
+                Some(s) if s.is_active(r.now) => {
+                    // A validly signed token for this session that is not the current one was
+                    // spent before: whoever holds it may have stolen it. End the session.
+                    txn.execute(
+                        "UPDATE sessions SET revoked_at = ?1 WHERE id = ?2",
+                        params![r.now.millis(), r.session.to_string()],
+                    )
+                    .map_err(map_err)?;
+                    Ok(RotateOutcome::Reused)
+                }
+                _ => Ok(RotateOutcome::Inactive),
+            }
+        })
+        .await
+    }
+
+    async fn touch_session(&self, id: SessionId, now: Timestamp) -> Result<(), StoreError> {
+        self.write(move |txn| {
+            txn.execute(
+                "UPDATE sessions SET last_used_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
+                params![now.millis(), id.to_string()],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn revoke_session(
+        &self,
+        user: UserId,
+        id: SessionId,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.write(move |txn| {
+            let n = txn
+                .execute(
+                    "UPDATE sessions SET revoked_at = ?1 \
+                     WHERE id = ?2 AND user_id = ?3 AND revoked_at IS NULL AND expires_at > ?1",
+                    params![now.millis(), id.to_string(), user.to_string()],
+                )
+                .map_err(map_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn active_sessions(
+        &self,
+        user: UserId,
+        now: Timestamp,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions \
+                 WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at > ?2 \
+                 ORDER BY created_at DESC, id DESC"
+            ))
+            .and_then(|mut s| {
+                s.query_map(params![user.to_string(), now.millis()], session_from_row)?
+                    .collect()
+            })
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn take_login_attempt(
+        &self,
+        username_key: &str,
+        policy: ThrottlePolicy,
+        now: Timestamp,
+    ) -> Result<Attempt, StoreError> {
+        let key = username_key.to_owned();
+        self.write(move |txn| {
+            let current: Option<(i64, i64)> = txn
+                .query_row(
+                    "SELECT attempts, window_start FROM login_attempts WHERE username_key = ?1",
+                    [&key],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(map_err)?;
+            let window_ms = policy.window_seconds * 1000;
+            let (attempts, start) = match current {
+                Some((attempts, start)) if start + window_ms > now.millis() => (attempts, start),
+                _ => (0, now.millis()),
+            };
+            if attempts >= i64::from(policy.max_attempts) {
+                let remaining_ms = (start + window_ms - now.millis()).max(0);
+                return Ok(Attempt::Limited {
+                    retry_after: u64::try_from((remaining_ms + 999) / 1000).unwrap_or(1).max(1),
+                });
+            }
+            txn.execute(
+                "INSERT INTO login_attempts (username_key, attempts, window_start) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (username_key) DO UPDATE SET attempts = excluded.attempts, window_start = excluded.window_start",
+                params![key, attempts + 1, start],
+            )
+            .map_err(map_err)?;
+            Ok(Attempt::Allowed)
+        })
+        .await
+    }
+
+    async fn clear_login_attempts(&self, username_key: &str) -> Result<(), StoreError> {
+        let key = username_key.to_owned();
+        self.write(move |txn| {
+            txn.execute("DELETE FROM login_attempts WHERE username_key = ?1", [key])
+                .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn account(&self, user: UserId) -> Result<Option<Account>, StoreError> {
+        self.read(move |c| {
+            c.prepare_cached("SELECT balance, version, updated_at FROM accounts WHERE user_id = ?1")
+                .and_then(|mut s| {
+                    s.query_row([user.to_string()], |r| {
+                        Ok(Account {
+                            user,
+                            balance: Money::from_minor(r.get(0)?),
+                            version: version_of(r.get(1)?)?,
+                            updated_at: Timestamp::from_millis(r.get(2)?),
+                        })
+                    })
+                    .optional()
+                })
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn apply_change(&self, change: &BalanceChange) -> Result<Applied, StoreError> {
+        let c = change.clone();
+        self.write(move |txn| {
+            if let Some(stamp) = &c.idempotency {
+                if let Some(existing) = find_idempotent(txn, c.user, stamp.key.as_str(), c.now)? {
+                    return Ok(Applied::AlreadyRecorded(existing));
+                }
+            }
+            let (balance_after, version) = match c.kind {
+                OperationKind::Deposit => credit(txn, c.user, c.amount, c.now)?,
+                OperationKind::Withdrawal => debit(txn, c.user, c.amount, c.now)?,
+                other => {
+                    return Err(StoreError::internal(format!(
+                        "{} is not a balance change",
+                        other.as_str()
+                    )));
+                }
+            };
+            let op = Operation {
+                id: c.operation_id,
+                user: c.user,
+                seq: version,
+                kind: c.kind,
+                amount: c.amount,
+                balance_after,
+                counterparty: None,
+                transfer_id: None,
+                description: c.description.clone(),
+                created_at: c.now,
+            };
+            insert_operation(txn, &op)?;
+            if let Some(stamp) = &c.idempotency {
+                record_idempotency(txn, c.user, stamp, op.id)?;
+            }
+            Ok(Applied::Done(op))
+        })
+        .await
+    }
+
+    async fn transfer(&self, transfer: &TransferCommand) -> Result<Applied, StoreError> {
+        let t = transfer.clone();
+        self.write(move |txn| {
+            if let Some(stamp) = &t.idempotency {
+                if let Some(existing) = find_idempotent(txn, t.from, stamp.key.as_str(), t.now)? {
+                    return Ok(Applied::AlreadyRecorded(existing));
+                }
+            }
+            let recipient: Option<(String, String, bool)> = txn
+                .prepare_cached("SELECT id, username, is_active FROM users WHERE username_key = ?1")
+                .and_then(|mut s| {
+                    s.query_row([&t.to_username_key], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
+                    .optional()
+                })
+                .map_err(map_err)?;
+            let (recipient_id, recipient_name) = match recipient {
+                Some((id, name, true)) => (
+                    UserId::parse(&id).ok_or_else(|| StoreError::internal(bad_row("id")))?,
+                    name,
+                ),
+                _ => return Err(StoreError::RecipientNotFound),
+            };
+            if recipient_id == t.from {
+                return Err(StoreError::SelfTransfer);
+            }
+            let sender_name: String = txn
+                .prepare_cached("SELECT username FROM users WHERE id = ?1")
+                .and_then(|mut s| s.query_row([t.from.to_string()], |r| r.get(0)).optional())
+                .map_err(map_err)?
+                .ok_or(StoreError::AccountNotFound)?;
+            let (sender_after, sender_version) = debit(txn, t.from, t.amount, t.now)?;
+            let (recipient_after, recipient_version) = credit(txn, recipient_id, t.amount, t.now)?;
+            let out = Operation {
+                id: t.out_operation_id,
+                user: t.from,
+                seq: sender_version,
+                kind: OperationKind::TransferOut,
+                amount: t.amount,
+                balance_after: sender_after,
+                counterparty: Some(Counterparty {
+                    id: recipient_id,
+                    username: recipient_name,
+                }),
+                transfer_id: Some(t.transfer_id),
+                description: t.description.clone(),
+                created_at: t.now,
+            };
+            let incoming = Operation {
+                id: t.in_operation_id,
+                user: recipient_id,
+                seq: recipient_version,
+                kind: OperationKind::TransferIn,
+                amount: t.amount,
+                balance_after: recipient_after,
+                counterparty: Some(Counterparty {
+                    id: t.from,
+                    username: sender_name,
+                }),
+                transfer_id: Some(t.transfer_id),
+                description: t.description.clone(),
+                created_at: t.now,
+            };
+            insert_operation(txn, &out)?;
+            insert_operation(txn, &incoming)?;
+            if let Some(stamp) = &t.idempotency {
+                record_idempotency(txn, t.from, stamp, out.id)?;
+            }
+            Ok(Applied::Done(out))
+        })
+        .await
+    }
+
+    async fn idempotent_record(
+        &self,
+        user: UserId,
+        key: &IdempotencyKey,
+        now: Timestamp,
+    ) -> Result<Option<IdempotentRecord>, StoreError> {
+        let key = key.as_str().to_owned();
+        self.read(move |c| find_idempotent(c, user, &key, now))
+            .await
+    }
+
+    async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage, StoreError> {
+        let q = query.clone();
+        self.read(move |c| {
+            let kinds: Vec<&str> = if q.kinds.is_empty() {
+                OperationKind::ALL.iter().map(|k| k.as_str()).collect()
+            } else {
+                q.kinds.iter().map(|k| k.as_str()).collect()
+            };
+            let mut kind_params = [kinds[0]; 4];
+            for (slot, kind) in kind_params.iter_mut().zip(kinds.iter()) {
+                *slot = kind;
+            }
+            let fetch = i64::from(q.limit) + 1;
+            let mut ops: Vec<Operation> = c
+                .prepare_cached(&format!(
+                    "SELECT {OPERATION_COLUMNS} FROM operations o \
+                     WHERE o.user_id = ?1 AND o.seq < ?2 AND o.kind IN (?3, ?4, ?5, ?6) \
+                     AND o.created_at >= ?7 AND o.created_at <= ?8 \
+                     ORDER BY o.seq DESC LIMIT ?9"
+                ))
+                .and_then(|mut s| {
+                    s.query_map(
+                        params![
+                            q.user.to_string(),
+                            q.before_seq
+                                .map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX)),
+                            kind_params[0],
+                            kind_params[1],
+                            kind_params[2],
+                            kind_params[3],
+                            q.since.map_or(i64::MIN, Timestamp::millis),
+                            q.until.map_or(i64::MAX, Timestamp::millis),
+                            fetch,
+                        ],
+                        operation_from_row,
+                    )?
+                    .collect()
+                })
+                .map_err(map_err)?;
+            let next_before = if ops.len() > q.limit as usize {
+                ops.truncate(q.limit as usize);
+                ops.last().map(|o| o.seq)
+            } else {
+                None
+            };
+            Ok(HistoryPage {
+                operations: ops,
+                next_before,
+            })
+        })
+        .await
+    }
+}
