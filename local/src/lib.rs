@@ -85,9 +85,11 @@ async fn respond(app: &App, request: Request<Incoming>, peer: SocketAddr) -> Res
     let (parts, body) = request.into_parts();
     let body = read_bounded(body).await;
     let request_id = uuid::Uuid::new_v4().to_string();
-    let lambda_request = match to_lambda_request(parts, body, peer, &request_id) {
-        Ok(r) => r,
-        Err(bad_host) => return to_hyper(bad_host),
+    let Some(lambda_request) = to_lambda_request(parts, body, peer, &request_id) else {
+        return to_hyper(lighttech::http::response::problem(
+            &lighttech::ApiError::field("Host", "The Host header is not a valid host name."),
+            &request_id,
+        ));
     };
     if let Some(rejected) = reject_disallowed_host(app, &lambda_request) {
         return to_hyper(rejected);
@@ -113,14 +115,14 @@ async fn read_bounded(mut body: Incoming) -> Vec<u8> {
 }
 
 /// Builds the API Gateway v2 event for this request and converts it exactly as `lambda_http`
-/// does in AWS. A `Host` that is not a valid authority is answered with 400 here, because
-/// API Gateway never lets one through.
+/// does in AWS. `None` for a `Host` that is not a valid authority: API Gateway never lets one
+/// through, and `lambda_http` would panic building its URI from it.
 fn to_lambda_request(
     parts: http::request::Parts,
     body: Vec<u8>,
     peer: SocketAddr,
     request_id: &str,
-) -> Result<lambda_http::Request, lambda_http::Response<lambda_http::Body>> {
+) -> Option<lambda_http::Request> {
     let mut headers = parts.headers;
     let host = headers
         .get(http::header::HOST)
@@ -131,10 +133,7 @@ fn to_lambda_request(
     let path = parts.uri.path().to_owned();
     // lambda_http builds its URI from these with `Url::parse(..).unwrap()`.
     if url::Url::parse(&format!("http://{host}{path}")).is_err() {
-        return Err(lighttech::http::response::problem(
-            &lighttech::ApiError::field("Host", "The Host header is not a valid host name."),
-            request_id,
-        ));
+        return None;
     }
     // Like API Gateway, the front decides the scheme header; the client does not.
     headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
@@ -195,7 +194,7 @@ fn to_lambda_request(
             }
         }
     }
-    Ok(LambdaRequest::ApiGatewayV2(event).into())
+    Some(LambdaRequest::ApiGatewayV2(event).into())
 }
 
 fn to_hyper(response: lambda_http::Response<lambda_http::Body>) -> Response<Full<Bytes>> {

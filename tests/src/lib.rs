@@ -1,1 +1,339 @@
+//! LightTech's test kit: the store conformance suite and the API suite, each written once and
+//! instantiated per backend by a macro, plus the helpers they share (fixtures, an in-process
+//! client for the real router, a wire client for the local server).
+//!
+//! A backend's test file provides one async fixture function returning a fresh, empty store
+//! and calls `store_conformance_suite!` and `api_suite!` with it.
 
+pub mod api;
+pub mod conformance;
+pub mod faulty;
+pub mod wire;
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::{HeaderMap, Method, Request};
+use lighttech::App;
+use lighttech::clock::ManualClock;
+use lighttech::config::{Config, SecretKey};
+use lighttech::http::{Scope, handle};
+use lighttech::store::Store;
+use serde_json::Value;
+
+/// A fresh store plus whatever keeps it alive (a temporary directory, a database to drop).
+pub struct StoreFixture {
+    store: Arc<dyn Store>,
+    _guard: Box<dyn Any + Send + Sync>,
+}
+
+impl StoreFixture {
+    /// Wraps a store and the guard that cleans up after it.
+    pub fn new(store: Arc<dyn Store>, guard: impl Any + Send + Sync) -> Self {
+        Self {
+            store,
+            _guard: Box::new(guard),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.store)
+    }
+}
+
+/// A fresh embedded store in its own temporary directory.
+pub async fn sqlite_fixture() -> StoreFixture {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let store = lighttech::store::sqlite::SqliteStore::open(dir.path().join("test.db"))
+        .await
+        .expect("open a SQLite store");
+    StoreFixture::new(Arc::new(store), dir)
+}
+
+/// A random signing key for one test app.
+pub fn test_secret() -> String {
+    use rand::RngExt;
+    let mut rng = rand::rng();
+    (0..48)
+        .map(|_| char::from(rng.random_range(b'a'..=b'z')))
+        .collect()
+}
+
+/// Configuration for tests: defaults, a random key, and any overrides.
+pub fn test_config(overrides: &[(&str, &str)]) -> Config {
+    let mut map: HashMap<String, String> = HashMap::new();
+    map.insert("SECRET_KEY".into(), test_secret());
+    for (k, v) in overrides {
+        map.insert((*k).into(), (*v).into());
+    }
+    Config::from_map(&map).expect("valid test configuration")
+}
+
+/// The application under test, on one fixture's store, with a clock the test controls.
+#[derive(Clone)]
+pub struct TestApp {
+    /// The real application state.
+    pub app: Arc<App>,
+    /// Its clock.
+    pub clock: Arc<ManualClock>,
+    /// The configuration's key, to forge tokens with.
+    pub secret: String,
+    _fixture: Arc<StoreFixture>,
+}
+
+/// A response read back in full.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    /// The body as JSON (`Null` when empty or not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The problem `code`, if any.
+    pub fn code(&self) -> String {
+        self.json()["code"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+
+    /// Asserts status and (for errors) code, with the body in the message.
+    #[track_caller]
+    pub fn expect(&self, status: u16, code: &str) -> &Self {
+        assert_eq!(
+            (self.status, self.code().as_str()),
+            (status, code),
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        self
+    }
+}
+
+/// A registered, logged-in user.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    /// Id.
+    pub id: String,
+    /// Username.
+    pub username: String,
+    /// Access token.
+    pub access: String,
+    /// Refresh token.
+    pub refresh: String,
+}
+
+/// The password every test user gets (strong enough for the policy).
+pub const PASSWORD: &str = "Correct-Horse-Battery-9";
+
+impl TestApp {
+    /// An app on the fixture's store with default configuration.
+    pub async fn new(fixture: StoreFixture) -> TestApp {
+        Self::with_env(fixture, &[]).await
+    }
+
+    /// An app with configuration overrides.
+    pub async fn with_env(fixture: StoreFixture, overrides: &[(&str, &str)]) -> TestApp {
+        let secret = test_secret();
+        let mut all = vec![("SECRET_KEY", secret.as_str())];
+        all.extend_from_slice(overrides);
+        let config = test_config(&all);
+        let key: SecretKey = config.secret_key.clone().expect("the test key is set");
+        let clock = Arc::new(ManualClock::new());
+        let app = App::new(config, fixture.store(), &key).with_clock(clock.clone());
+        TestApp {
+            app: Arc::new(app),
+            clock,
+            secret,
+            _fixture: Arc::new(fixture),
+        }
+    }
+
+    /// Sends a request through the real router.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Resp {
+        call(&self.app, method, path, headers, body).await
+    }
+
+    /// `GET` with an optional bearer token.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Resp {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![];
+        if let Some(a) = &auth {
+            headers.push(("authorization", a.as_str()));
+        }
+        self.send(Method::GET, path, &headers, None).await
+    }
+
+    /// `POST` a JSON body with an optional bearer token and extra headers.
+    pub async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+        extra: &[(&str, &str)],
+    ) -> Resp {
+        post_json(&self.app, path, token, body, extra).await
+    }
+
+    /// Registers a user (201 expected).
+    pub async fn register(&self, username: &str) -> Value {
+        let r = self
+            .post(
+                "/api/auth/v1/register/",
+                None,
+                &serde_json::json!({
+                    "username": username,
+                    "email": format!("{}@example.com", username.to_lowercase()),
+                    "password": PASSWORD,
+                }),
+                &[],
+            )
+            .await;
+        r.expect(201, "");
+        r.json()
+    }
+
+    /// Logs in (200 expected), returning (access, refresh).
+    pub async fn login(&self, username: &str) -> (String, String) {
+        let r = self
+            .post(
+                "/api/auth/v1/login/",
+                None,
+                &serde_json::json!({"username": username, "password": PASSWORD}),
+                &[],
+            )
+            .await;
+        r.expect(200, "");
+        let j = r.json();
+        (
+            j["access"].as_str().unwrap_or_default().to_owned(),
+            j["refresh"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+
+    /// Registers and logs in.
+    pub async fn user(&self, username: &str) -> TestUser {
+        let registered = self.register(username).await;
+        let (access, refresh) = self.login(username).await;
+        TestUser {
+            id: registered["id"].as_str().unwrap_or_default().to_owned(),
+            username: username.to_owned(),
+            access,
+            refresh,
+        }
+    }
+
+    /// Deposits (201 expected).
+    pub async fn deposit(&self, user: &TestUser, amount: &str) -> Value {
+        let r = self
+            .post(
+                "/api/balance/v1/deposit/",
+                Some(&user.access),
+                &serde_json::json!({ "amount": amount }),
+                &[],
+            )
+            .await;
+        r.expect(201, "");
+        r.json()
+    }
+
+    /// The user's balance as text.
+    pub async fn balance(&self, user: &TestUser) -> String {
+        let r = self.get("/api/balance/v1/", Some(&user.access)).await;
+        r.expect(200, "");
+        r.json()["balance"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Every operation of the user, following cursors.
+    pub async fn all_operations(&self, user: &TestUser) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut path = "/api/balance/v1/operations/?limit=100".to_owned();
+        loop {
+            let r = self.get(&path, Some(&user.access)).await;
+            r.expect(200, "");
+            let j = r.json();
+            out.extend(j["results"].as_array().cloned().unwrap_or_default());
+            match j["next_cursor"].as_str() {
+                Some(c) => path = format!("/api/balance/v1/operations/?limit=100&cursor={c}"),
+                None => return out,
+            }
+        }
+    }
+}
+
+/// Sends a request to an app through [`handle`], as the local server and Lambda do.
+pub async fn call(
+    app: &App,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> Resp {
+    let mut builder = Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let body = match body {
+        Some(b) => lambda_http::Body::Binary(b),
+        None => lambda_http::Body::Empty,
+    };
+    let request = builder.body(body).expect("a valid test request");
+    let response = handle(app, request, Scope::All).await;
+    let (parts, body) = response.into_parts();
+    let body = match body {
+        lambda_http::Body::Text(t) => t.into_bytes(),
+        lambda_http::Body::Binary(b) => b,
+        _ => Vec::new(),
+    };
+    Resp {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// `POST` JSON to an app.
+pub async fn post_json(
+    app: &App,
+    path: &str,
+    token: Option<&str>,
+    body: &Value,
+    extra: &[(&str, &str)],
+) -> Resp {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(a) = &auth {
+        headers.push(("authorization", a.as_str()));
+    }
+    headers.extend_from_slice(extra);
+    call(
+        app,
+        Method::POST,
+        path,
+        &headers,
+        Some(serde_json::to_vec(body).expect("serializable")),
+    )
+    .await
+}

@@ -275,10 +275,10 @@ fn history_request(req: &Req) -> Result<HistoryRequest, ApiError> {
             _ => {}
         }
     }
-    if let (Some(since), Some(until)) = (request.since, request.until) {
-        if since > until {
-            errors.add("since", "since must not be after until.");
-        }
+    if let (Some(since), Some(until)) = (request.since, request.until)
+        && since > until
+    {
+        errors.add("since", "since must not be after until.");
     }
     errors.into_result()?;
     Ok(request)

@@ -752,10 +752,10 @@ impl Store for SqliteStore {
     async fn apply_change(&self, change: &BalanceChange) -> Result<Applied, StoreError> {
         let c = change.clone();
         self.write(move |txn| {
-            if let Some(stamp) = &c.idempotency {
-                if let Some(existing) = find_idempotent(txn, c.user, stamp.key.as_str(), c.now)? {
-                    return Ok(Applied::AlreadyRecorded(existing));
-                }
+            if let Some(stamp) = &c.idempotency
+                && let Some(existing) = find_idempotent(txn, c.user, stamp.key.as_str(), c.now)?
+            {
+                return Ok(Applied::AlreadyRecorded(existing));
             }
             let (balance_after, version) = match c.kind {
                 OperationKind::Deposit => credit(txn, c.user, c.amount, c.now)?,
@@ -791,10 +791,10 @@ impl Store for SqliteStore {
     async fn transfer(&self, transfer: &TransferCommand) -> Result<Applied, StoreError> {
         let t = transfer.clone();
         self.write(move |txn| {
-            if let Some(stamp) = &t.idempotency {
-                if let Some(existing) = find_idempotent(txn, t.from, stamp.key.as_str(), t.now)? {
-                    return Ok(Applied::AlreadyRecorded(existing));
-                }
+            if let Some(stamp) = &t.idempotency
+                && let Some(existing) = find_idempotent(txn, t.from, stamp.key.as_str(), t.now)?
+            {
+                return Ok(Applied::AlreadyRecorded(existing));
             }
             let recipient: Option<(String, String, bool)> = txn
                 .prepare_cached("SELECT id, username, is_active FROM users WHERE username_key = ?1")

@@ -1,0 +1,1045 @@
+//! The store conformance suite: written once, run against every backend.
+//!
+//! Each case takes a fresh, empty store. A backend is done when every case passes on it,
+//! the concurrency cases included.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use lighttech::domain::{
+    Email, IdempotencyKey, Money, OperationId, OperationKind, RequestFingerprint, SessionId,
+    Timestamp, TokenId, TransferId, UserId, Username,
+};
+use lighttech::store::{
+    Applied, Attempt, BalanceChange, HistoryQuery, IdempotencyStamp, NewUser, RotateOutcome,
+    Rotation, SessionRecord, Store, StoreError, ThrottlePolicy, TransferCommand, UserRecord,
+};
+use rand::RngExt;
+
+/// Generates one `#[tokio::test]` per conformance case for a backend. `$fixture` is an async
+/// fn returning a [`crate::StoreFixture`] with a fresh, empty store.
+#[macro_export]
+macro_rules! store_conformance_suite {
+    ($fixture:path) => {
+        $crate::store_conformance_suite!(@cases $fixture;
+            users_are_found_by_case_insensitive_username_and_by_id,
+            usernames_and_emails_are_unique,
+            a_new_account_is_empty_at_version_zero,
+            a_deposit_bumps_the_version_and_records_the_operation,
+            a_withdrawal_above_the_balance_changes_nothing,
+            a_deposit_past_the_balance_ceiling_changes_nothing,
+            a_transfer_moves_both_sides_in_one_step,
+            a_failed_transfer_changes_nothing_on_either_side,
+            a_recorded_idempotency_key_wins_over_every_condition,
+            an_expired_idempotency_key_runs_afresh,
+            idempotency_keys_are_scoped_to_their_user,
+            history_pages_newest_first_and_resumes_below_the_cursor,
+            history_filters_keep_pages_full,
+            sessions_rotate_once_and_reuse_revokes,
+            inactive_sessions_cannot_rotate_or_be_touched,
+            racing_rotations_let_exactly_one_win,
+            sessions_are_listed_newest_first_and_revoked_only_by_their_owner,
+            login_attempts_are_limited_per_window,
+            racing_login_attempts_never_exceed_the_limit,
+            parallel_withdrawals_never_overdraw,
+            random_transfers_conserve_the_total,
+            racing_idempotent_changes_move_money_once,
+            racing_idempotent_transfers_move_money_once,
+        );
+    };
+    (@cases $fixture:path; $($case:ident),* $(,)?) => {
+        mod store_conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let fixture = $fixture().await;
+                    $crate::conformance::$case(fixture.store()).await;
+                }
+            )*
+        }
+    };
+}
+
+fn user(name: &str) -> NewUser {
+    NewUser {
+        id: UserId::new(),
+        username: Username::parse(name).unwrap(),
+        email: Email::parse(&format!("{}@example.com", name.to_lowercase())).unwrap(),
+        password_hash: "$argon2id$not-a-real-hash".into(),
+        is_staff: false,
+        now: Timestamp::now(),
+    }
+}
+
+async fn create(store: &Arc<dyn Store>, name: &str) -> UserRecord {
+    store.create_user(&user(name)).await.unwrap()
+}
+
+fn change(user: UserId, kind: OperationKind, minor: i64) -> BalanceChange {
+    BalanceChange {
+        user,
+        kind,
+        amount: Money::from_minor(minor),
+        description: Some(format!("{} {minor}", kind.as_str())),
+        operation_id: OperationId::new(),
+        now: Timestamp::now(),
+        idempotency: None,
+    }
+}
+
+fn transfer(from: UserId, to: &str, minor: i64) -> TransferCommand {
+    TransferCommand {
+        from,
+        to_username_key: to.to_lowercase(),
+        amount: Money::from_minor(minor),
+        description: None,
+        transfer_id: TransferId::new(),
+        out_operation_id: OperationId::new(),
+        in_operation_id: OperationId::new(),
+        now: Timestamp::now(),
+        idempotency: None,
+    }
+}
+
+fn stamp(key: &str, fingerprint: &str, expires_at: Timestamp) -> IdempotencyStamp {
+    IdempotencyStamp {
+        key: IdempotencyKey::parse(key.as_bytes()).unwrap(),
+        fingerprint: RequestFingerprint::of(&[fingerprint]),
+        expires_at,
+    }
+}
+
+async fn deposit(store: &Arc<dyn Store>, user: UserId, minor: i64) {
+    match store
+        .apply_change(&change(user, OperationKind::Deposit, minor))
+        .await
+        .unwrap()
+    {
+        Applied::Done(_) => {}
+        other => panic!("deposit not applied: {other:?}"),
+    }
+}
+
+async fn balance(store: &Arc<dyn Store>, user: UserId) -> i64 {
+    store.account(user).await.unwrap().unwrap().balance.minor()
+}
+
+async fn all_history(store: &Arc<dyn Store>, user: UserId) -> Vec<lighttech::store::Operation> {
+    let mut out = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .history(&HistoryQuery {
+                user,
+                limit: 100,
+                before_seq: before,
+                kinds: vec![],
+                since: None,
+                until: None,
+            })
+            .await
+            .unwrap();
+        out.extend(page.operations);
+        match page.next_before {
+            Some(b) => before = Some(b),
+            None => return out,
+        }
+    }
+}
+
+/// Checks one account's ledger against its balance: history is newest first with contiguous
+/// sequence numbers ending at the version, each `balance_after` follows from the one before,
+/// and the newest equals the balance.
+async fn assert_ledger_consistent(store: &Arc<dyn Store>, user: UserId) {
+    let account = store.account(user).await.unwrap().unwrap();
+    let history = all_history(store, user).await;
+    assert_eq!(
+        history.len() as u64,
+        account.version,
+        "one operation per version"
+    );
+    let mut running = 0i64;
+    for (i, op) in history.iter().rev().enumerate() {
+        assert_eq!(op.seq, i as u64 + 1, "sequence numbers are contiguous");
+        running += if op.kind.is_credit() {
+            op.amount.minor()
+        } else {
+            -op.amount.minor()
+        };
+        assert_eq!(
+            op.balance_after.minor(),
+            running,
+            "balance_after follows the ledger"
+        );
+        assert!(running >= 0, "a balance never went negative");
+    }
+    assert_eq!(
+        running,
+        account.balance.minor(),
+        "newest balance_after is the balance"
+    );
+}
+
+pub async fn users_are_found_by_case_insensitive_username_and_by_id(store: Arc<dyn Store>) {
+    let alice = create(&store, "Alice").await;
+    let by_name = store.user_by_username("alice").await.unwrap().unwrap();
+    assert_eq!(by_name, alice);
+    assert_eq!(by_name.username.as_str(), "Alice");
+    assert_eq!(store.user_by_id(alice.id).await.unwrap().unwrap(), alice);
+    assert!(store.user_by_username("bob").await.unwrap().is_none());
+    assert!(store.user_by_id(UserId::new()).await.unwrap().is_none());
+    assert!(alice.is_active && !alice.is_staff);
+}
+
+pub async fn usernames_and_emails_are_unique(store: Arc<dyn Store>) {
+    let alice = create(&store, "alice").await;
+    let mut same_name = user("ALICE");
+    same_name.email = Email::parse("other@example.com").unwrap();
+    assert!(matches!(
+        store.create_user(&same_name).await,
+        Err(StoreError::UsernameTaken)
+    ));
+    let mut same_email = user("alice2");
+    same_email.email = Email::parse("alice@example.com").unwrap();
+    assert!(matches!(
+        store.create_user(&same_email).await,
+        Err(StoreError::EmailTaken)
+    ));
+    // Nothing of the refused users was created.
+    assert!(store.user_by_username("alice2").await.unwrap().is_none());
+    assert!(store.account(same_name.id).await.unwrap().is_none());
+    assert!(store.account(same_email.id).await.unwrap().is_none());
+    assert_eq!(
+        store.user_by_username("alice").await.unwrap().unwrap().id,
+        alice.id
+    );
+}
+
+pub async fn a_new_account_is_empty_at_version_zero(store: Arc<dyn Store>) {
+    let alice = create(&store, "alice").await;
+    let account = store.account(alice.id).await.unwrap().unwrap();
+    assert_eq!(account.balance, Money::ZERO);
+    assert_eq!(account.version, 0);
+    assert!(all_history(&store, alice.id).await.is_empty());
+}
+
+pub async fn a_deposit_bumps_the_version_and_records_the_operation(store: Arc<dyn Store>) {
+    let alice = create(&store, "alice").await;
+    let c = change(alice.id, OperationKind::Deposit, 1050);
+    let Applied::Done(op) = store.apply_change(&c).await.unwrap() else {
+        panic!("not applied")
+    };
+    assert_eq!(op.id, c.operation_id);
+    assert_eq!(op.seq, 1);
+    assert_eq!(op.balance_after.minor(), 1050);
+    assert_eq!(op.description, c.description);
+    let w = change(alice.id, OperationKind::Withdrawal, 50);
+    let Applied::Done(op2) = store.apply_change(&w).await.unwrap() else {
+        panic!("not applied")
+    };
+    assert_eq!((op2.seq, op2.balance_after.minor()), (2, 1000));
+    let account = store.account(alice.id).await.unwrap().unwrap();
+    assert_eq!((account.balance.minor(), account.version), (1000, 2));
+    let history = all_history(&store, alice.id).await;
+    assert_eq!(history, vec![op2, op]);
+}
+
+pub async fn a_withdrawal_above_the_balance_changes_nothing(store: Arc<dyn Store>) {
+    let alice = create(&store, "alice").await;
+    deposit(&store, alice.id, 1000).await;
+    let result = store
+        .apply_change(&change(alice.id, OperationKind::Withdrawal, 1001))
+        .await;
+    match result {
+        Err(StoreError::InsufficientFunds { balance }) => assert_eq!(balance.minor(), 1000),
+        other => panic!("{other:?}"),
+    }
+    let account = store.account(alice.id).await.unwrap().unwrap();
+    assert_eq!((account.balance.minor(), account.version), (1000, 1));
+    assert_eq!(all_history(&store, alice.id).await.len(), 1);
+}
+
+pub async fn a_deposit_past_the_balance_ceiling_changes_nothing(store: Arc<dyn Store>) {
+    let alice = create(&store, "alice").await;
+    // The store trusts amounts (the edge caps them), so one deposit can reach the ceiling.
+    deposit(&store, alice.id, Money::MAX_BALANCE.minor() - 1).await;
+    deposit(&store, alice.id, 1).await;
+    assert_eq!(balance(&store, alice.id).await, Money::MAX_BALANCE.minor());
+    assert!(matches!(
+        store
+            .apply_change(&change(alice.id, OperationKind::Deposit, 1))
+            .await,
+        Err(StoreError::BalanceLimitExceeded)
+    ));
+    let account = store.account(alice.id).await.unwrap().unwrap();
+    assert_eq!(account.balance, Money::MAX_BALANCE);
+    assert_eq!(account.version, 2);
+}
+
+pub async fn a_transfer_moves_both_sides_in_one_step(store: Arc<dyn Store>) {
+    let alice = create(&store, "alice").await;
+    let bob = create(&store, "Bob").await;
+    deposit(&store, alice.id, 10_000).await;
+    let mut t = transfer(alice.id, "BOB", 2_500);
+    t.description = Some("rent".into());
+    let Applied::Done(out) = store.transfer(&t).await.unwrap() else {
+        panic!("not applied")
+    };
+    assert_eq!(out.kind, OperationKind::TransferOut);
+    assert_eq!(out.id, t.out_operation_id);
+    assert_eq!(out.transfer_id, Some(t.transfer_id));
+    assert_eq!(out.balance_after.minor(), 7_500);
+    let cp = out.counterparty.clone().unwrap();
+    assert_eq!((cp.id, cp.username.as_str()), (bob.id, "Bob"));
+    let bob_history = all_history(&store, bob.id).await;
+    assert_eq!(bob_history.len(), 1);
+    let incoming = &bob_history[0];
+    assert_eq!(incoming.kind, OperationKind::TransferIn);
+    assert_eq!(incoming.id, t.in_operation_id);
+    assert_eq!(incoming.transfer_id, Some(t.transfer_id));
+    assert_eq!(incoming.balance_after.minor(), 2_500);
+    assert_eq!(incoming.description.as_deref(), Some("rent"));
+    let cp = incoming.counterparty.clone().unwrap();
+    assert_eq!((cp.id, cp.username.as_str()), (alice.id, "alice"));
+    assert_eq!(balance(&store, alice.id).await, 7_500);
+    assert_eq!(balance(&store, bob.id).await, 2_500);
+    assert_ledger_consistent(&store, alice.id).await;
+    assert_ledger_consistent(&store, bob.id).await;
+}
+
+pub async fn a_failed_transfer_changes_nothing_on_either_side(store: Arc<dyn Store>) {
+    let alice = create(&store, "alice").await;
+    let bob = create(&store, "bob").await;
+    deposit(&store, alice.id, 1_000).await;
+    // Bob sits at the ceiling, so any credit to him fails after Alice's debit was prepared.
+    deposit(&store, bob.id, Money::MAX_BALANCE.minor()).await;
+    let bob_version = store.account(bob.id).await.unwrap().unwrap().version;
+
+    type Expectation = fn(&StoreError) -> bool;
+    let cases: Vec<(TransferCommand, Expectation)> = vec![
+        (transfer(alice.id, "nobody", 100), |e| {
+            matches!(e, StoreError::RecipientNotFound)
+        }),
+        (transfer(alice.id, "ALICE", 100), |e| {
+            matches!(e, StoreError::SelfTransfer)
+        }),
+        (
+            transfer(alice.id, "bob", 1_001),
+            |e| matches!(e, StoreError::InsufficientFunds { balance } if balance.minor() == 1_000),
+        ),
+        (transfer(alice.id, "bob", 100), |e| {
+            matches!(e, StoreError::BalanceLimitExceeded)
+        }),
+    ];
+    for (cmd, expected) in cases {
+        match store.transfer(&cmd).await {
+            Err(e) if expected(&e) => {}
+            other => panic!("transfer to {}: {other:?}", cmd.to_username_key),
+        }
+    }
+    let a = store.account(alice.id).await.unwrap().unwrap();
+    assert_eq!((a.balance.minor(), a.version), (1_000, 1));
+    let b = store.account(bob.id).await.unwrap().unwrap();
+    assert_eq!((b.balance, b.version), (Money::MAX_BALANCE, bob_version));
+    assert_ledger_consistent(&store, alice.id).await;
+    assert_ledger_consistent(&store, bob.id).await;
+}
+
+pub async fn a_recorded_idempotency_key_wins_over_every_condition(store: Arc<dyn Store>) {
+    let alice = create(&store, "alice").await;
+    let bob = create(&store, "bob").await;
+    let later = Timestamp::now().plus_seconds(86_400);
+    deposit(&store, alice.id, 1_000).await;
+
+    let mut w = change(alice.id, OperationKind::Withdrawal, 1_000);
+    w.idempotency = Some(stamp("k-1", "withdraw 10", later));
+    let Applied::Done(first) = store.apply_change(&w).await.unwrap() else {
+        panic!("not applied")
+    };
+    // The balance is now 0: the same withdrawal would fail, but the key replays instead.
+    let mut again = change(alice.id, OperationKind::Withdrawal, 1_000);
+    again.idempotency = w.idempotency.clone();
+    match store.apply_change(&again).await.unwrap() {
+        Applied::AlreadyRecorded(r) => {
+            assert_eq!(r.operation, first);
+            assert_eq!(r.fingerprint, RequestFingerprint::of(&["withdraw 10"]));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A different request under the same key also meets the record (the caller rejects it).
+    let mut different = change(alice.id, OperationKind::Deposit, 5);
+    different.idempotency = Some(stamp("k-1", "deposit 0.05", later));
+    assert!(matches!(
+        store.apply_change(&different).await.unwrap(),
+        Applied::AlreadyRecorded(_)
+    ));
+    let record = store
+        .idempotent_record(
+            alice.id,
+            &IdempotencyKey::parse(b"k-1").unwrap(),
+            Timestamp::now(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.operation, first);
+    // Transfers share the key space and the precedence.
+    let mut t = transfer(alice.id, "bob", 1);
+    t.idempotency = Some(stamp("k-1", "transfer", later));
+    assert!(matches!(
+        store.transfer(&t).await.unwrap(),
+        Applied::AlreadyRecorded(_)
+    ));
+    let a = store.account(alice.id).await.unwrap().unwrap();
+    assert_eq!((a.balance.minor(), a.version), (0, 2));
+    assert_eq!(balance(&store, bob.id).await, 0);
+
+    // A failed request records nothing: retrying its key runs afresh.
+    let mut failing = change(alice.id, OperationKind::Withdrawal, 1);
+    failing.idempotency = Some(stamp("k-2", "withdraw 0.01", later));
+    assert!(matches!(
+        store.apply_change(&failing).await,
+        Err(StoreError::InsufficientFunds { .. })
+    ));
+    assert!(
+        store
+            .idempotent_record(
+                alice.id,
+                &IdempotencyKey::parse(b"k-2").unwrap(),
+                Timestamp::now()
+            )
+            .await
+            .unwrap()
+            .is_none()
+    );
+    deposit(&store, alice.id, 1).await;
+    let mut retry = change(alice.id, OperationKind::Withdrawal, 1);
+    retry.idempotency = failing.idempotency.clone();
+    assert!(matches!(
+        store.apply_change(&retry).await.unwrap(),
+        Applied::Done(_)
+    ));
+    assert_ledger_consistent(&store, alice.id).await;
+}
+
+pub async fn an_expired_idempotency_key_runs_afresh(store: Arc<dyn Store>) {
+    let alice = create(&store, "alice").await;
+    let mut first = change(alice.id, OperationKind::Deposit, 100);
+    first.idempotency = Some(stamp("old", "deposit 1", Timestamp::now().plus_seconds(-1)));
+    assert!(matches!(
+        store.apply_change(&first).await.unwrap(),
+        Applied::Done(_)
+    ));
+    let mut second = change(alice.id, OperationKind::Deposit, 100);
+    second.idempotency = Some(stamp(
+        "old",
+        "deposit 1",
+        Timestamp::now().plus_seconds(3600),
+    ));
+    assert!(matches!(
+        store.apply_change(&second).await.unwrap(),
+        Applied::Done(_)
+    ));
+    assert_eq!(balance(&store, alice.id).await, 200);
+    // The new record is the live one now.
+    let mut third = change(alice.id, OperationKind::Deposit, 100);
+    third.idempotency = second.idempotency.clone();
+    assert!(matches!(
+        store.apply_change(&third).await.unwrap(),
+        Applied::AlreadyRecorded(_)
+    ));
+    assert_eq!(balance(&store, alice.id).await, 200);
+}
+
+pub async fn idempotency_keys_are_scoped_to_their_user(store: Arc<dyn Store>) {
+    let alice = create(&store, "alice").await;
+    let bob = create(&store, "bob").await;
+    let later = Timestamp::now().plus_seconds(3600);
+    for u in [alice.id, bob.id] {
+        let mut c = change(u, OperationKind::Deposit, 100);
+        c.idempotency = Some(stamp("same-key", "deposit 1", later));
+        assert!(matches!(
+            store.apply_change(&c).await.unwrap(),
+            Applied::Done(_)
+        ));
+    }
+    assert_eq!(balance(&store, alice.id).await, 100);
+    assert_eq!(balance(&store, bob.id).await, 100);
+}
+
+pub async fn history_pages_newest_first_and_resumes_below_the_cursor(store: Arc<dyn Store>) {
+    let alice = create(&store, "alice").await;
+    for i in 1..=25 {
+        deposit(&store, alice.id, i).await;
+    }
+    let mut seen = Vec::new();
+    let mut before = None;
+    let mut pages = 0;
+    loop {
+        let page = store
+            .history(&HistoryQuery {
+                user: alice.id,
+                limit: 10,
+                before_seq: before,
+                kinds: vec![],
+                since: None,
+                until: None,
+            })
+            .await
+            .unwrap();
+        pages += 1;
+        assert!(page.operations.len() <= 10);
+        seen.extend(page.operations.iter().map(|o| o.seq));
+        match page.next_before {
+            Some(b) => before = Some(b),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, (1..=25).rev().collect::<Vec<u64>>());
+    // Exactly a page's worth: no empty trailing page.
+    let page = store
+        .history(&HistoryQuery {
+            user: alice.id,
+            limit: 25,
+            before_seq: None,
+            kinds: vec![],
+            since: None,
+            until: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.operations.len(), 25);
+    assert_eq!(page.next_before, None);
+}
+
+pub async fn history_filters_keep_pages_full(store: Arc<dyn Store>) {
+    let alice = create(&store, "alice").await;
+    let _bob = create(&store, "bob").await;
+    let start = Timestamp::now();
+    for _ in 0..12 {
+        deposit(&store, alice.id, 100).await;
+        store
+            .apply_change(&change(alice.id, OperationKind::Withdrawal, 10))
+            .await
+            .unwrap();
+        store.transfer(&transfer(alice.id, "bob", 1)).await.unwrap();
+    }
+    let query = |kinds: Vec<OperationKind>, before: Option<u64>| HistoryQuery {
+        user: alice.id,
+        limit: 5,
+        before_seq: before,
+        kinds,
+        since: None,
+        until: None,
+    };
+    let mut withdrawals = 0;
+    let mut before = None;
+    loop {
+        let page = store
+            .history(&query(vec![OperationKind::Withdrawal], before))
+            .await
+            .unwrap();
+        assert!(
+            page.operations
+                .iter()
+                .all(|o| o.kind == OperationKind::Withdrawal)
+        );
+        if page.next_before.is_some() {
+            assert_eq!(page.operations.len(), 5, "a page with more to come is full");
+        }
+        withdrawals += page.operations.len();
+        match page.next_before {
+            Some(b) => before = Some(b),
+            None => break,
+        }
+    }
+    assert_eq!(withdrawals, 12);
+    let two_kinds = store
+        .history(&query(
+            vec![OperationKind::Deposit, OperationKind::TransferOut],
+            None,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(two_kinds.operations.len(), 5);
+    assert!(
+        two_kinds
+            .operations
+            .iter()
+            .all(|o| matches!(o.kind, OperationKind::Deposit | OperationKind::TransferOut))
+    );
+    // Time bounds are inclusive.
+    let all = all_history(&store, alice.id).await;
+    let pivot = all[10].created_at;
+    let since = store
+        .history(&HistoryQuery {
+            user: alice.id,
+            limit: 100,
+            before_seq: None,
+            kinds: vec![],
+            since: Some(pivot),
+            until: None,
+        })
+        .await
+        .unwrap();
+    assert!(since.operations.iter().all(|o| o.created_at >= pivot));
+    assert!(since.operations.iter().any(|o| o.id == all[10].id));
+    let until = store
+        .history(&HistoryQuery {
+            user: alice.id,
+            limit: 100,
+            before_seq: None,
+            kinds: vec![],
+            since: Some(start.plus_seconds(-1)),
+            until: Some(pivot),
+        })
+        .await
+        .unwrap();
+    assert!(until.operations.iter().all(|o| o.created_at <= pivot));
+    assert!(until.operations.iter().any(|o| o.id == all[10].id));
+    let none = store
+        .history(&HistoryQuery {
+            user: alice.id,
+            limit: 100,
+            before_seq: None,
+            kinds: vec![],
+            since: Some(Timestamp::now().plus_seconds(3600)),
+            until: None,
+        })
+        .await
+        .unwrap();
+    assert!(none.operations.is_empty() && none.next_before.is_none());
+}
+
+fn session(user: UserId, now: Timestamp) -> SessionRecord {
+    SessionRecord {
+        id: SessionId::new(),
+        user,
+        created_at: now,
+        last_used_at: now,
+        expires_at: now.plus_seconds(3600),
+        refresh_jti: TokenId::new(),
+        user_agent: Some("test-agent".into()),
+        ip: Some("127.0.0.1".into()),
+        revoked_at: None,
+    }
+}
+
+fn rotation(s: &SessionRecord, presented: TokenId, now: Timestamp) -> Rotation {
+    Rotation {
+        session: s.id,
+        presented,
+        next: TokenId::new(),
+        expires_at: now.plus_seconds(7200),
+        now,
+    }
+}
+
+pub async fn sessions_rotate_once_and_reuse_revokes(store: Arc<dyn Store>) {
+    let alice = create(&store, "alice").await;
+    let now = Timestamp::now();
+    let s = session(alice.id, now);
+    store.create_session(&s).await.unwrap();
+    assert_eq!(store.session(s.id).await.unwrap().unwrap(), s);
+
+    let r1 = rotation(&s, s.refresh_jti, now);
+    assert_eq!(
+        store.rotate_session(&r1).await.unwrap(),
+        RotateOutcome::Rotated
+    );
+    let after = store.session(s.id).await.unwrap().unwrap();
+    assert_eq!(after.refresh_jti, r1.next);
+    assert_eq!(after.expires_at, r1.expires_at);
+    assert!(after.is_active(now));
+
+    // The spent token again: reuse, and the session is revoked in the same step.
+    assert_eq!(
+        store
+            .rotate_session(&rotation(&s, s.refresh_jti, now))
+            .await
+            .unwrap(),
+        RotateOutcome::Reused
+    );
+    let revoked = store.session(s.id).await.unwrap().unwrap();
+    assert!(revoked.revoked_at.is_some());
+    // Even the newest token no longer works.
+    assert_eq!(
+        store
+            .rotate_session(&rotation(&s, r1.next, now))
+            .await
+            .unwrap(),
+        RotateOutcome::Inactive
+    );
+}
+
+pub async fn inactive_sessions_cannot_rotate_or_be_touched(store: Arc<dyn Store>) {
+    let alice = create(&store, "alice").await;
+    let now = Timestamp::now();
+    let mut expired = session(alice.id, now.plus_seconds(-7200));
+    expired.expires_at = now.plus_seconds(-1);
+    store.create_session(&expired).await.unwrap();
+    assert_eq!(
+        store
+            .rotate_session(&rotation(&expired, expired.refresh_jti, now))
+            .await
+            .unwrap(),
+        RotateOutcome::Inactive
+    );
+    assert!(
+        !store
+            .session(expired.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_active(now)
+    );
+    let missing = session(alice.id, now);
+    assert_eq!(
+        store
+            .rotate_session(&rotation(&missing, missing.refresh_jti, now))
+            .await
+            .unwrap(),
+        RotateOutcome::Inactive
+    );
+    // Touching records use on live sessions only.
+    let live = session(alice.id, now);
+    store.create_session(&live).await.unwrap();
+    let later = now.plus_seconds(120);
+    store.touch_session(live.id, later).await.unwrap();
+    assert_eq!(
+        store.session(live.id).await.unwrap().unwrap().last_used_at,
+        later
+    );
+    assert!(
+        store
+            .revoke_session(alice.id, live.id, later)
+            .await
+            .unwrap()
+    );
+    store
+        .touch_session(live.id, later.plus_seconds(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.session(live.id).await.unwrap().unwrap().last_used_at,
+        later
+    );
+}
+
+pub async fn racing_rotations_let_exactly_one_win(store: Arc<dyn Store>) {
+    let alice = create(&store, "alice").await;
+    let now = Timestamp::now();
+    let s = session(alice.id, now);
+    store.create_session(&s).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let store = Arc::clone(&store);
+        let r = rotation(&s, s.refresh_jti, now);
+        tasks.push(tokio::spawn(async move {
+            store.rotate_session(&r).await.unwrap()
+        }));
+    }
+    let mut outcomes = HashMap::new();
+    for t in tasks {
+        *outcomes
+            .entry(format!("{:?}", t.await.unwrap()))
+            .or_insert(0) += 1;
+    }
+    assert_eq!(outcomes.get("Rotated"), Some(&1), "{outcomes:?}");
+    assert_eq!(
+        outcomes.get("Reused").copied().unwrap_or(0)
+            + outcomes.get("Inactive").copied().unwrap_or(0),
+        9,
+        "{outcomes:?}"
+    );
+    assert!(
+        store
+            .session(s.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some(),
+        "the losers presented a spent token, so the session is revoked"
+    );
+}
+
+pub async fn sessions_are_listed_newest_first_and_revoked_only_by_their_owner(
+    store: Arc<dyn Store>,
+) {
+    let alice = create(&store, "alice").await;
+    let bob = create(&store, "bob").await;
+    let now = Timestamp::now();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let s = session(alice.id, now.plus_seconds(i));
+        store.create_session(&s).await.unwrap();
+        ids.push(s.id);
+    }
+    let bobs = session(bob.id, now);
+    store.create_session(&bobs).await.unwrap();
+    let listed: Vec<SessionId> = store
+        .active_sessions(alice.id, now.plus_seconds(5))
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(listed, ids.iter().rev().copied().collect::<Vec<_>>());
+    assert!(
+        !store.revoke_session(alice.id, bobs.id, now).await.unwrap(),
+        "not hers"
+    );
+    assert!(
+        store
+            .session(bobs.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none()
+    );
+    assert!(store.revoke_session(alice.id, ids[1], now).await.unwrap());
+    assert!(
+        !store.revoke_session(alice.id, ids[1], now).await.unwrap(),
+        "already revoked"
+    );
+    let listed: Vec<SessionId> = store
+        .active_sessions(alice.id, now.plus_seconds(5))
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(listed, vec![ids[2], ids[0]]);
+    assert!(
+        store
+            .active_sessions(alice.id, now.plus_seconds(10_000))
+            .await
+            .unwrap()
+            .is_empty(),
+        "expired sessions are not listed"
+    );
+}
+
+pub async fn login_attempts_are_limited_per_window(store: Arc<dyn Store>) {
+    let policy = ThrottlePolicy {
+        max_attempts: 3,
+        window_seconds: 60,
+    };
+    let t0 = Timestamp::now();
+    for _ in 0..3 {
+        assert_eq!(
+            store.take_login_attempt("alice", policy, t0).await.unwrap(),
+            Attempt::Allowed
+        );
+    }
+    match store
+        .take_login_attempt("alice", policy, t0.plus_seconds(10))
+        .await
+        .unwrap()
+    {
+        Attempt::Limited { retry_after } => assert!((49..=50).contains(&retry_after)),
+        other => panic!("{other:?}"),
+    }
+    // Other usernames are counted separately.
+    assert_eq!(
+        store.take_login_attempt("bob", policy, t0).await.unwrap(),
+        Attempt::Allowed
+    );
+    // The window passes.
+    assert_eq!(
+        store
+            .take_login_attempt("alice", policy, t0.plus_seconds(61))
+            .await
+            .unwrap(),
+        Attempt::Allowed
+    );
+    // Clearing forgets the attempts.
+    store.clear_login_attempts("alice").await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            store
+                .take_login_attempt("alice", policy, t0.plus_seconds(62))
+                .await
+                .unwrap(),
+            Attempt::Allowed
+        );
+    }
+}
+
+pub async fn racing_login_attempts_never_exceed_the_limit(store: Arc<dyn Store>) {
+    let policy = ThrottlePolicy {
+        max_attempts: 5,
+        window_seconds: 900,
+    };
+    let now = Timestamp::now();
+    let mut tasks = Vec::new();
+    for _ in 0..30 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            store
+                .take_login_attempt("mallory", policy, now)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut allowed = 0;
+    for t in tasks {
+        if t.await.unwrap() == Attempt::Allowed {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 5);
+}
+
+pub async fn parallel_withdrawals_never_overdraw(store: Arc<dyn Store>) {
+    let alice = create(&store, "alice").await;
+    deposit(&store, alice.id, 1_000).await;
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let store = Arc::clone(&store);
+        let c = change(alice.id, OperationKind::Withdrawal, 100);
+        tasks.push(tokio::spawn(async move { store.apply_change(&c).await }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(Applied::Done(_)) => ok += 1,
+            Err(StoreError::InsufficientFunds { .. }) => refused += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((ok, refused), (10, 40));
+    assert_eq!(balance(&store, alice.id).await, 0);
+    assert_ledger_consistent(&store, alice.id).await;
+}
+
+pub async fn random_transfers_conserve_the_total(store: Arc<dyn Store>) {
+    let names = ["acc0", "acc1", "acc2", "acc3", "acc4", "acc5"];
+    let mut ids = Vec::new();
+    for n in names {
+        let u = create(&store, n).await;
+        deposit(&store, u.id, 10_000).await;
+        ids.push(u.id);
+    }
+    let total_before: i64 = 10_000 * names.len() as i64;
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let store = Arc::clone(&store);
+        let ids = ids.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng: rand::rngs::StdRng = rand::make_rng();
+            let (mut ok, mut refused) = (0u32, 0u32);
+            for _ in 0..40 {
+                let from = rng.random_range(0..ids.len());
+                let mut to = rng.random_range(0..ids.len());
+                if to == from {
+                    to = (to + 1) % ids.len();
+                }
+                let amount = rng.random_range(1..=4_000);
+                match store
+                    .transfer(&transfer(ids[from], names[to], amount))
+                    .await
+                {
+                    Ok(Applied::Done(_)) => ok += 1,
+                    Err(StoreError::InsufficientFunds { .. }) => refused += 1,
+                    other => panic!("worker {worker}: {other:?}"),
+                }
+            }
+            (ok, refused)
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        let (o, r) = t.await.unwrap();
+        ok += o;
+        refused += r;
+    }
+    let mut total_after = 0;
+    let mut transfer_ids = HashMap::new();
+    for id in &ids {
+        let b = balance(&store, *id).await;
+        assert!(b >= 0);
+        total_after += b;
+        assert_ledger_consistent(&store, *id).await;
+        for op in all_history(&store, *id).await {
+            if let Some(t) = op.transfer_id {
+                *transfer_ids.entry(t).or_insert(0) += 1;
+            }
+        }
+    }
+    assert_eq!(total_after, total_before, "money was created or destroyed");
+    assert_eq!(transfer_ids.len() as u32, ok, "one transfer id per success");
+    assert!(
+        transfer_ids.values().all(|n| *n == 2),
+        "every transfer has both sides"
+    );
+    assert_eq!(ok + refused, 320);
+    eprintln!(
+        "bank workload: {ok} transfers applied, {refused} refused for funds, total {total_after} conserved"
+    );
+}
+
+pub async fn racing_idempotent_changes_move_money_once(store: Arc<dyn Store>) {
+    let alice = create(&store, "alice").await;
+    deposit(&store, alice.id, 1_000).await;
+    let later = Timestamp::now().plus_seconds(3600);
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let store = Arc::clone(&store);
+        let mut c = change(alice.id, OperationKind::Withdrawal, 700);
+        c.idempotency = Some(stamp("race", "withdraw 7", later));
+        tasks.push(tokio::spawn(async move {
+            store.apply_change(&c).await.unwrap()
+        }));
+    }
+    let mut done = Vec::new();
+    let mut recorded = HashSet::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Applied::Done(op) => done.push(op),
+            Applied::AlreadyRecorded(r) => {
+                recorded.insert(r.operation.id);
+            }
+        }
+    }
+    assert_eq!(done.len(), 1, "exactly one request moved money");
+    assert_eq!(
+        recorded.into_iter().collect::<Vec<_>>(),
+        vec![done[0].id],
+        "every other request met the winner's record"
+    );
+    assert_eq!(balance(&store, alice.id).await, 300);
+    assert_ledger_consistent(&store, alice.id).await;
+}
+
+pub async fn racing_idempotent_transfers_move_money_once(store: Arc<dyn Store>) {
+    let alice = create(&store, "alice").await;
+    let bob = create(&store, "bob").await;
+    deposit(&store, alice.id, 1_000).await;
+    let later = Timestamp::now().plus_seconds(3600);
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let store = Arc::clone(&store);
+        let mut t = transfer(alice.id, "bob", 600);
+        t.idempotency = Some(stamp("race-t", "transfer 6", later));
+        tasks.push(tokio::spawn(
+            async move { store.transfer(&t).await.unwrap() },
+        ));
+    }
+    let mut done = 0;
+    for t in tasks {
+        if let Applied::Done(_) = t.await.unwrap() {
+            done += 1;
+        }
+    }
+    assert_eq!(done, 1);
+    assert_eq!(balance(&store, alice.id).await, 400);
+    assert_eq!(balance(&store, bob.id).await, 600);
+    assert_ledger_consistent(&store, alice.id).await;
+    assert_ledger_consistent(&store, bob.id).await;
+}

@@ -1,0 +1,139 @@
+//! A store wrapper that fails on demand, to test what clients see when the store is down
+//! (`503 service_unavailable`) or broken (`500 internal_error`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use async_trait::async_trait;
+use lighttech::domain::{IdempotencyKey, SessionId, Timestamp, UserId};
+use lighttech::store::{
+    Account, Applied, Attempt, BalanceChange, HistoryPage, HistoryQuery, IdempotentRecord, NewUser,
+    RotateOutcome, Rotation, SessionRecord, Store, StoreError, ThrottlePolicy, TransferCommand,
+    UserRecord,
+};
+
+/// How the wrapper behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Mode {
+    /// Pass everything through.
+    Healthy = 0,
+    /// Money movements and reads of accounts fail as unreachable.
+    Unavailable = 1,
+    /// Money movements and reads of accounts fail with an internal error.
+    Broken = 2,
+}
+
+/// Delegates to an inner store; account and money primitives fail per [`Mode`]. Sessions keep
+/// working so requests get past authentication and reach the failure.
+#[derive(Debug)]
+pub struct FaultyStore {
+    inner: Arc<dyn Store>,
+    mode: AtomicU8,
+}
+
+impl FaultyStore {
+    /// Wraps a store, healthy.
+    pub fn new(inner: Arc<dyn Store>) -> Self {
+        Self {
+            inner,
+            mode: AtomicU8::new(Mode::Healthy as u8),
+        }
+    }
+
+    /// Changes the behaviour.
+    pub fn set(&self, mode: Mode) {
+        self.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        match self.mode.load(Ordering::SeqCst) {
+            1 => Err(StoreError::unavailable("connection refused (injected)")),
+            2 => Err(StoreError::internal(
+                "SECRET-INTERNAL-DETAIL constraint xyz violated (injected)",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for FaultyStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.ping().await
+    }
+    async fn create_user(&self, user: &NewUser) -> Result<UserRecord, StoreError> {
+        self.check()?;
+        self.inner.create_user(user).await
+    }
+    async fn user_by_username(&self, key: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.inner.user_by_username(key).await
+    }
+    async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, StoreError> {
+        self.inner.user_by_id(id).await
+    }
+    async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        self.inner.create_session(session).await
+    }
+    async fn session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        self.inner.session(id).await
+    }
+    async fn rotate_session(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
+        self.inner.rotate_session(rotation).await
+    }
+    async fn touch_session(&self, id: SessionId, now: Timestamp) -> Result<(), StoreError> {
+        self.inner.touch_session(id, now).await
+    }
+    async fn revoke_session(
+        &self,
+        user: UserId,
+        id: SessionId,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.inner.revoke_session(user, id, now).await
+    }
+    async fn active_sessions(
+        &self,
+        user: UserId,
+        now: Timestamp,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.inner.active_sessions(user, now).await
+    }
+    async fn take_login_attempt(
+        &self,
+        key: &str,
+        policy: ThrottlePolicy,
+        now: Timestamp,
+    ) -> Result<Attempt, StoreError> {
+        self.inner.take_login_attempt(key, policy, now).await
+    }
+    async fn clear_login_attempts(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.clear_login_attempts(key).await
+    }
+    async fn account(&self, user: UserId) -> Result<Option<Account>, StoreError> {
+        self.check()?;
+        self.inner.account(user).await
+    }
+    async fn apply_change(&self, change: &BalanceChange) -> Result<Applied, StoreError> {
+        self.check()?;
+        self.inner.apply_change(change).await
+    }
+    async fn transfer(&self, transfer: &TransferCommand) -> Result<Applied, StoreError> {
+        self.check()?;
+        self.inner.transfer(transfer).await
+    }
+    async fn idempotent_record(
+        &self,
+        user: UserId,
+        key: &IdempotencyKey,
+        now: Timestamp,
+    ) -> Result<Option<IdempotentRecord>, StoreError> {
+        self.check()?;
+        self.inner.idempotent_record(user, key, now).await
+    }
+    async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage, StoreError> {
+        self.check()?;
+        self.inner.history(query).await
+    }
+}

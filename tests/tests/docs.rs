@@ -1,0 +1,87 @@
+//! The README stays true: its configuration table and function table match the code.
+
+use lighttech::config::VARIABLES;
+use lighttech::http::{Function, ROUTES};
+
+fn readme() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md at the workspace root")
+}
+
+#[test]
+fn every_configuration_variable_is_documented_with_its_default() {
+    let readme = readme();
+    for v in VARIABLES {
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{}` |", v.name)))
+            .unwrap_or_else(|| panic!("README has no config row for {}", v.name));
+        let default = row.split('|').nth(2).unwrap_or_default().trim();
+        match v.default {
+            Some(d) => assert_eq!(default, format!("`{d}`"), "default of {}", v.name),
+            None => assert_eq!(default, "—", "{} has no default", v.name),
+        }
+    }
+    // And the table names nothing the code does not read.
+    let documented: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("## Configuration"))
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .collect();
+    for name in documented {
+        assert!(
+            VARIABLES.iter().any(|v| v.name == name),
+            "README documents {name}, which the config does not read"
+        );
+    }
+}
+
+#[test]
+fn every_function_and_route_is_in_the_readme() {
+    let readme = readme();
+    for f in Function::ALL {
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{}` |", f.name())))
+            .unwrap_or_else(|| panic!("README has no row for function {}", f.name()));
+        for route in ROUTES.iter().filter(|r| r.function == f) {
+            assert!(
+                row.contains(&format!("`{} {}`", route.method, route.pattern)),
+                "README row of {} lacks {route:?}",
+                f.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn every_function_has_a_binary() {
+    let manifest = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../functions/Cargo.toml"
+    ))
+    .unwrap();
+    for f in Function::ALL {
+        assert!(
+            manifest.contains(&format!(
+                "name = \"{}\"\npath = \"{}/main.rs\"",
+                f.name(),
+                f.name()
+            )),
+            "no binary for {}",
+            f.name()
+        );
+        let main = std::fs::read_to_string(format!(
+            "{}/../functions/{}/main.rs",
+            env!("CARGO_MANIFEST_DIR"),
+            f.name()
+        ))
+        .unwrap();
+        assert!(
+            main.contains(&format!("{f:?})")),
+            "{} runs another function",
+            f.name()
+        );
+    }
+}

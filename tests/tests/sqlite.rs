@@ -1,0 +1,217 @@
+//! The embedded SQLite store: the conformance and API suites, plus what only a file-backed
+//! store and the local server in front of it can show (restarts, the wire).
+
+use std::sync::Arc;
+
+use lighttech::store::sqlite::SqliteStore;
+use lighttech::{App, StartOptions};
+use lighttech_tests::wire::{Server, raw, request};
+use lighttech_tests::{PASSWORD, TestApp, sqlite_fixture, test_config};
+use serde_json::json;
+
+lighttech_tests::store_conformance_suite!(sqlite_fixture);
+lighttech_tests::api_suite!(sqlite_fixture);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_users_balances_sessions_and_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bank.db");
+    let db_url = format!("sqlite://{}", db.display());
+    let data_dir = dir.path().display().to_string();
+    let env = [
+        ("DATABASE_URL", db_url.as_str()),
+        ("LIGHTTECH_DATA_DIR", data_dir.as_str()),
+    ];
+    let start = || async {
+        let mut config = test_config(&env);
+        config.secret_key = None; // use the key the server generates and keeps
+        App::start_with(
+            config,
+            StartOptions {
+                init: false,
+                generate_key: true,
+            },
+        )
+        .await
+        .unwrap()
+    };
+
+    let app = Arc::new(start().await);
+    let server = Server::spawn(app.clone()).await;
+    let t = server.addr;
+    let post = |path: &'static str, token: Option<String>, body: serde_json::Value| async move {
+        let auth = token.map(|tk| format!("Bearer {tk}"));
+        let mut headers = vec![("Content-Type", "application/json")];
+        if let Some(a) = &auth {
+            headers.push(("Authorization", a.as_str()));
+        }
+        request(t, "POST", path, &headers, body.to_string().as_bytes()).await
+    };
+    for name in ["alice", "bob"] {
+        let r = post(
+            "/api/auth/v1/register/",
+            None,
+            json!({"username": name, "email": format!("{name}@example.com"), "password": PASSWORD}),
+        )
+        .await;
+        assert_eq!(r.status, 201);
+    }
+    let login = post(
+        "/api/auth/v1/login/",
+        None,
+        json!({"username": "alice", "password": PASSWORD}),
+    )
+    .await;
+    let access = login.json()["access"].as_str().unwrap().to_owned();
+    let refresh = login.json()["refresh"].as_str().unwrap().to_owned();
+    assert_eq!(
+        post(
+            "/api/balance/v1/deposit/",
+            Some(access.clone()),
+            json!({"amount": "50"})
+        )
+        .await
+        .status,
+        201
+    );
+    assert_eq!(
+        post(
+            "/api/balance/v1/transfer/",
+            Some(access.clone()),
+            json!({"to": "bob", "amount": "20"})
+        )
+        .await
+        .status,
+        201
+    );
+    server.stop().await;
+    drop(app);
+
+    // A new process on the same data directory.
+    let app = Arc::new(start().await);
+    let server = Server::spawn(app.clone()).await;
+    let auth = format!("Bearer {access}");
+    let balance = request(
+        server.addr,
+        "GET",
+        "/api/balance/v1/",
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .await;
+    assert_eq!(balance.status, 200, "the session survived the restart");
+    assert_eq!(balance.json()["balance"], "30.00");
+    let ops = request(
+        server.addr,
+        "GET",
+        "/api/balance/v1/operations/",
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .await;
+    let types: Vec<_> = ops.json()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(types, ["transfer_out", "deposit"]);
+    let refreshed = request(
+        server.addr,
+        "POST",
+        "/api/auth/v1/token/refresh/",
+        &[("Content-Type", "application/json")],
+        json!({ "refresh": refresh }).to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(refreshed.status, 200, "the refresh token survived too");
+    let bob = request(
+        server.addr,
+        "POST",
+        "/api/auth/v1/login/",
+        &[("Content-Type", "application/json")],
+        json!({"username": "bob", "password": PASSWORD})
+            .to_string()
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!(bob.status, 200);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_server_checks_hosts_and_bounds_bodies_without_crashing() {
+    let t = TestApp::new(sqlite_fixture().await).await;
+    let server = Server::spawn(t.app.clone()).await;
+    let addr = server.addr;
+
+    let ok = request(addr, "GET", "/api/health/", &[], b"").await;
+    assert_eq!(ok.status, 200);
+    assert!(ok.header("x-request-id").is_some());
+    for host in ["localhost:8000", "LOCALHOST", "[::1]:8000"] {
+        let r = request(addr, "GET", "/api/health", &[("Host", host)], b"").await;
+        assert_eq!(r.status, 200, "{host}");
+    }
+    for host in ["evil.example.com", "a b", "localhost:99999", ""] {
+        let r = request(addr, "GET", "/api/health/", &[("Host", host)], b"").await;
+        assert_eq!(r.status, 400, "{host:?}");
+        assert_eq!(r.json()["code"], "validation_error");
+    }
+    // A spoofed scheme header must not reach lambda_http's URL building.
+    let r = request(
+        addr,
+        "GET",
+        "/api/health/",
+        &[("X-Forwarded-Proto", "not a scheme://")],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+
+    // A huge declared body is refused after reading just past the limit.
+    let mut head = format!(
+        "POST /api/auth/v1/register/ HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n"
+    )
+    .into_bytes();
+    head.extend(std::iter::repeat_n(b'x', 40 * 1024));
+    let r = raw(addr, &head).await;
+    assert_eq!(r.status, 413);
+    assert_eq!(r.json()["code"], "payload_too_large");
+
+    // Non-UTF-8 bodies travel base64-encoded, as API Gateway sends them, and are rejected as JSON.
+    let r = request(
+        addr,
+        "POST",
+        "/api/auth/v1/login/",
+        &[("Content-Type", "application/json")],
+        &[0xff, 0xfe, 0x00, 0x7b],
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["code"], "invalid_json");
+
+    // Garbage on the socket gets an HTTP error or a closed connection, never a dead server.
+    let _ = raw(addr, b"\x00\x01\x02 nonsense\r\n\r\n").await;
+    let after = request(addr, "GET", "/api/health/", &[], b"").await;
+    assert_eq!(after.status, 200, "still serving");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_a_clear_start_up_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("future.db");
+    {
+        let store = SqliteStore::open(&path).await.unwrap();
+        drop(store);
+    }
+    let conn = deadpool_sqlite::rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("PRAGMA user_version = 99").unwrap();
+    drop(conn);
+    let err = SqliteStore::open(&path).await.unwrap_err();
+    assert!(
+        lighttech::telemetry::error_chain(&err).contains("newer than this build"),
+        "{}",
+        lighttech::telemetry::error_chain(&err)
+    );
+}
