@@ -630,6 +630,7 @@ fn session(user: UserId, now: Timestamp) -> SessionRecord {
 
 fn rotation(s: &SessionRecord, presented: TokenId, now: Timestamp) -> Rotation {
     Rotation {
+        user: s.user,
         session: s.id,
         presented,
         next: TokenId::new(),
@@ -643,14 +644,25 @@ pub async fn sessions_rotate_once_and_reuse_revokes(store: Arc<dyn Store>) {
     let now = Timestamp::now();
     let s = session(alice.id, now);
     store.create_session(&s).await.unwrap();
-    assert_eq!(store.session(s.id).await.unwrap().unwrap(), s);
+    assert_eq!(store.session(s.user, s.id).await.unwrap().unwrap(), s);
+    assert!(
+        store.session(UserId::new(), s.id).await.unwrap().is_none(),
+        "a session is found only through its owner"
+    );
+    let mut foreign = rotation(&s, s.refresh_jti, now);
+    foreign.user = UserId::new();
+    assert_eq!(
+        store.rotate_session(&foreign).await.unwrap(),
+        RotateOutcome::Inactive,
+        "nobody else can rotate it"
+    );
 
     let r1 = rotation(&s, s.refresh_jti, now);
     assert_eq!(
         store.rotate_session(&r1).await.unwrap(),
         RotateOutcome::Rotated
     );
-    let after = store.session(s.id).await.unwrap().unwrap();
+    let after = store.session(s.user, s.id).await.unwrap().unwrap();
     assert_eq!(after.refresh_jti, r1.next);
     assert_eq!(after.expires_at, r1.expires_at);
     assert!(after.is_active(now));
@@ -663,7 +675,7 @@ pub async fn sessions_rotate_once_and_reuse_revokes(store: Arc<dyn Store>) {
             .unwrap(),
         RotateOutcome::Reused
     );
-    let revoked = store.session(s.id).await.unwrap().unwrap();
+    let revoked = store.session(s.user, s.id).await.unwrap().unwrap();
     assert!(revoked.revoked_at.is_some());
     // Even the newest token no longer works.
     assert_eq!(
@@ -690,7 +702,7 @@ pub async fn inactive_sessions_cannot_rotate_or_be_touched(store: Arc<dyn Store>
     );
     assert!(
         !store
-            .session(expired.id)
+            .session(expired.user, expired.id)
             .await
             .unwrap()
             .unwrap()
@@ -708,9 +720,9 @@ pub async fn inactive_sessions_cannot_rotate_or_be_touched(store: Arc<dyn Store>
     let live = session(alice.id, now);
     store.create_session(&live).await.unwrap();
     let later = now.plus_seconds(120);
-    store.touch_session(live.id, later).await.unwrap();
+    store.touch_session(live.user, live.id, later).await.unwrap();
     assert_eq!(
-        store.session(live.id).await.unwrap().unwrap().last_used_at,
+        store.session(live.user, live.id).await.unwrap().unwrap().last_used_at,
         later
     );
     assert!(
@@ -720,11 +732,11 @@ pub async fn inactive_sessions_cannot_rotate_or_be_touched(store: Arc<dyn Store>
             .unwrap()
     );
     store
-        .touch_session(live.id, later.plus_seconds(60))
+        .touch_session(live.user, live.id, later.plus_seconds(60))
         .await
         .unwrap();
     assert_eq!(
-        store.session(live.id).await.unwrap().unwrap().last_used_at,
+        store.session(live.user, live.id).await.unwrap().unwrap().last_used_at,
         later
     );
 }
@@ -757,7 +769,7 @@ pub async fn racing_rotations_let_exactly_one_win(store: Arc<dyn Store>) {
     );
     assert!(
         store
-            .session(s.id)
+            .session(s.user, s.id)
             .await
             .unwrap()
             .unwrap()
@@ -795,7 +807,7 @@ pub async fn sessions_are_listed_newest_first_and_revoked_only_by_their_owner(
     );
     assert!(
         store
-            .session(bobs.id)
+            .session(bobs.user, bobs.id)
             .await
             .unwrap()
             .unwrap()

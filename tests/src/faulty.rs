@@ -76,14 +76,23 @@ impl Store for FaultyStore {
     async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
         self.inner.create_session(session).await
     }
-    async fn session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
-        self.inner.session(id).await
+    async fn session(
+        &self,
+        user: UserId,
+        id: SessionId,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        self.inner.session(user, id).await
     }
     async fn rotate_session(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
         self.inner.rotate_session(rotation).await
     }
-    async fn touch_session(&self, id: SessionId, now: Timestamp) -> Result<(), StoreError> {
-        self.inner.touch_session(id, now).await
+    async fn touch_session(
+        &self,
+        user: UserId,
+        id: SessionId,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.inner.touch_session(user, id, now).await
     }
     async fn revoke_session(
         &self,

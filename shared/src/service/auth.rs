@@ -184,6 +184,7 @@ pub async fn refresh(app: &App, refresh_token: &str) -> Result<TokenPair, ApiErr
     let outcome = app
         .store
         .rotate_session(&Rotation {
+            user: token.user,
             session: token.session,
             presented: token.id,
             next,
@@ -221,13 +222,13 @@ pub async fn authenticate(app: &App, access_token: &str) -> Result<Principal, Ap
     let token = verify(app, access_token, TokenType::Access, now)?;
     let session = app
         .store
-        .session(token.session)
+        .session(token.user, token.session)
         .await?
         .filter(|s| s.user == token.user && s.is_active(now))
         .ok_or(ApiError::InvalidToken)?;
     if now.millis() - session.last_used_at.millis() > TOUCH_INTERVAL_SECONDS * 1000 {
         // Best effort: failing to record use must not fail the request.
-        if let Err(e) = app.store.touch_session(session.id, now).await {
+        if let Err(e) = app.store.touch_session(session.user, session.id, now).await {
             tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not record session use");
         }
     }

@@ -207,6 +207,8 @@ impl SessionRecord {
 /// Spend the presented refresh token and make a new one current.
 #[derive(Debug, Clone)]
 pub struct Rotation {
+    /// The session's owner.
+    pub user: UserId,
     /// The session.
     pub session: SessionId,
     /// The presented token's `jti`: it must still be the current one.
@@ -343,8 +345,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Stores a new session.
     async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
 
-    /// Reads a session (strongly consistent).
-    async fn session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError>;
+    /// Reads one of a user's sessions (strongly consistent); `None` when it is not theirs.
+    /// Tokens carry both ids, which lets DynamoDB keep sessions in the user's partition.
+    async fn session(&self, user: UserId, id: SessionId)
+    -> Result<Option<SessionRecord>, StoreError>;
 
     /// Spends the presented refresh token with a conditional write: of two racing rotations of
     /// the same token exactly one gets `Rotated`. A token that is no longer current revokes the
@@ -352,7 +356,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn rotate_session(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError>;
 
     /// Records use of a live session (`last_used_at`); a no-op for inactive sessions.
-    async fn touch_session(&self, id: SessionId, now: Timestamp) -> Result<(), StoreError>;
+    async fn touch_session(
+        &self,
+        user: UserId,
+        id: SessionId,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
 
     /// Revokes one of the user's sessions; `false` when it is not theirs or already inactive.
     async fn revoke_session(

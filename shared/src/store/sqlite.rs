@@ -576,12 +576,19 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn session(&self, id: SessionId) -> Result<Option<SessionRecord>, StoreError> {
+    async fn session(
+        &self,
+        user: UserId,
+        id: SessionId,
+    ) -> Result<Option<SessionRecord>, StoreError> {
         self.read(move |c| {
             c.prepare_cached(&format!(
-                "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"
+                "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1 AND user_id = ?2"
             ))
-            .and_then(|mut s| s.query_row([id.to_string()], session_from_row).optional())
+            .and_then(|mut s| {
+                s.query_row([id.to_string(), user.to_string()], session_from_row)
+                    .optional()
+            })
             .map_err(map_err)
         })
         .await
@@ -593,13 +600,15 @@ impl Store for SqliteStore {
             let rotated = txn
                 .execute(
                     "UPDATE sessions SET refresh_jti = ?1, last_used_at = ?2, expires_at = ?3 \
-                     WHERE id = ?4 AND refresh_jti = ?5 AND revoked_at IS NULL AND expires_at > ?2",
+                     WHERE id = ?4 AND user_id = ?6 AND refresh_jti = ?5 AND revoked_at IS NULL \
+                     AND expires_at > ?2",
                     params![
                         r.next.to_string(),
                         r.now.millis(),
                         r.expires_at.millis(),
                         r.session.to_string(),
                         r.presented.to_string(),
+                        r.user.to_string(),
                     ],
                 )
                 .map_err(map_err)?;
@@ -608,8 +617,8 @@ impl Store for SqliteStore {
             }
             let current = txn
                 .query_row(
-                    &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"),
-                    [r.session.to_string()],
+                    &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1 AND user_id = ?2"),
+                    [r.session.to_string(), r.user.to_string()],
                     session_from_row,
                 )
                 .optional()
@@ -631,11 +640,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn touch_session(&self, id: SessionId, now: Timestamp) -> Result<(), StoreError> {
+    async fn touch_session(
+        &self,
+        user: UserId,
+        id: SessionId,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         self.write(move |txn| {
             txn.execute(
-                "UPDATE sessions SET last_used_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
-                params![now.millis(), id.to_string()],
+                "UPDATE sessions SET last_used_at = ?1 \
+                 WHERE id = ?2 AND user_id = ?3 AND revoked_at IS NULL",
+                params![now.millis(), id.to_string(), user.to_string()],
             )
             .map_err(map_err)?;
             Ok(())
