@@ -289,6 +289,7 @@ pub async fn handle(app: &App, request: lambda_http::Request, scope: Scope) -> R
         request_id = %request_id,
         method = %request.method(),
         path = %request.uri().path(),
+        route = tracing::field::Empty,
         user_id = tracing::field::Empty,
     );
     let started = Instant::now();
@@ -350,6 +351,7 @@ async fn dispatch(
             ApiError::MethodNotAllowed(allowed)
         });
     };
+    tracing::Span::current().record("route", route.function.name());
     let body = match body {
         Body::Empty => bytes::Bytes::new(),
         Body::Text(text) => bytes::Bytes::from(text),
