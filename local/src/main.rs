@@ -36,6 +36,7 @@ async fn run(args: Args) -> Result<(), String> {
         StartOptions {
             init: args.init,
             generate_key: true,
+            check_store: true,
         },
     )
     .await

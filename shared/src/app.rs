@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::auth::{CursorCodec, PasswordHasher, TokenService, derive_key};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, SecretKey, StoreUrl};
+use crate::store::dynamo::DynamoStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 
@@ -52,8 +53,26 @@ impl App {
 
     /// Like [`App::start`] with a configuration already read.
     pub async fn start_with(config: Config, options: StartOptions) -> Result<App, StartupError> {
-        let key = resolve_key(&config, options.generate_key)?;
-        let store = open_store(&config, options.init).await?;
+        Self::start_with_aws(config, options, None).await
+    }
+
+    /// Like [`App::start_with`], with the AWS SDK configuration given instead of read from the
+    /// standard AWS environment (tests point it at an emulator this way).
+    pub async fn start_with_aws(
+        config: Config,
+        options: StartOptions,
+        aws: Option<aws_config::SdkConfig>,
+    ) -> Result<App, StartupError> {
+        // One SDK configuration (credentials, region, HTTP client) for every AWS client.
+        let needs_aws = matches!(config.store, StoreUrl::Dynamo(_))
+            || (config.secret_key.is_none() && config.secret_key_arn.is_some());
+        let sdk = match aws {
+            Some(sdk) => Some(sdk),
+            None if needs_aws => Some(crate::aws::sdk_config().await),
+            None => None,
+        };
+        let key = resolve_key(&config, sdk.as_ref(), options.generate_key).await?;
+        let store = open_store(&config, sdk.as_ref(), options).await?;
         Ok(App::new(config, store, &key))
     }
 }
@@ -66,6 +85,9 @@ pub struct StartOptions {
     /// Generate and keep a signing key in the data directory when none is configured
     /// (the local server only; Lambda functions must be given one).
     pub generate_key: bool,
+    /// Check at start that the store is reachable and prepared (the local server; a Lambda
+    /// cold start skips the extra round trip and the extra IAM permission).
+    pub check_store: bool,
 }
 
 /// Why the process cannot start; `Display` is the one line printed before exiting.
@@ -84,27 +106,57 @@ pub enum StartupError {
 
 impl From<StoreError> for StartupError {
     fn from(e: StoreError) -> Self {
-        StartupError::Store(crate::telemetry::error_chain(&e))
+        StartupError::Store(match &e {
+            // The wrapper's own words add nothing to the backend's message.
+            StoreError::Unavailable(source) | StoreError::Internal(source) => {
+                crate::telemetry::error_chain(source.as_ref())
+            }
+            other => crate::telemetry::error_chain(other),
+        })
     }
 }
 
-/// Opens the store `DATABASE_URL` names.
-pub async fn open_store(config: &Config, _init: bool) -> Result<Arc<dyn Store>, StartupError> {
+/// Opens the store `DATABASE_URL` names, preparing (`init`) or checking it as asked.
+pub async fn open_store(
+    config: &Config,
+    sdk: Option<&aws_config::SdkConfig>,
+    options: StartOptions,
+) -> Result<Arc<dyn Store>, StartupError> {
     match &config.store {
         // The embedded store always prepares itself: zero setup is its point.
         StoreUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path.clone()).await?)),
+        StoreUrl::Dynamo(table) => {
+            let sdk = sdk.ok_or_else(|| StartupError::Store("no AWS configuration".into()))?;
+            let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), table.clone());
+            if options.init {
+                store.create_table().await?;
+            } else if options.check_store {
+                store.check_table().await?;
+            }
+            Ok(Arc::new(store))
+        }
     }
 }
 
-/// The configured key, or (when allowed) the one kept in the data directory, generated on
+/// The configured key: `SECRET_KEY`, else the Secrets Manager secret `SECRET_KEY_ARN` names
+/// (fetched once, here), else — when allowed — the one kept in the data directory, generated on
 /// first use with file mode 0600.
-pub fn resolve_key(config: &Config, generate: bool) -> Result<SecretKey, StartupError> {
+pub async fn resolve_key(
+    config: &Config,
+    sdk: Option<&aws_config::SdkConfig>,
+    generate: bool,
+) -> Result<SecretKey, StartupError> {
     if let Some(key) = &config.secret_key {
         return Ok(key.clone());
     }
+    if let (Some(arn), Some(sdk)) = (&config.secret_key_arn, sdk) {
+        return crate::aws::fetch_secret_key(sdk, arn)
+            .await
+            .map_err(StartupError::Key);
+    }
     if !generate {
         return Err(StartupError::Key(
-            "SECRET_KEY is not set (there is no built-in key; set SECRET_KEY to at least 32 random bytes)"
+            "neither SECRET_KEY nor SECRET_KEY_ARN is set (there is no built-in key; set SECRET_KEY to at least 32 random bytes)"
                 .into(),
         ));
     }
@@ -169,19 +221,21 @@ mod tests {
         Config::from_map(&map).unwrap()
     }
 
-    #[test]
-    fn without_a_key_a_function_refuses_to_start() {
+    #[tokio::test]
+    async fn without_a_key_a_function_refuses_to_start() {
         let dir = std::env::temp_dir().join(format!("lt-key-{}", uuid::Uuid::new_v4()));
-        let err = resolve_key(&config_in(&dir), false).unwrap_err();
-        assert!(err.to_string().contains("SECRET_KEY is not set"));
+        let err = resolve_key(&config_in(&dir), None, false)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("SECRET_KEY"), "{err}");
         assert!(!dir.exists());
     }
 
-    #[test]
-    fn the_local_server_generates_a_private_key_once_and_keeps_it() {
+    #[tokio::test]
+    async fn the_local_server_generates_a_private_key_once_and_keeps_it() {
         let dir = std::env::temp_dir().join(format!("lt-key-{}", uuid::Uuid::new_v4()));
-        let first = resolve_key(&config_in(&dir), true).unwrap();
-        let second = resolve_key(&config_in(&dir), true).unwrap();
+        let first = resolve_key(&config_in(&dir), None, true).await.unwrap();
+        let second = resolve_key(&config_in(&dir), None, true).await.unwrap();
         assert_eq!(first.expose(), second.expose());
         assert!(first.expose().len() >= 32);
         #[cfg(unix)]
@@ -196,12 +250,12 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    #[test]
-    fn a_short_key_file_is_refused() {
+    #[tokio::test]
+    async fn a_short_key_file_is_refused() {
         let dir = std::env::temp_dir().join(format!("lt-key-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("secret_key"), "short").unwrap();
-        assert!(resolve_key(&config_in(&dir), true).is_err());
+        assert!(resolve_key(&config_in(&dir), None, true).await.is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -25,7 +25,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "DATABASE_URL",
         default: Some("sqlite://./.lighttech/lighttech.db"),
-        doc: "Which store to use: `sqlite://PATH` (embedded, the default)",
+        doc: "Which store to use: `sqlite://PATH` (embedded, the default) or `dynamodb://TABLE`",
     },
     Variable {
         name: "LIGHTTECH_DATA_DIR",
@@ -36,6 +36,21 @@ pub const VARIABLES: &[Variable] = &[
         name: "SECRET_KEY",
         default: None,
         doc: "JWT and cursor signing key, at least 32 bytes. Unset: the local server generates one into the data directory; Lambda functions refuse to start",
+    },
+    Variable {
+        name: "SECRET_KEY_ARN",
+        default: None,
+        doc: "Secrets Manager secret (ARN or name) holding the signing key; fetched once at start, used when SECRET_KEY is unset",
+    },
+    Variable {
+        name: "AWS_REGION",
+        default: None,
+        doc: "AWS region for DynamoDB and Secrets Manager (read by the AWS SDK, like the rest of its standard environment)",
+    },
+    Variable {
+        name: "AWS_ENDPOINT_URL",
+        default: None,
+        doc: "Send AWS calls to this endpoint instead (LocalStack, moto); read by the AWS SDK",
     },
     Variable {
         name: "ACCESS_TOKEN_LIFETIME_MINUTES",
@@ -123,6 +138,8 @@ impl ConfigError {
 pub enum StoreUrl {
     /// The embedded SQLite file.
     Sqlite(PathBuf),
+    /// A DynamoDB table, reached through the standard AWS environment.
+    Dynamo(String),
 }
 
 /// The signing secret, at least 32 bytes, never printed.
@@ -166,6 +183,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `SECRET_KEY`, when set.
     pub secret_key: Option<SecretKey>,
+    /// `SECRET_KEY_ARN`, when set.
+    pub secret_key_arn: Option<String>,
     /// `ACCESS_TOKEN_LIFETIME_MINUTES`, in seconds.
     pub access_ttl_seconds: i64,
     /// `REFRESH_TOKEN_LIFETIME_MINUTES`, in seconds.
@@ -225,6 +244,7 @@ impl Config {
             ),
             None => None,
         };
+        let secret_key_arn = lookup("SECRET_KEY_ARN").filter(|v| !v.trim().is_empty());
         let currency = get("CURRENCY");
         if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
             return Err(ConfigError::new(
@@ -247,6 +267,7 @@ impl Config {
             store,
             data_dir,
             secret_key,
+            secret_key_arn,
             access_ttl_seconds: 60
                 * parse_int(
                     "ACCESS_TOKEN_LIFETIME_MINUTES",
@@ -343,10 +364,24 @@ fn parse_store_url(url: &str) -> Result<StoreUrl, ConfigError> {
         }
         return Ok(StoreUrl::Sqlite(PathBuf::from(path)));
     }
+    if let Some(table) = url.strip_prefix("dynamodb://") {
+        // DynamoDB table names: 3–255 of A-Z a-z 0-9 _ - .
+        if !(3..=255).contains(&table.len())
+            || !table
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        {
+            return Err(ConfigError::new(
+                "DATABASE_URL",
+                format!("{table:?} is not a valid DynamoDB table name"),
+            ));
+        }
+        return Ok(StoreUrl::Dynamo(table.to_owned()));
+    }
     let scheme = url.split("://").next().unwrap_or(url);
     Err(ConfigError::new(
         "DATABASE_URL",
-        format!("unsupported store scheme {scheme:?} (expected sqlite://PATH)"),
+        format!("unsupported store scheme {scheme:?} (expected sqlite://PATH or dynamodb://TABLE)"),
     ))
 }
 
@@ -411,6 +446,18 @@ mod tests {
         assert_eq!(
             config(&[("CURRENCY", "rubles")]).unwrap_err().variable,
             "CURRENCY"
+        );
+        assert_eq!(
+            config(&[("DATABASE_URL", "dynamodb://a b")])
+                .unwrap_err()
+                .variable,
+            "DATABASE_URL"
+        );
+        assert_eq!(
+            config(&[("DATABASE_URL", "dynamodb://lighttech")])
+                .unwrap()
+                .store,
+            StoreUrl::Dynamo("lighttech".into())
         );
     }
 

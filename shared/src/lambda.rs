@@ -22,6 +22,7 @@ pub async fn run(function: Function) -> Result<(), lambda_http::Error> {
         StartOptions {
             init: false,
             generate_key: false,
+            check_store: false,
         },
     )
     .await

@@ -73,6 +73,11 @@ fn user(name: &str) -> NewUser {
     }
 }
 
+/// Creates a user with a placeholder password hash.
+pub async fn create_user(store: &Arc<dyn Store>, name: &str) -> UserRecord {
+    create(store, name).await
+}
+
 async fn create(store: &Arc<dyn Store>, name: &str) -> UserRecord {
     store.create_user(&user(name)).await.unwrap()
 }
@@ -720,9 +725,17 @@ pub async fn inactive_sessions_cannot_rotate_or_be_touched(store: Arc<dyn Store>
     let live = session(alice.id, now);
     store.create_session(&live).await.unwrap();
     let later = now.plus_seconds(120);
-    store.touch_session(live.user, live.id, later).await.unwrap();
+    store
+        .touch_session(live.user, live.id, later)
+        .await
+        .unwrap();
     assert_eq!(
-        store.session(live.user, live.id).await.unwrap().unwrap().last_used_at,
+        store
+            .session(live.user, live.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at,
         later
     );
     assert!(
@@ -736,7 +749,12 @@ pub async fn inactive_sessions_cannot_rotate_or_be_touched(store: Arc<dyn Store>
         .await
         .unwrap();
     assert_eq!(
-        store.session(live.user, live.id).await.unwrap().unwrap().last_used_at,
+        store
+            .session(live.user, live.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at,
         later
     );
 }

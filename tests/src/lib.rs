@@ -43,6 +43,11 @@ impl StoreFixture {
     }
 }
 
+/// A user created directly in a store (for store-level tests); returns its id.
+pub async fn conformance_user(store: &Arc<dyn Store>, name: &str) -> lighttech::domain::UserId {
+    conformance::create_user(store, name).await.id
+}
+
 /// A fresh embedded store in its own temporary directory.
 pub async fn sqlite_fixture() -> StoreFixture {
     let dir = tempfile::tempdir().expect("create a temporary directory");
@@ -50,6 +55,64 @@ pub async fn sqlite_fixture() -> StoreFixture {
         .await
         .expect("open a SQLite store");
     StoreFixture::new(Arc::new(store), dir)
+}
+
+/// The variable through which `tests/run` tells the DynamoDB suites where moto listens.
+pub const DYNAMODB_ENDPOINT_VAR: &str = "LIGHTTECH_TEST_DYNAMODB_ENDPOINT";
+
+/// The DynamoDB-protocol endpoint the tests use. Missing is a loud failure, never a skip.
+pub fn dynamodb_endpoint() -> String {
+    std::env::var(DYNAMODB_ENDPOINT_VAR).unwrap_or_else(|_| {
+        panic!(
+            "{DYNAMODB_ENDPOINT_VAR} is not set: the DynamoDB suites need the moto server. \
+             Run the whole suite with `tests/run` (it installs moto into .venv and starts it), \
+             or start it yourself: `.venv/bin/python local/moto/server.py --port 5555` and \
+             export {DYNAMODB_ENDPOINT_VAR}=http://127.0.0.1:5555"
+        )
+    })
+}
+
+/// SDK configuration for the emulator: loopback endpoint, fixed region, dummy credentials.
+pub fn emulator_sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    assert!(
+        endpoint.starts_with("http://127.0.0.1:") || endpoint.starts_with("http://localhost:"),
+        "tests only ever talk to a loopback emulator, not {endpoint}"
+    );
+    aws_config::SdkConfig::builder()
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
+            aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests"),
+        ))
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(std::time::Duration::from_secs(2))
+                .operation_attempt_timeout(std::time::Duration::from_secs(30))
+                .build(),
+        )
+        .build()
+}
+
+/// A DynamoDB store on a fresh table of its own (transaction cost in moto grows with table
+/// size, and tests must not see each other's items).
+pub async fn dynamo_store() -> lighttech::store::dynamo::DynamoStore {
+    let sdk = emulator_sdk_config(&dynamodb_endpoint());
+    let table = format!("lt-{}", uuid::Uuid::new_v4().simple());
+    let store =
+        lighttech::store::dynamo::DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table);
+    store.create_table().await.unwrap_or_else(|e| {
+        panic!(
+            "cannot create a table in the emulator: {}",
+            lighttech::telemetry::error_chain(&e)
+        )
+    });
+    store
+}
+
+/// A fresh DynamoDB store, as a fixture.
+pub async fn dynamo_fixture() -> StoreFixture {
+    StoreFixture::new(Arc::new(dynamo_store().await), ())
 }
 
 /// A random signing key for one test app.
@@ -80,7 +143,7 @@ pub struct TestApp {
     pub clock: Arc<ManualClock>,
     /// The configuration's key, to forge tokens with.
     pub secret: String,
-    _fixture: Arc<StoreFixture>,
+    _fixture: Option<Arc<StoreFixture>>,
 }
 
 /// A response read back in full.
@@ -161,7 +224,19 @@ impl TestApp {
             app: Arc::new(app),
             clock,
             secret,
-            _fixture: Arc::new(fixture),
+            _fixture: Some(Arc::new(fixture)),
+        }
+    }
+
+    /// Wraps an application started elsewhere (its clock becomes the test's), given the
+    /// signing secret it was started with.
+    pub fn from_app(app: App, secret: String) -> TestApp {
+        let clock = Arc::new(ManualClock::new());
+        TestApp {
+            app: Arc::new(app.with_clock(clock.clone())),
+            clock,
+            secret,
+            _fixture: None,
         }
     }
 

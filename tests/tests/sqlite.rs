@@ -30,6 +30,7 @@ async fn a_restart_keeps_users_balances_sessions_and_history() {
             StartOptions {
                 init: false,
                 generate_key: true,
+                check_store: true,
             },
         )
         .await

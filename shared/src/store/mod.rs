@@ -8,6 +8,7 @@
 //! entry carries the version it produced as its `seq`, so history is ordered exactly as the
 //! account changed and the history cache can key on the version.
 
+pub mod dynamo;
 pub mod sqlite;
 
 use std::fmt;
@@ -347,8 +348,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Reads one of a user's sessions (strongly consistent); `None` when it is not theirs.
     /// Tokens carry both ids, which lets DynamoDB keep sessions in the user's partition.
-    async fn session(&self, user: UserId, id: SessionId)
-    -> Result<Option<SessionRecord>, StoreError>;
+    async fn session(
+        &self,
+        user: UserId,
+        id: SessionId,
+    ) -> Result<Option<SessionRecord>, StoreError>;
 
     /// Spends the presented refresh token with a conditional write: of two racing rotations of
     /// the same token exactly one gets `Rotated`. A token that is no longer current revokes the

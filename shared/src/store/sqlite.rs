@@ -617,7 +617,9 @@ impl Store for SqliteStore {
             }
             let current = txn
                 .query_row(
-                    &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1 AND user_id = ?2"),
+                    &format!(
+                        "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1 AND user_id = ?2"
+                    ),
                     [r.session.to_string(), r.user.to_string()],
                     session_from_row,
                 )
