@@ -227,3 +227,108 @@ async fn a_short_or_missing_secret_fails_the_start_clearly() {
         .unwrap_err();
     assert!(err.contains("cannot read secret"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_server_on_a_table_keeps_everything_across_a_restart() {
+    use lighttech_tests::wire::{Server, request};
+    let table = format!("lt-{}", uuid::Uuid::new_v4().simple());
+    let database_url = format!("dynamodb://{table}");
+    let config = lighttech_tests::test_config(&[("DATABASE_URL", database_url.as_str())]);
+    let start = |init: bool| {
+        let config = config.clone();
+        async move {
+            App::start_with_aws(
+                config,
+                StartOptions {
+                    init,
+                    generate_key: false,
+                    check_store: true,
+                },
+                Some(emulator_sdk_config(&dynamodb_endpoint())),
+            )
+            .await
+        }
+    };
+    // Without --init the missing table stops the start.
+    let err = start(false).await.unwrap_err().to_string();
+    assert!(err.contains("does not exist"), "{err}");
+
+    let server = Server::spawn(Arc::new(start(true).await.unwrap())).await;
+    let addr = server.addr;
+    let json = ("Content-Type", "application/json");
+    for name in ["alice", "bob"] {
+        let body = serde_json::json!({
+            "username": name, "email": format!("{name}@example.com"),
+            "password": lighttech_tests::PASSWORD,
+        });
+        let r = request(
+            addr,
+            "POST",
+            "/api/auth/v1/register/",
+            &[json],
+            body.to_string().as_bytes(),
+        )
+        .await;
+        assert_eq!(r.status, 201);
+    }
+    let login = serde_json::json!({"username": "alice", "password": lighttech_tests::PASSWORD});
+    let r = request(
+        addr,
+        "POST",
+        "/api/auth/v1/login/",
+        &[json],
+        login.to_string().as_bytes(),
+    )
+    .await;
+    let auth = format!("Bearer {}", r.json()["access"].as_str().unwrap());
+    let headers = [
+        json,
+        ("Authorization", auth.as_str()),
+        ("Idempotency-Key", "k1"),
+    ];
+    let deposit = br#"{"amount": "40.00"}"#;
+    let first = request(addr, "POST", "/api/balance/v1/deposit/", &headers, deposit).await;
+    let again = request(addr, "POST", "/api/balance/v1/deposit/", &headers, deposit).await;
+    assert_eq!((first.status, again.status), (201, 201));
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(first.body, again.body);
+    let transfer = br#"{"to": "BOB", "amount": "15.50"}"#;
+    let r = request(
+        addr,
+        "POST",
+        "/api/balance/v1/transfer/",
+        &[json, ("Authorization", auth.as_str())],
+        transfer,
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    server.stop().await;
+
+    let server = Server::spawn(Arc::new(start(false).await.unwrap())).await;
+    let r = request(
+        server.addr,
+        "GET",
+        "/api/balance/v1/",
+        &[("Authorization", auth.as_str())],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 200, "the session is in the table");
+    assert_eq!(r.json()["balance"], "24.50");
+    let r = request(
+        server.addr,
+        "GET",
+        "/api/balance/v1/operations/?type=transfer_out,deposit",
+        &[("Authorization", auth.as_str())],
+        b"",
+    )
+    .await;
+    let balances: Vec<_> = r.json()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["balance_after"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(balances, ["24.50", "40.00"]);
+    server.stop().await;
+}
