@@ -9,6 +9,7 @@ use crate::auth::{CursorCodec, PasswordHasher, TokenService, derive_key};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, SecretKey, StoreUrl};
 use crate::store::dynamo::DynamoStore;
+use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 
@@ -132,6 +133,16 @@ pub async fn open_store(
                 store.create_table().await?;
             } else if options.check_store {
                 store.check_table().await?;
+            }
+            Ok(Arc::new(store))
+        }
+        StoreUrl::Postgres(url) => {
+            let store = PgStore::connect(url.expose())?;
+            if options.init {
+                store.migrate().await?;
+            }
+            if options.init || options.check_store {
+                store.check_schema().await?;
             }
             Ok(Arc::new(store))
         }

@@ -25,7 +25,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "DATABASE_URL",
         default: Some("sqlite://./.lighttech/lighttech.db"),
-        doc: "Which store to use: `sqlite://PATH` (embedded, the default) or `dynamodb://TABLE`",
+        doc: "Which store to use: `sqlite://PATH` (embedded, the default), `postgres://USER:PASSWORD@HOST:PORT/DB` or `dynamodb://TABLE`",
     },
     Variable {
         name: "LIGHTTECH_DATA_DIR",
@@ -140,6 +140,34 @@ pub enum StoreUrl {
     Sqlite(PathBuf),
     /// A DynamoDB table, reached through the standard AWS environment.
     Dynamo(String),
+    /// A PostgreSQL database (`postgres://` or `postgresql://` URL; credentials stay inside).
+    Postgres(PostgresUrl),
+}
+
+/// A PostgreSQL connection URL; its `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresUrl(String);
+
+impl PostgresUrl {
+    /// The URL, for the driver.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // postgres://user:password@host/db → postgres://user:***@host/db
+        let redacted = match (self.0.split_once("://"), self.0.rfind('@')) {
+            (Some((scheme, rest)), Some(_)) => {
+                let (userinfo, host) = rest.rsplit_once('@').unwrap_or(("", rest));
+                let user = userinfo.split(':').next().unwrap_or_default();
+                format!("{scheme}://{user}:***@{host}")
+            }
+            _ => self.0.clone(),
+        };
+        f.write_str(&redacted)
+    }
 }
 
 /// The signing secret, at least 32 bytes, never printed.
@@ -364,6 +392,9 @@ fn parse_store_url(url: &str) -> Result<StoreUrl, ConfigError> {
         }
         return Ok(StoreUrl::Sqlite(PathBuf::from(path)));
     }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(StoreUrl::Postgres(PostgresUrl(url.to_owned())));
+    }
     if let Some(table) = url.strip_prefix("dynamodb://") {
         // DynamoDB table names: 3–255 of A-Z a-z 0-9 _ - .
         if !(3..=255).contains(&table.len())
@@ -471,6 +502,14 @@ mod tests {
         assert!(!c.host_allowed("evil.example.com"));
         let any = config(&[("ALLOWED_HOSTS", "*")]).unwrap();
         assert!(any.host_allowed("anything:1"));
+    }
+
+    #[test]
+    fn a_postgres_password_is_never_printed() {
+        let c = config(&[("DATABASE_URL", "postgres://app:hunter2@db:5432/bank")]).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("postgres://app:***@db:5432/bank"), "{shown}");
     }
 
     #[test]

@@ -115,6 +115,94 @@ pub async fn dynamo_fixture() -> StoreFixture {
     StoreFixture::new(Arc::new(dynamo_store().await), ())
 }
 
+/// The variable through which `tests/run` tells the PostgreSQL suites where the server is: a
+/// URL of a maintenance database on it (each test creates and drops its own database).
+pub const POSTGRES_URL_VAR: &str = "LIGHTTECH_TEST_POSTGRES_URL";
+
+/// The maintenance URL. Missing is a loud failure, never a skip.
+pub fn postgres_admin_url() -> String {
+    std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| {
+        panic!(
+            "{POSTGRES_URL_VAR} is not set: the PostgreSQL suites need a server. Run the whole \
+             suite with `tests/run` (it points them at 127.0.0.1:5432), or export \
+             {POSTGRES_URL_VAR}=postgres://postgres@127.0.0.1:5432/postgres"
+        )
+    })
+}
+
+/// A database created for one test and dropped (with its connections) when this is dropped.
+pub struct PgDatabase {
+    admin_url: String,
+    /// The database name.
+    pub name: String,
+    /// A URL for it.
+    pub url: String,
+}
+
+impl PgDatabase {
+    /// Creates a fresh, empty database on the test server.
+    pub async fn create() -> PgDatabase {
+        let admin_url = postgres_admin_url();
+        let name = format!("lt_test_{}", uuid::Uuid::new_v4().simple());
+        let (client, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot connect to PostgreSQL at {admin_url}: {e}. Start it with \
+                     `pg_ctlcluster $(ls /etc/postgresql) main start`"
+                )
+            });
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create a test database");
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(base, _)| base);
+        let url = format!("{base}/{name}");
+        PgDatabase {
+            admin_url,
+            name,
+            url,
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // Drop runs outside async context; a short-lived runtime on its own thread does it.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let (client, connection) =
+                    tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+                        .await
+                        .ok()?;
+                tokio::spawn(connection);
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// A PostgreSQL store on a fresh, migrated database of its own.
+pub async fn postgres_fixture() -> StoreFixture {
+    let db = PgDatabase::create().await;
+    let store = lighttech::store::postgres::PgStore::connect(&db.url).expect("a valid URL");
+    store.migrate().await.expect("migrate the test database");
+    StoreFixture::new(Arc::new(store), db)
+}
+
 /// A random signing key for one test app.
 pub fn test_secret() -> String {
     use rand::RngExt;

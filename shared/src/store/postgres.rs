@@ -1,0 +1,984 @@
+//! The PostgreSQL store (also Aurora PostgreSQL): one transaction per primitive.
+//!
+//! Isolation is READ COMMITTED with the conditions inside the writes and explicit row locks:
+//! a balance change is one `UPDATE … WHERE balance >= $amount RETURNING …` (PostgreSQL
+//! re-checks the `WHERE` against the newest row version after waiting for a concurrent
+//! writer, so two withdrawals can never both pass); a transfer first locks both account rows
+//! with `SELECT … FOR UPDATE` in user-id order, so two opposite transfers wait for each other
+//! instead of deadlocking. SERIALIZABLE would give the same outcomes but answer contention on a
+//! busy account with aborts to retry; row locks make it wait instead. A racing request with the
+//! same idempotency key blocks on the key's unique index until the first commits, then sees it.
+//! Serialization and deadlock failures (which the design should never produce) are still
+//! retried a bounded number of times. Migrations are embedded and applied by `--init`; every
+//! start checks the schema version.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{GenericClient, NoTls, Row};
+use uuid::Uuid;
+
+use super::{
+    Account, Applied, Attempt, BalanceChange, Counterparty, HistoryPage, HistoryQuery,
+    IdempotencyStamp, IdempotentRecord, NewUser, Operation, RotateOutcome, Rotation, SessionRecord,
+    Store, StoreError, ThrottlePolicy, TransferCommand, UserRecord,
+};
+use crate::domain::{
+    Email, IdempotencyKey, Money, OperationId, OperationKind, RequestFingerprint, SessionId,
+    Timestamp, TokenId, TransferId, UserId, Username,
+};
+
+/// Embedded migrations, applied in order; the schema version is the count applied.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    include_str!("../../migrations/postgres/0001_initial.sql"),
+)];
+
+/// Attempts at a transaction that failed with a serialization failure or deadlock.
+const MAX_ATTEMPTS: u32 = 5;
+
+type Tx<'a> = deadpool_postgres::Transaction<'a>;
+
+/// Runs `$step(&tx)` (an async fn returning `Result<T, Failure>`) in a READ COMMITTED
+/// transaction, committing on success and retrying the whole transaction on serialization
+/// failure or deadlock. A macro, not a higher-order fn: the step borrows the transaction.
+macro_rules! in_tx {
+    ($store:expr, |$tx:ident| $step:expr) => {{
+        let mut attempt = 0u32;
+        loop {
+            let mut client = $store.client().await?;
+            let $tx = client.transaction().await.map_err(map_pg)?;
+            let outcome = match $step.await {
+                Ok(value) => match $tx.commit().await {
+                    Ok(()) => break Ok(value),
+                    Err(e) => Failure::from(e),
+                },
+                Err(failure) => failure,
+            };
+            match outcome {
+                Failure::Fail(e) => break Err(e),
+                Failure::Retry(e) => {
+                    attempt += 1;
+                    if attempt >= MAX_ATTEMPTS {
+                        break Err(map_pg(e));
+                    }
+                    tracing::warn!(attempt, error = %e, "retrying a transaction");
+                    tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
+                }
+            }
+        }
+    }};
+}
+
+/// The PostgreSQL-backed [`Store`].
+#[derive(Debug)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+fn map_pg(e: tokio_postgres::Error) -> StoreError {
+    let transient = e.is_closed()
+        || match e.code() {
+            None => e.as_db_error().is_none(),
+            Some(code) => {
+                code.code().starts_with("08")
+                    || *code == SqlState::ADMIN_SHUTDOWN
+                    || *code == SqlState::CRASH_SHUTDOWN
+                    || *code == SqlState::CANNOT_CONNECT_NOW
+                    || *code == SqlState::TOO_MANY_CONNECTIONS
+                    || *code == SqlState::T_R_SERIALIZATION_FAILURE
+                    || *code == SqlState::T_R_DEADLOCK_DETECTED
+            }
+        };
+    let text = match e.as_db_error() {
+        Some(db) => format!("{}: {} ({})", e, db.message(), db.code().code()),
+        None => crate::telemetry::error_chain(&e),
+    };
+    if transient {
+        StoreError::unavailable(text)
+    } else {
+        StoreError::internal(text)
+    }
+}
+
+fn is_retryable(e: &tokio_postgres::Error) -> bool {
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+    )
+}
+
+/// A transaction step failed: retry the whole transaction, or give up with this error.
+enum Failure {
+    Retry(tokio_postgres::Error),
+    Fail(StoreError),
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if is_retryable(&e) {
+            Failure::Retry(e)
+        } else {
+            Failure::Fail(map_pg(e))
+        }
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Fail(e)
+    }
+}
+
+/// Maps a unique violation to the domain error its constraint stands for.
+fn on_constraint(e: tokio_postgres::Error) -> Failure {
+    let constraint = e.as_db_error().and_then(|db| db.constraint());
+    match (e.code(), constraint) {
+        (Some(c), Some("users_username_key_unique")) if *c == SqlState::UNIQUE_VIOLATION => {
+            Failure::Fail(StoreError::UsernameTaken)
+        }
+        (Some(c), Some("users_email_unique")) if *c == SqlState::UNIQUE_VIOLATION => {
+            Failure::Fail(StoreError::EmailTaken)
+        }
+        _ => Failure::from(e),
+    }
+}
+
+fn bad(what: &str) -> StoreError {
+    StoreError::internal(format!("stored row has a malformed {what}"))
+}
+
+fn version_of(v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| bad("version"))
+}
+
+fn user_from_row(row: &Row) -> Result<UserRecord, StoreError> {
+    Ok(UserRecord {
+        id: UserId(row.try_get("id").map_err(map_pg)?),
+        username: Username::parse(row.try_get("username").map_err(map_pg)?)
+            .map_err(|_| bad("username"))?,
+        email: Email::parse(row.try_get("email").map_err(map_pg)?).map_err(|_| bad("email"))?,
+        password_hash: row.try_get("password_hash").map_err(map_pg)?,
+        is_staff: row.try_get("is_staff").map_err(map_pg)?,
+        is_active: row.try_get("is_active").map_err(map_pg)?,
+        created_at: Timestamp::from_millis(row.try_get("created_at").map_err(map_pg)?),
+    })
+}
+
+const USER_COLUMNS: &str = "id, username, email, password_hash, is_staff, is_active, created_at";
+
+const SESSION_COLUMNS: &str =
+    "id, user_id, created_at, last_used_at, expires_at, refresh_jti, user_agent, ip, revoked_at";
+
+fn session_from_row(row: &Row) -> Result<SessionRecord, StoreError> {
+    Ok(SessionRecord {
+        id: SessionId(row.try_get("id").map_err(map_pg)?),
+        user: UserId(row.try_get("user_id").map_err(map_pg)?),
+        created_at: Timestamp::from_millis(row.try_get("created_at").map_err(map_pg)?),
+        last_used_at: Timestamp::from_millis(row.try_get("last_used_at").map_err(map_pg)?),
+        expires_at: Timestamp::from_millis(row.try_get("expires_at").map_err(map_pg)?),
+        refresh_jti: TokenId(row.try_get("refresh_jti").map_err(map_pg)?),
+        user_agent: row.try_get("user_agent").map_err(map_pg)?,
+        ip: row.try_get("ip").map_err(map_pg)?,
+        revoked_at: row
+            .try_get::<_, Option<i64>>("revoked_at")
+            .map_err(map_pg)?
+            .map(Timestamp::from_millis),
+    })
+}
+
+const OPERATION_COLUMNS: &str = "o.user_id, o.seq, o.id, o.kind, o.amount, o.balance_after, \
+     o.counterparty_id, o.counterparty_username, o.transfer_id, o.description, o.created_at";
+
+fn operation_from_row(row: &Row) -> Result<Operation, StoreError> {
+    let kind: String = row.try_get("kind").map_err(map_pg)?;
+    let counterparty = match row
+        .try_get::<_, Option<Uuid>>("counterparty_id")
+        .map_err(map_pg)?
+    {
+        Some(id) => Some(Counterparty {
+            id: UserId(id),
+            username: row.try_get("counterparty_username").map_err(map_pg)?,
+        }),
+        None => None,
+    };
+    Ok(Operation {
+        id: OperationId(row.try_get("id").map_err(map_pg)?),
+        user: UserId(row.try_get("user_id").map_err(map_pg)?),
+        seq: version_of(row.try_get("seq").map_err(map_pg)?)?,
+        kind: OperationKind::parse(&kind).ok_or_else(|| bad("kind"))?,
+        amount: Money::from_minor(row.try_get("amount").map_err(map_pg)?),
+        balance_after: Money::from_minor(row.try_get("balance_after").map_err(map_pg)?),
+        counterparty,
+        transfer_id: row
+            .try_get::<_, Option<Uuid>>("transfer_id")
+            .map_err(map_pg)?
+            .map(TransferId),
+        description: row.try_get("description").map_err(map_pg)?,
+        created_at: Timestamp::from_millis(row.try_get("created_at").map_err(map_pg)?),
+    })
+}
+
+impl PgStore {
+    /// Connects a pool (nothing is opened until first use).
+    pub fn connect(url: &str) -> Result<PgStore, StoreError> {
+        let mut config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| StoreError::internal(format!("invalid DATABASE_URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(3));
+        }
+        config.application_name("lighttech");
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(16)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(StoreError::internal)?;
+        Ok(PgStore { pool })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => map_pg(e),
+            other => StoreError::unavailable(format!("no database connection: {other}")),
+        })
+    }
+
+    /// The schema version applied to this database (0 for an empty database).
+    pub async fn schema_version(&self) -> Result<i32, StoreError> {
+        let client = self.client().await?;
+        let exists: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = 'lighttech_schema')",
+                &[],
+            )
+            .await
+            .map_err(map_pg)?
+            .get(0);
+        if !exists {
+            return Ok(0);
+        }
+        let version: Option<i32> = client
+            .query_one("SELECT max(version) FROM lighttech_schema", &[])
+            .await
+            .map_err(map_pg)?
+            .get(0);
+        Ok(version.unwrap_or(0))
+    }
+
+    /// The version this build needs.
+    pub fn required_version() -> i32 {
+        MIGRATIONS.last().map_or(0, |(v, _)| *v)
+    }
+
+    /// Applies pending migrations, each in its own transaction, serialised across processes by
+    /// an advisory lock.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_pg)?;
+        tx.execute("SELECT pg_advisory_xact_lock(7202611280)", &[])
+            .await
+            .map_err(map_pg)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS lighttech_schema (\
+                 version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .map_err(map_pg)?;
+        let current: i32 = tx
+            .query_one(
+                "SELECT coalesce(max(version), 0) FROM lighttech_schema",
+                &[],
+            )
+            .await
+            .map_err(map_pg)?
+            .get(0);
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+            tx.batch_execute(sql).await.map_err(map_pg)?;
+            tx.execute(
+                "INSERT INTO lighttech_schema (version) VALUES ($1)",
+                &[version],
+            )
+            .await
+            .map_err(map_pg)?;
+            tracing::info!(version, "applied database migration");
+        }
+        tx.commit().await.map_err(map_pg)?;
+        Ok(())
+    }
+
+    /// Fails with a clear message unless the schema is exactly what this build needs.
+    pub async fn check_schema(&self) -> Result<(), StoreError> {
+        let have = self.schema_version().await?;
+        let need = Self::required_version();
+        match have.cmp(&need) {
+            std::cmp::Ordering::Equal => Ok(()),
+            std::cmp::Ordering::Less => Err(StoreError::unavailable(format!(
+                "the database schema is at version {have}, this build needs {need}: \
+                 run `lighttech-local --init` to migrate"
+            ))),
+            std::cmp::Ordering::Greater => Err(StoreError::unavailable(format!(
+                "the database schema is at version {have}, newer than this build ({need})"
+            ))),
+        }
+    }
+}
+
+/// Claims an idempotency key inside the transaction: `true` when this request owns it (new, or
+/// replacing an expired record); `false` when an unexpired record exists. A concurrent claim of
+/// the same key waits here until the other transaction ends.
+async fn claim_key(
+    tx: &Tx<'_>,
+    user: UserId,
+    stamp: &IdempotencyStamp,
+    operation: OperationId,
+    now: Timestamp,
+) -> Result<bool, Failure> {
+    let claimed = tx
+        .execute(
+            "INSERT INTO idempotency_keys (user_id, key, fingerprint, operation_id, expires_at) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (user_id, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, \
+                 operation_id = EXCLUDED.operation_id, expires_at = EXCLUDED.expires_at \
+             WHERE idempotency_keys.expires_at <= $6",
+            &[
+                &user.0,
+                &stamp.key.as_str(),
+                &stamp.fingerprint.as_str(),
+                &operation.0,
+                &stamp.expires_at.millis(),
+                &now.millis(),
+            ],
+        )
+        .await?;
+    Ok(claimed == 1)
+}
+
+async fn find_record(
+    client: &impl GenericClient,
+    user: UserId,
+    key: &str,
+    now: Timestamp,
+) -> Result<Option<IdempotentRecord>, StoreError> {
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT k.fingerprint, {OPERATION_COLUMNS} FROM idempotency_keys k \
+                 JOIN operations o ON o.id = k.operation_id \
+                 WHERE k.user_id = $1 AND k.key = $2 AND k.expires_at > $3"
+            ),
+            &[&user.0, &key, &now.millis()],
+        )
+        .await
+        .map_err(map_pg)?;
+    row.map(|r| {
+        Ok(IdempotentRecord {
+            fingerprint: RequestFingerprint::from_stored(r.try_get("fingerprint").map_err(map_pg)?),
+            operation: operation_from_row(&r)?,
+        })
+    })
+    .transpose()
+}
+
+async fn insert_operation(tx: &Tx<'_>, op: &Operation) -> Result<(), Failure> {
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO operations (user_id, seq, id, kind, amount, balance_after, \
+             counterparty_id, counterparty_username, transfer_id, description, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .await?;
+    tx.execute(
+        &stmt,
+        &[
+            &op.user.0,
+            &(op.seq as i64),
+            &op.id.0,
+            &op.kind.as_str(),
+            &op.amount.minor(),
+            &op.balance_after.minor(),
+            &op.counterparty.as_ref().map(|c| c.id.0),
+            &op.counterparty.as_ref().map(|c| c.username.as_str()),
+            &op.transfer_id.map(|t| t.0),
+            &op.description.as_deref(),
+            &op.created_at.millis(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn balance_of(tx: &Tx<'_>, user: UserId) -> Result<Option<Money>, Failure> {
+    Ok(tx
+        .query_opt(
+            "SELECT balance FROM accounts WHERE user_id = $1",
+            &[&user.0],
+        )
+        .await?
+        .map(|r| Money::from_minor(r.get(0))))
+}
+
+async fn create_user_tx(tx: &Tx<'_>, user: &NewUser) -> Result<(), Failure> {
+    tx.execute(
+        "INSERT INTO users (id, username, username_key, email, password_hash, \
+             is_staff, is_active, created_at) VALUES ($1, $2, $3, $4, $5, $6, true, $7)",
+        &[
+            &user.id.0,
+            &user.username.as_str(),
+            &user.username.key(),
+            &user.email.as_str(),
+            &user.password_hash,
+            &user.is_staff,
+            &user.now.millis(),
+        ],
+    )
+    .await
+    .map_err(on_constraint)?;
+    tx.execute(
+        "INSERT INTO accounts (user_id, balance, version, updated_at) VALUES ($1, 0, 0, $2)",
+        &[&user.id.0, &user.now.millis()],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn rotate_session_tx(tx: &Tx<'_>, r: &Rotation) -> Result<RotateOutcome, Failure> {
+    let rotated = tx
+        .execute(
+            "UPDATE sessions SET refresh_jti = $1, last_used_at = $2, expires_at = $3 \
+                 WHERE id = $4 AND user_id = $5 AND refresh_jti = $6 \
+                 AND revoked_at IS NULL AND expires_at > $2",
+            &[
+                &r.next.0,
+                &r.now.millis(),
+                &r.expires_at.millis(),
+                &r.session.0,
+                &r.user.0,
+                &r.presented.0,
+            ],
+        )
+        .await?;
+    if rotated == 1 {
+        return Ok(RotateOutcome::Rotated);
+    }
+    let current = tx
+        .query_opt(
+            &format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 AND user_id = $2 FOR UPDATE"
+            ),
+            &[&r.session.0, &r.user.0],
+        )
+        .await?;
+    match current.map(|row| session_from_row(&row)).transpose()? {
+        Some(s) if s.is_active(r.now) => {
+            tx.execute(
+                "UPDATE sessions SET revoked_at = $1 WHERE id = $2",
+                &[&r.now.millis(), &r.session.0],
+            )
+            .await?;
+            Ok(RotateOutcome::Reused)
+        }
+        _ => Ok(RotateOutcome::Inactive),
+    }
+}
+
+async fn take_login_attempt_tx(
+    tx: &Tx<'_>,
+    username_key: &str,
+    policy: ThrottlePolicy,
+    now: Timestamp,
+    floor: i64,
+    max: i32,
+) -> Result<Attempt, Failure> {
+    // One statement: open a window, or count inside a live one that has room. The row
+    // lock taken by ON CONFLICT serialises racing attempts.
+    let counted = tx
+        .query_opt(
+            "INSERT INTO login_attempts (username_key, attempts, window_start) \
+                 VALUES ($1, 1, $2) \
+                 ON CONFLICT (username_key) DO UPDATE SET \
+                   attempts = CASE WHEN login_attempts.window_start <= $3 THEN 1 \
+                                   ELSE login_attempts.attempts + 1 END, \
+                   window_start = CASE WHEN login_attempts.window_start <= $3 THEN $2 \
+                                       ELSE login_attempts.window_start END \
+                 WHERE login_attempts.window_start <= $3 OR login_attempts.attempts < $4 \
+                 RETURNING attempts",
+            &[&username_key, &now.millis(), &floor, &max],
+        )
+        .await?;
+    if counted.is_some() {
+        return Ok(Attempt::Allowed);
+    }
+    let start: i64 = tx
+        .query_one(
+            "SELECT window_start FROM login_attempts WHERE username_key = $1",
+            &[&username_key],
+        )
+        .await?
+        .get(0);
+    let remaining_ms = (start + policy.window_seconds * 1000 - now.millis()).max(0);
+    Ok(Attempt::Limited {
+        retry_after: u64::try_from((remaining_ms + 999) / 1000)
+            .unwrap_or(1)
+            .max(1),
+    })
+}
+
+async fn apply_change_tx(tx: &Tx<'_>, c: &BalanceChange) -> Result<Applied, Failure> {
+    if let Some(stamp) = &c.idempotency
+        && !claim_key(tx, c.user, stamp, c.operation_id, c.now).await?
+    {
+        let record = find_record(&**tx, c.user, stamp.key.as_str(), c.now)
+            .await?
+            .ok_or_else(|| StoreError::internal("claimed key vanished"))?;
+        return Ok(Applied::AlreadyRecorded(record));
+    }
+    let updated = match c.kind {
+        OperationKind::Deposit => {
+            let stmt = tx
+                .prepare_cached(
+                    "UPDATE accounts SET balance = balance + $1, version = version + 1, \
+                         updated_at = $2 WHERE user_id = $3 AND balance <= $4::bigint - $1::bigint \
+                         RETURNING balance, version",
+                )
+                .await?;
+            tx.query_opt(
+                &stmt,
+                &[
+                    &c.amount.minor(),
+                    &c.now.millis(),
+                    &c.user.0,
+                    &Money::MAX_BALANCE.minor(),
+                ],
+            )
+            .await?
+        }
+        OperationKind::Withdrawal => {
+            let stmt = tx
+                .prepare_cached(
+                    "UPDATE accounts SET balance = balance - $1, version = version + 1, \
+                         updated_at = $2 WHERE user_id = $3 AND balance >= $1 \
+                         RETURNING balance, version",
+                )
+                .await?;
+            tx.query_opt(&stmt, &[&c.amount.minor(), &c.now.millis(), &c.user.0])
+                .await?
+        }
+        other => {
+            return Err(StoreError::internal(format!(
+                "{} is not a balance change",
+                other.as_str()
+            ))
+            .into());
+        }
+    };
+    let Some(row) = updated else {
+        return Err(match (balance_of(tx, c.user).await?, c.kind) {
+            (None, _) => StoreError::AccountNotFound,
+            (Some(_), OperationKind::Deposit) => StoreError::BalanceLimitExceeded,
+            (Some(balance), _) => StoreError::InsufficientFunds { balance },
+        }
+        .into());
+    };
+    let op = Operation {
+        id: c.operation_id,
+        user: c.user,
+        seq: version_of(row.get(1))?,
+        kind: c.kind,
+        amount: c.amount,
+        balance_after: Money::from_minor(row.get(0)),
+        counterparty: None,
+        transfer_id: None,
+        description: c.description.clone(),
+        created_at: c.now,
+    };
+    insert_operation(tx, &op).await?;
+    Ok(Applied::Done(op))
+}
+
+async fn transfer_tx(tx: &Tx<'_>, t: &TransferCommand) -> Result<Applied, Failure> {
+    if let Some(stamp) = &t.idempotency
+        && !claim_key(tx, t.from, stamp, t.out_operation_id, t.now).await?
+    {
+        let record = find_record(&**tx, t.from, stamp.key.as_str(), t.now)
+            .await?
+            .ok_or_else(|| StoreError::internal("claimed key vanished"))?;
+        return Ok(Applied::AlreadyRecorded(record));
+    }
+    let recipient = tx
+        .query_opt(
+            "SELECT id, username, is_active FROM users WHERE username_key = $1",
+            &[&t.to_username_key],
+        )
+        .await?;
+    let (recipient, recipient_name) = match recipient {
+        Some(row) if row.get::<_, bool>(2) => (UserId(row.get(0)), row.get::<_, String>(1)),
+        _ => return Err(StoreError::RecipientNotFound.into()),
+    };
+    if recipient == t.from {
+        return Err(StoreError::SelfTransfer.into());
+    }
+    // Both rows locked in one fixed order: opposite transfers cannot deadlock.
+    let locked = tx
+        .query(
+            "SELECT a.user_id, a.balance, u.username FROM accounts a \
+                 JOIN users u ON u.id = a.user_id \
+                 WHERE a.user_id = ANY($1) ORDER BY a.user_id FOR UPDATE OF a",
+            &[&vec![t.from.0, recipient.0]],
+        )
+        .await?;
+    let find = |id: UserId| {
+        locked
+            .iter()
+            .find(|r| r.get::<_, Uuid>(0) == id.0)
+            .map(|r| (Money::from_minor(r.get(1)), r.get::<_, String>(2)))
+    };
+    let (sender_balance, sender_name) = find(t.from).ok_or(StoreError::AccountNotFound)?;
+    let (recipient_balance, _) = find(recipient).ok_or(StoreError::RecipientNotFound)?;
+    if sender_balance.checked_debit(t.amount).is_none() {
+        return Err(StoreError::InsufficientFunds {
+            balance: sender_balance,
+        }
+        .into());
+    }
+    if recipient_balance.checked_credit(t.amount).is_none() {
+        return Err(StoreError::BalanceLimitExceeded.into());
+    }
+    let debit = tx
+        .query_one(
+            "UPDATE accounts SET balance = balance - $1, version = version + 1, \
+                 updated_at = $2 WHERE user_id = $3 RETURNING balance, version",
+            &[&t.amount.minor(), &t.now.millis(), &t.from.0],
+        )
+        .await?;
+    let credit = tx
+        .query_one(
+            "UPDATE accounts SET balance = balance + $1, version = version + 1, \
+                 updated_at = $2 WHERE user_id = $3 RETURNING balance, version",
+            &[&t.amount.minor(), &t.now.millis(), &recipient.0],
+        )
+        .await?;
+    let out = Operation {
+        id: t.out_operation_id,
+        user: t.from,
+        seq: version_of(debit.get(1))?,
+        kind: OperationKind::TransferOut,
+        amount: t.amount,
+        balance_after: Money::from_minor(debit.get(0)),
+        counterparty: Some(Counterparty {
+            id: recipient,
+            username: recipient_name.clone(),
+        }),
+        transfer_id: Some(t.transfer_id),
+        description: t.description.clone(),
+        created_at: t.now,
+    };
+    let incoming = Operation {
+        id: t.in_operation_id,
+        user: recipient,
+        seq: version_of(credit.get(1))?,
+        kind: OperationKind::TransferIn,
+        amount: t.amount,
+        balance_after: Money::from_minor(credit.get(0)),
+        counterparty: Some(Counterparty {
+            id: t.from,
+            username: sender_name,
+        }),
+        transfer_id: Some(t.transfer_id),
+        description: t.description.clone(),
+        created_at: t.now,
+    };
+    insert_operation(tx, &out).await?;
+    insert_operation(tx, &incoming).await?;
+    Ok(Applied::Done(out))
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .simple_query("SELECT 1")
+            .await
+            .map_err(map_pg)?;
+        Ok(())
+    }
+
+    async fn create_user(&self, user: &NewUser) -> Result<UserRecord, StoreError> {
+        in_tx!(self, |tx| create_user_tx(&tx, user))?;
+        Ok(UserRecord {
+            id: user.id,
+            username: user.username.clone(),
+            email: user.email.clone(),
+            password_hash: user.password_hash.clone(),
+            is_staff: user.is_staff,
+            is_active: true,
+            created_at: user.now,
+        })
+    }
+
+    async fn user_by_username(&self, username_key: &str) -> Result<Option<UserRecord>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE username_key = $1"
+            ))
+            .await
+            .map_err(map_pg)?;
+        client
+            .query_opt(&stmt, &[&username_key])
+            .await
+            .map_err(map_pg)?
+            .map(|r| user_from_row(&r))
+            .transpose()
+    }
+
+    async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .await
+            .map_err(map_pg)?;
+        client
+            .query_opt(&stmt, &[&id.0])
+            .await
+            .map_err(map_pg)?
+            .map(|r| user_from_row(&r))
+            .transpose()
+    }
+
+    async fn create_session(&self, s: &SessionRecord) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                ),
+                &[
+                    &s.id.0,
+                    &s.user.0,
+                    &s.created_at.millis(),
+                    &s.last_used_at.millis(),
+                    &s.expires_at.millis(),
+                    &s.refresh_jti.0,
+                    &s.user_agent,
+                    &s.ip,
+                    &s.revoked_at.map(Timestamp::millis),
+                ],
+            )
+            .await
+            .map_err(map_pg)?;
+        Ok(())
+    }
+
+    async fn session(
+        &self,
+        user: UserId,
+        id: SessionId,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 AND user_id = $2"
+            ))
+            .await
+            .map_err(map_pg)?;
+        client
+            .query_opt(&stmt, &[&id.0, &user.0])
+            .await
+            .map_err(map_pg)?
+            .map(|r| session_from_row(&r))
+            .transpose()
+    }
+
+    async fn rotate_session(&self, r: &Rotation) -> Result<RotateOutcome, StoreError> {
+        in_tx!(self, |tx| rotate_session_tx(&tx, r))
+    }
+
+    async fn touch_session(
+        &self,
+        user: UserId,
+        id: SessionId,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE sessions SET last_used_at = $1 \
+                 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL",
+                &[&now.millis(), &id.0, &user.0],
+            )
+            .await
+            .map_err(map_pg)?;
+        Ok(())
+    }
+
+    async fn revoke_session(
+        &self,
+        user: UserId,
+        id: SessionId,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE sessions SET revoked_at = $1 \
+                 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL AND expires_at > $1",
+                &[&now.millis(), &id.0, &user.0],
+            )
+            .await
+            .map_err(map_pg)?;
+        Ok(n == 1)
+    }
+
+    async fn active_sessions(
+        &self,
+        user: UserId,
+        now: Timestamp,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let client = self.client().await?;
+        client
+            .query(
+                &format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions \
+                     WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
+                     ORDER BY created_at DESC, id DESC"
+                ),
+                &[&user.0, &now.millis()],
+            )
+            .await
+            .map_err(map_pg)?
+            .iter()
+            .map(session_from_row)
+            .collect()
+    }
+
+    async fn take_login_attempt(
+        &self,
+        username_key: &str,
+        policy: ThrottlePolicy,
+        now: Timestamp,
+    ) -> Result<Attempt, StoreError> {
+        let floor = now.millis() - policy.window_seconds * 1000;
+        let max = i32::try_from(policy.max_attempts).unwrap_or(i32::MAX);
+        in_tx!(self, |tx| take_login_attempt_tx(
+            &tx,
+            username_key,
+            policy,
+            now,
+            floor,
+            max
+        ))
+    }
+
+    async fn clear_login_attempts(&self, username_key: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM login_attempts WHERE username_key = $1",
+                &[&username_key],
+            )
+            .await
+            .map_err(map_pg)?;
+        Ok(())
+    }
+
+    async fn account(&self, user: UserId) -> Result<Option<Account>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT balance, version, updated_at FROM accounts WHERE user_id = $1")
+            .await
+            .map_err(map_pg)?;
+        client
+            .query_opt(&stmt, &[&user.0])
+            .await
+            .map_err(map_pg)?
+            .map(|r| {
+                Ok(Account {
+                    user,
+                    balance: Money::from_minor(r.get(0)),
+                    version: version_of(r.get(1))?,
+                    updated_at: Timestamp::from_millis(r.get(2)),
+                })
+            })
+            .transpose()
+    }
+
+    async fn apply_change(&self, c: &BalanceChange) -> Result<Applied, StoreError> {
+        in_tx!(self, |tx| apply_change_tx(&tx, c))
+    }
+
+    async fn transfer(&self, t: &TransferCommand) -> Result<Applied, StoreError> {
+        in_tx!(self, |tx| transfer_tx(&tx, t))
+    }
+
+    async fn idempotent_record(
+        &self,
+        user: UserId,
+        key: &IdempotencyKey,
+        now: Timestamp,
+    ) -> Result<Option<IdempotentRecord>, StoreError> {
+        let client = self.client().await?;
+        find_record(&**client, user, key.as_str(), now).await
+    }
+
+    async fn history(&self, q: &HistoryQuery) -> Result<HistoryPage, StoreError> {
+        let kinds: Vec<&str> = if q.kinds.is_empty() {
+            OperationKind::ALL.iter().map(|k| k.as_str()).collect()
+        } else {
+            q.kinds.iter().map(|k| k.as_str()).collect()
+        };
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {OPERATION_COLUMNS} FROM operations o \
+                 WHERE o.user_id = $1 AND o.seq < $2 AND o.kind = ANY($3) \
+                 AND o.created_at >= $4 AND o.created_at <= $5 \
+                 ORDER BY o.seq DESC LIMIT $6"
+            ))
+            .await
+            .map_err(map_pg)?;
+        let rows = client
+            .query(
+                &stmt,
+                &[
+                    &q.user.0,
+                    &q.before_seq
+                        .map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX)),
+                    &kinds,
+                    &q.since.map_or(i64::MIN, Timestamp::millis),
+                    &q.until.map_or(i64::MAX, Timestamp::millis),
+                    &(i64::from(q.limit) + 1),
+                ],
+            )
+            .await
+            .map_err(map_pg)?;
+        let mut ops = rows
+            .iter()
+            .map(operation_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_before = if ops.len() > q.limit as usize {
+            ops.truncate(q.limit as usize);
+            ops.last().map(|o| o.seq)
+        } else {
+            None
+        };
+        Ok(HistoryPage {
+            operations: ops,
+            next_before,
+        })
+    }
+}
