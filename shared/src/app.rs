@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::auth::{CursorCodec, PasswordHasher, TokenService, derive_key};
+use crate::cache::{CacheStats, HistoryCache, MemoryCache, RedisCache};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, SecretKey, StoreUrl};
 use crate::store::dynamo::DynamoStore;
@@ -22,6 +23,10 @@ pub struct App {
     pub store: Arc<dyn Store>,
     /// Where "now" comes from.
     pub clock: Arc<dyn Clock>,
+    /// The history cache `REDIS_URL` chose (in-process without it).
+    pub cache: Arc<dyn HistoryCache>,
+    /// What the history read path did.
+    pub cache_stats: CacheStats,
     pub(crate) tokens: TokenService,
     pub(crate) cursors: CursorCodec,
     pub(crate) passwords: PasswordHasher,
@@ -30,7 +35,10 @@ pub struct App {
 impl App {
     /// Assembles the state from its parts.
     pub fn new(config: Config, store: Arc<dyn Store>, key: &SecretKey) -> App {
+        let cache = history_cache(&config);
         App {
+            cache,
+            cache_stats: CacheStats::default(),
             tokens: TokenService::new(&derive_key(key, "jwt"), &config.jwt_issuer),
             cursors: CursorCodec::new(derive_key(key, "cursor")),
             passwords: PasswordHasher::new(),
@@ -38,6 +46,12 @@ impl App {
             store,
             clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Replaces the history cache (tests, benchmarks).
+    pub fn with_cache(mut self, cache: Arc<dyn HistoryCache>) -> App {
+        self.cache = cache;
+        self
     }
 
     /// Replaces the clock (tests).
@@ -76,6 +90,27 @@ impl App {
         let store = open_store(&config, sdk.as_ref(), options).await?;
         Ok(App::new(config, store, &key))
     }
+}
+
+/// Redis when `REDIS_URL` is set, the in-process cache otherwise.
+fn history_cache(config: &Config) -> Arc<dyn HistoryCache> {
+    let ttl = std::time::Duration::from_secs(config.history_cache_ttl_seconds);
+    if let Some(url) = &config.redis_url {
+        match RedisCache::new(
+            url,
+            &config.redis_key_prefix,
+            std::time::Duration::from_millis(config.redis_timeout_ms),
+            ttl,
+        ) {
+            Ok(cache) => return Arc::new(cache),
+            // The URL was validated with the config; should the pool still refuse it, serve
+            // from the in-process cache rather than not at all.
+            Err(e) => {
+                tracing::error!(error = %e, "cannot use REDIS_URL; using the in-process cache")
+            }
+        }
+    }
+    Arc::new(MemoryCache::new(config.history_cache_max_bytes, ttl))
 }
 
 /// How the process may prepare itself at start.

@@ -83,6 +83,31 @@ pub const VARIABLES: &[Variable] = &[
         doc: "How long an Idempotency-Key is remembered (at least 24)",
     },
     Variable {
+        name: "REDIS_URL",
+        default: None,
+        doc: "History cache in Redis, shared by every process (`redis://HOST:PORT/DB`); unset: an in-process cache",
+    },
+    Variable {
+        name: "REDIS_KEY_PREFIX",
+        default: Some("lighttech:"),
+        doc: "Prefix of every key LightTech writes to Redis",
+    },
+    Variable {
+        name: "REDIS_TIMEOUT_MS",
+        default: Some("50"),
+        doc: "Longest a history read waits for Redis before going to the store (Redis is then skipped for a second)",
+    },
+    Variable {
+        name: "HISTORY_CACHE_MAX_MB",
+        default: Some("64"),
+        doc: "Size bound of the in-process history cache",
+    },
+    Variable {
+        name: "HISTORY_CACHE_TTL_SECONDS",
+        default: Some("300"),
+        doc: "How long a cached history page is kept (freshness never depends on it: keys carry the account version)",
+    },
+    Variable {
         name: "JWT_ISSUER",
         default: Some("lighttech"),
         doc: "The `iss` claim issued and required",
@@ -227,6 +252,16 @@ pub struct Config {
     pub idempotency_ttl_seconds: i64,
     /// `JWT_ISSUER`.
     pub jwt_issuer: String,
+    /// `REDIS_URL`, when set.
+    pub redis_url: Option<String>,
+    /// `REDIS_KEY_PREFIX`.
+    pub redis_key_prefix: String,
+    /// `REDIS_TIMEOUT_MS`.
+    pub redis_timeout_ms: u64,
+    /// `HISTORY_CACHE_MAX_MB`, in bytes.
+    pub history_cache_max_bytes: u64,
+    /// `HISTORY_CACHE_TTL_SECONDS`.
+    pub history_cache_ttl_seconds: u64,
     /// `DEBUG`.
     pub debug: bool,
     /// `ALLOWED_HOSTS`, lower-cased; `*` allows any host.
@@ -286,6 +321,17 @@ impl Config {
             24,
             24 * 365,
         )?;
+        let redis_url = lookup("REDIS_URL").filter(|v| !v.trim().is_empty());
+        if let Some(url) = &redis_url {
+            let scheme_ok = url::Url::parse(url)
+                .is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss" | "redis+unix" | "unix"));
+            if !scheme_ok {
+                return Err(ConfigError::new(
+                    "REDIS_URL",
+                    "expected redis://HOST:PORT/DB (or rediss://, redis+unix://)",
+                ));
+            }
+        }
         let allowed_hosts = get("ALLOWED_HOSTS")
             .split(',')
             .map(|h| h.trim().to_ascii_lowercase())
@@ -326,6 +372,24 @@ impl Config {
             )?,
             idempotency_ttl_seconds: idempotency_hours * 3600,
             jwt_issuer: get("JWT_ISSUER"),
+            redis_url,
+            redis_key_prefix: get("REDIS_KEY_PREFIX"),
+            redis_timeout_ms: parse_int("REDIS_TIMEOUT_MS", &get("REDIS_TIMEOUT_MS"), 1, 60_000)?
+                as u64,
+            history_cache_max_bytes: parse_int(
+                "HISTORY_CACHE_MAX_MB",
+                &get("HISTORY_CACHE_MAX_MB"),
+                1,
+                64 * 1024,
+            )? as u64
+                * 1024
+                * 1024,
+            history_cache_ttl_seconds: parse_int(
+                "HISTORY_CACHE_TTL_SECONDS",
+                &get("HISTORY_CACHE_TTL_SECONDS"),
+                1,
+                7 * 24 * 3600,
+            )? as u64,
             debug: parse_bool("DEBUG", &get("DEBUG"))?,
             allowed_hosts,
         })
@@ -477,6 +541,12 @@ mod tests {
         assert_eq!(
             config(&[("CURRENCY", "rubles")]).unwrap_err().variable,
             "CURRENCY"
+        );
+        assert_eq!(
+            config(&[("REDIS_URL", "http://cache:6379")])
+                .unwrap_err()
+                .variable,
+            "REDIS_URL"
         );
         assert_eq!(
             config(&[("DATABASE_URL", "dynamodb://a b")])

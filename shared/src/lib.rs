@@ -18,6 +18,7 @@
 pub mod app;
 pub mod auth;
 pub mod aws;
+pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod domain;

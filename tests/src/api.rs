@@ -20,7 +20,10 @@ use crate::{PASSWORD, Resp, TestApp, TestUser, post_json};
 #[macro_export]
 macro_rules! api_suite {
     ($fixture:path) => {
-        $crate::api_suite!(@cases $fixture;
+        $crate::api_suite!($fixture, env = Vec::new());
+    };
+    ($fixture:path, env = $env:expr) => {
+        $crate::api_suite!(@cases $fixture, $env;
             register_creates_the_user_and_an_empty_account,
             registration_conflicts_are_case_insensitive,
             registration_validates_every_field_and_creates_nothing,
@@ -57,16 +60,24 @@ macro_rules! api_suite {
             malformed_input_never_causes_a_server_error,
             parallel_withdrawals_pay_out_exactly_the_balance,
             the_bank_workload_conserves_money,
+            history_reads_repeat_from_the_cache_and_stay_fresh,
+            if_none_match_answers_304_until_the_account_changes,
+            paging_through_cached_pages_equals_paging_through_the_store,
+            two_caches_sharing_one_store_never_serve_stale_pages,
+            equal_queries_of_different_users_never_share_a_page,
         );
     };
-    (@cases $fixture:path; $($case:ident),* $(,)?) => {
+    (@cases $fixture:path, $env:expr; $($case:ident),* $(,)?) => {
         mod api {
             #[allow(unused_imports)]
             use super::*;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
-                    let app = $crate::TestApp::new($fixture().await).await;
+                    let env: Vec<(String, String)> = $env;
+                    let env: Vec<(&str, &str)> =
+                        env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                    let app = $crate::TestApp::with_env($fixture().await, &env).await;
                     $crate::api::$case(app).await;
                 }
             )*
@@ -1674,4 +1685,198 @@ pub async fn store_outages_answer_503_and_failures_500_without_details(t: TestAp
     retry.expect(201, "");
     assert!(retry.header("idempotent-replayed").is_none());
     assert_eq!(t.balance(&alice).await, "11.00");
+}
+
+async fn history(t: &TestApp, user: &TestUser, query: &str, etag: Option<&str>) -> Resp {
+    let auth = format!("Bearer {}", user.access);
+    let mut headers = vec![("authorization", auth.as_str())];
+    if let Some(tag) = etag {
+        headers.push(("if-none-match", tag));
+    }
+    t.send(
+        Method::GET,
+        &format!("/api/balance/v1/operations/{query}"),
+        &headers,
+        None,
+    )
+    .await
+}
+
+pub async fn history_reads_repeat_from_the_cache_and_stay_fresh(t: TestApp) {
+    let alice = t.user("alice").await;
+    let bob = t.user("bob").await;
+    t.deposit(&alice, "100").await;
+    let first = history(&t, &alice, "", None).await;
+    first.expect(200, "");
+    assert_eq!(first.header("x-cache").as_deref(), Some("miss"));
+    let again = history(&t, &alice, "", None).await;
+    assert_eq!(again.header("x-cache").as_deref(), Some("hit"));
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.header("etag"), first.header("etag"));
+    assert_eq!(
+        again.header("cache-control").as_deref(),
+        Some("private, no-cache")
+    );
+
+    let newest = |r: &Resp| r.json()["results"][0].clone();
+    // After one's own deposit.
+    t.deposit(&alice, "1").await;
+    let r = history(&t, &alice, "", None).await;
+    assert_eq!(r.header("x-cache").as_deref(), Some("miss"));
+    assert_eq!(newest(&r)["amount"], "1.00");
+    assert_ne!(r.header("etag"), first.header("etag"));
+    history(&t, &alice, "", None).await; // cache it
+    // After an outgoing transfer.
+    t.post(
+        "/api/balance/v1/transfer/",
+        Some(&alice.access),
+        &json!({"to": "bob", "amount": "2"}),
+        &[],
+    )
+    .await
+    .expect(201, "");
+    assert_eq!(
+        newest(&history(&t, &alice, "", None).await)["type"],
+        "transfer_out"
+    );
+    // After an incoming transfer: the recipient's cached page changes too.
+    history(&t, &bob, "", None).await;
+    history(&t, &bob, "", None).await;
+    t.post(
+        "/api/balance/v1/transfer/",
+        Some(&alice.access),
+        &json!({"to": "bob", "amount": "3"}),
+        &[],
+    )
+    .await
+    .expect(201, "");
+    let r = history(&t, &bob, "", None).await;
+    assert_eq!(r.header("x-cache").as_deref(), Some("miss"));
+    assert_eq!(newest(&r)["amount"], "3.00");
+    assert_eq!(newest(&r)["type"], "transfer_in");
+    let stats = &t.app.cache_stats;
+    assert!(stats.hits.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+    assert!(stats.misses.load(std::sync::atomic::Ordering::Relaxed) >= 4);
+}
+
+pub async fn if_none_match_answers_304_until_the_account_changes(t: TestApp) {
+    let alice = t.user("alice").await;
+    t.deposit(&alice, "5").await;
+    let page = history(&t, &alice, "?limit=5", None).await;
+    let etag = page.header("etag").expect("an ETag");
+    let r = history(&t, &alice, "?limit=5", Some(&etag)).await;
+    assert_eq!(r.status, 304);
+    assert!(r.body.is_empty());
+    assert_eq!(r.header("etag").as_deref(), Some(etag.as_str()));
+    assert!(r.header("x-request-id").is_some());
+    // Another query is another page.
+    assert_eq!(
+        history(&t, &alice, "?limit=6", Some(&etag)).await.status,
+        200
+    );
+    // A change to the account invalidates the tag.
+    t.deposit(&alice, "1").await;
+    let r = history(&t, &alice, "?limit=5", Some(&etag)).await;
+    assert_eq!(r.status, 200);
+    assert_ne!(r.header("etag").as_deref(), Some(etag.as_str()));
+    assert_eq!(r.json()["results"][0]["amount"], "1.00");
+}
+
+pub async fn paging_through_cached_pages_equals_paging_through_the_store(t: TestApp) {
+    let alice = t.user("alice").await;
+    for i in 1..=12 {
+        t.deposit(&alice, &format!("{i}")).await;
+    }
+    let walk = |t: TestApp, user: TestUser| async move {
+        let mut pages = Vec::new();
+        let mut query = "?limit=5&type=deposit".to_owned();
+        loop {
+            let r = history(&t, &user, &query, None).await;
+            r.expect(200, "");
+            let j = r.json();
+            pages.push((
+                r.header("x-cache").unwrap_or_default(),
+                j["results"].clone(),
+            ));
+            match j["next_cursor"].as_str() {
+                Some(c) => query = format!("?limit=5&type=deposit&cursor={c}"),
+                None => return pages,
+            }
+        }
+    };
+    let cold = walk(t.clone(), alice.clone()).await;
+    let warm = walk(t.clone(), alice.clone()).await;
+    assert_eq!(cold.len(), 3);
+    assert!(cold.iter().all(|(c, _)| c == "miss"));
+    assert!(warm.iter().all(|(c, _)| c == "hit"));
+    let strip =
+        |pages: &[(String, Value)]| pages.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>();
+    assert_eq!(strip(&cold), strip(&warm));
+    // And both equal the store's own pages.
+    let direct: Vec<Value> = t.all_operations(&alice).await;
+    let cached: Vec<Value> = strip(&warm)
+        .into_iter()
+        .flat_map(|p| p.as_array().cloned().unwrap_or_default())
+        .collect();
+    assert_eq!(cached, direct);
+}
+
+pub async fn two_caches_sharing_one_store_never_serve_stale_pages(t: TestApp) {
+    // A second "container": its own in-process cache, the same store and key.
+    let key = lighttech::config::SecretKey::new(t.secret.clone().into_bytes()).unwrap();
+    let other = TestApp {
+        app: std::sync::Arc::new(
+            lighttech::App::new(t.app.config.clone(), t.app.store.clone(), &key)
+                .with_cache(std::sync::Arc::new(lighttech::cache::MemoryCache::new(
+                    1 << 20,
+                    std::time::Duration::from_secs(300),
+                )))
+                .with_clock(t.clock.clone()),
+        ),
+        ..t.clone()
+    };
+    let alice = t.user("alice").await;
+    let bob = t.user("bob").await;
+    t.deposit(&alice, "10").await;
+    for app in [&t, &other, &t, &other] {
+        history(app, &alice, "", None).await.expect(200, "");
+    }
+    // A write through one container is seen by the other at once.
+    let r = other
+        .post(
+            "/api/balance/v1/transfer/",
+            Some(&alice.access),
+            &json!({"to": "bob", "amount": "4"}),
+            &[],
+        )
+        .await;
+    r.expect(201, "");
+    for app in [&t, &other] {
+        let page = history(app, &alice, "", None).await;
+        assert_eq!(page.json()["results"][0]["type"], "transfer_out");
+        assert_eq!(page.json()["results"][0]["balance_after"], "6.00");
+        let page = history(app, &bob, "", None).await;
+        assert_eq!(page.json()["results"][0]["type"], "transfer_in");
+    }
+    t.deposit(&alice, "1").await;
+    let page = history(&other, &alice, "", None).await;
+    assert_eq!(page.json()["results"][0]["balance_after"], "7.00");
+}
+
+pub async fn equal_queries_of_different_users_never_share_a_page(t: TestApp) {
+    let alice = t.user("alice").await;
+    let bob = t.user("bob").await;
+    t.deposit(&alice, "11").await;
+    t.deposit(&bob, "22").await;
+    // Same version (1), same query: different users, different pages.
+    for _ in 0..2 {
+        let a = history(&t, &alice, "", None).await;
+        let b = history(&t, &bob, "", None).await;
+        assert_eq!(a.json()["results"][0]["amount"], "11.00");
+        assert_eq!(b.json()["results"][0]["amount"], "22.00");
+        assert_ne!(a.header("etag"), b.header("etag"));
+    }
+    // Alice's ETag means nothing to Bob.
+    let etag = history(&t, &alice, "", None).await.header("etag").unwrap();
+    assert_eq!(history(&t, &bob, "", Some(&etag)).await.status, 200);
 }

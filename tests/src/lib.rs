@@ -203,6 +203,33 @@ pub async fn postgres_fixture() -> StoreFixture {
     StoreFixture::new(Arc::new(store), db)
 }
 
+/// The variable through which `tests/run` tells the Redis cache suites where Redis is.
+pub const REDIS_URL_VAR: &str = "LIGHTTECH_TEST_REDIS_URL";
+
+/// The test Redis. Missing is a loud failure, never a skip.
+pub fn redis_url() -> String {
+    std::env::var(REDIS_URL_VAR).unwrap_or_else(|_| {
+        panic!(
+            "{REDIS_URL_VAR} is not set: the Redis cache suites need Redis. Run the whole suite \
+             with `tests/run` (it points them at 127.0.0.1:6379), or export \
+             {REDIS_URL_VAR}=redis://127.0.0.1:6379/0"
+        )
+    })
+}
+
+/// Configuration putting an app's history cache in the test Redis under a prefix of its own.
+pub fn redis_env() -> Vec<(String, String)> {
+    vec![
+        ("REDIS_URL".into(), redis_url()),
+        (
+            "REDIS_KEY_PREFIX".into(),
+            format!("lighttech-test:{}:", uuid::Uuid::new_v4().simple()),
+        ),
+        // Generous: the shared Redis is never down in these suites, and CI machines are busy.
+        ("REDIS_TIMEOUT_MS".into(), "1000".into()),
+    ]
+}
+
 /// A random signing key for one test app.
 pub fn test_secret() -> String {
     use rand::RngExt;

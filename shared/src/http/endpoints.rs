@@ -8,7 +8,10 @@ use super::response::{
     BalanceView, HealthView, LoginView, MeView, OperationView, Page, RefreshView, RegisteredView,
     Reply, Results, SessionView,
 };
+use std::sync::atomic::Ordering;
+
 use crate::app::App;
+use crate::cache::{FillTimer, PageKey, PageQuery};
 use crate::domain::{Email, Money, OperationKind, SessionId, Timestamp, Username};
 use crate::error::{ApiError, FieldErrors};
 use crate::service::auth::{self, Principal, Registration};
@@ -284,17 +287,104 @@ fn history_request(req: &Req) -> Result<HistoryRequest, ApiError> {
     Ok(request)
 }
 
+/// History through the cached read path: one strongly consistent read of the account version,
+/// then the page keyed by (user, version, query) from the cache, or from the store on a miss.
 pub(super) async fn operations(app: &App, req: &Req) -> Result<Reply, ApiError> {
     let principal = principal(app, req).await?;
     let request = history_request(req)?;
-    let page = money::history(app, principal.user, request).await?;
-    Reply::json(
-        StatusCode::OK,
-        &Page {
-            results: page.operations.iter().map(OperationView::from).collect(),
-            next_cursor: page.next_cursor,
+    let before_seq = money::cursor_position(app, principal.user, request.cursor.as_deref())?;
+    let version = money::balance(app, principal.user).await?.version;
+    let key = PageKey::new(
+        principal.user,
+        version,
+        &PageQuery {
+            limit: request.limit,
+            before_seq,
+            kinds: &request.kinds,
+            since: request.since,
+            until: request.until,
         },
-    )
+    );
+    let etag = key.etag();
+    let span = tracing::Span::current();
+    let revalidated = req
+        .headers
+        .get(http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| key.matches(v));
+    if revalidated {
+        app.cache_stats.not_modified.fetch_add(1, Ordering::Relaxed);
+        span.record("cache", "hit");
+        return Ok(history_reply(
+            Reply::empty(StatusCode::NOT_MODIFIED),
+            &etag,
+            "hit",
+        ));
+    }
+    let cache_key = key.cache_key();
+    match app.cache.get(&cache_key).await {
+        Ok(Some(body)) => {
+            app.cache_stats.hits.fetch_add(1, Ordering::Relaxed);
+            span.record("cache", "hit");
+            log_cache_counters(app);
+            return Ok(history_reply(
+                Reply::raw_json(StatusCode::OK, body),
+                &etag,
+                "hit",
+            ));
+        }
+        Ok(None) => {}
+        Err(e) => {
+            app.cache_stats.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, cache = app.cache.kind(), "history cache unavailable; reading the store");
+        }
+    }
+    let timer = FillTimer::start();
+    let page = money::history(app, principal.user, before_seq, &request).await?;
+    let body = serde_json::to_vec(&Page {
+        results: page.operations.iter().map(OperationView::from).collect(),
+        next_cursor: page.next_cursor,
+    })
+    .map_err(ApiError::internal)?;
+    let body = bytes::Bytes::from(body);
+    if let Err(e) = app.cache.put(&cache_key, body.clone()).await {
+        app.cache_stats.errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(error = %e, cache = app.cache.kind(), "could not fill the history cache");
+    }
+    timer.finish(&app.cache_stats);
+    span.record("cache", "miss");
+    log_cache_counters(app);
+    Ok(history_reply(
+        Reply::raw_json(StatusCode::OK, body),
+        &etag,
+        "miss",
+    ))
+}
+
+fn history_reply(reply: Reply, etag: &str, cache: &'static str) -> Reply {
+    // Revalidate every time: the ETag answers in one point read.
+    reply
+        .with_header_value("etag", etag)
+        .with_header("x-cache", cache)
+        .with_header("cache-control", "private, no-cache")
+}
+
+/// Every 100th history read logs the cache counters.
+fn log_cache_counters(app: &App) {
+    let stats = &app.cache_stats;
+    let hits = stats.hits.load(Ordering::Relaxed);
+    let misses = stats.misses.load(Ordering::Relaxed);
+    if (hits + misses).is_multiple_of(100) {
+        tracing::info!(
+            cache = app.cache.kind(),
+            hits,
+            misses,
+            errors = stats.errors.load(Ordering::Relaxed),
+            not_modified = stats.not_modified.load(Ordering::Relaxed),
+            mean_fill_us = stats.mean_fill_micros(),
+            "history cache counters"
+        );
+    }
 }
 
 pub(super) async fn health(app: &App, _req: &Req) -> Result<Reply, ApiError> {

@@ -291,6 +291,7 @@ pub async fn handle(app: &App, request: lambda_http::Request, scope: Scope) -> R
         path = %request.uri().path(),
         route = tracing::field::Empty,
         user_id = tracing::field::Empty,
+        cache = tracing::field::Empty,
     );
     let started = Instant::now();
     async {

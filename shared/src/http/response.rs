@@ -38,6 +38,23 @@ impl Reply {
         }
     }
 
+    /// Already-serialized JSON (a cached page).
+    pub fn raw_json(status: StatusCode, body: bytes::Bytes) -> Reply {
+        Reply {
+            status,
+            body: Some(body.to_vec()),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds a header whose value is computed.
+    pub fn with_header_value(mut self, name: &'static str, value: &str) -> Reply {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            self.headers.push((HeaderName::from_static(name), v));
+        }
+        self
+    }
+
     /// Adds a header.
     pub fn with_header(mut self, name: &'static str, value: &'static str) -> Reply {
         self.headers.push((

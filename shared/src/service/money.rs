@@ -213,27 +213,35 @@ pub struct HistoryResult {
     pub next_cursor: Option<String>,
 }
 
-/// One page of a user's history.
+/// The position a cursor stands for, if it is genuine and was issued to `user`.
+pub fn cursor_position(
+    app: &App,
+    user: UserId,
+    cursor: Option<&str>,
+) -> Result<Option<u64>, ApiError> {
+    cursor
+        .map(|text| {
+            app.cursors
+                .decode(user, text)
+                .ok_or_else(|| ApiError::field("cursor", "Invalid cursor."))
+        })
+        .transpose()
+}
+
+/// One page of a user's history, read from the store, starting below `before_seq`.
 pub async fn history(
     app: &App,
     user: UserId,
-    request: HistoryRequest,
+    before_seq: Option<u64>,
+    request: &HistoryRequest,
 ) -> Result<HistoryResult, ApiError> {
-    let before_seq = match &request.cursor {
-        Some(text) => Some(
-            app.cursors
-                .decode(user, text)
-                .ok_or_else(|| ApiError::field("cursor", "Invalid cursor."))?,
-        ),
-        None => None,
-    };
     let page = app
         .store
         .history(&HistoryQuery {
             user,
             limit: request.limit,
             before_seq,
-            kinds: request.kinds,
+            kinds: request.kinds.clone(),
             since: request.since,
             until: request.until,
         })
