@@ -3,11 +3,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use clap::Parser;
-use lighttech::{App, Config, StartOptions};
+use clap::{Parser, Subcommand};
+use lighttech::domain::{Email, Username};
+use lighttech::service::auth::{Registration, register};
+use lighttech::{ApiError, App, Config, StartOptions};
+use secrecy::SecretString;
 use tokio::net::TcpListener;
 
-/// Serve the LightTech API locally.
+/// Serve the LightTech API locally (on whichever store DATABASE_URL names).
 #[derive(Debug, Parser)]
 #[command(name = "lighttech-local", version)]
 struct Args {
@@ -17,30 +20,103 @@ struct Args {
     /// Prepare the store (create tables / run migrations), then serve.
     #[arg(long)]
     init: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a staff user who can use the admin API and /admin/. The password comes from
+    /// LIGHTTECH_SUPERUSER_PASSWORD, or is asked for (twice) on the terminal.
+    CreateSuperuser {
+        /// The new user's username.
+        #[arg(long)]
+        username: String,
+        /// The new user's email address.
+        #[arg(long)]
+        email: String,
+    },
 }
 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    if let Err(message) = run(args).await {
+    let result = match args.command {
+        Some(Command::CreateSuperuser {
+            ref username,
+            ref email,
+        }) => create_superuser(args.init, username, email).await,
+        None => run(args).await,
+    };
+    if let Err(message) = result {
         eprintln!("lighttech-local: {message}");
         std::process::exit(1);
     }
 }
 
-async fn run(args: Args) -> Result<(), String> {
+async fn start(init: bool) -> Result<App, String> {
     let config = Config::from_env().map_err(|e| format!("configuration error: {e}"))?;
     lighttech::telemetry::init(config.debug);
-    let app = App::start_with(
+    App::start_with(
         config,
         StartOptions {
-            init: args.init,
+            init,
             generate_key: true,
             check_store: true,
         },
     )
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())
+}
+
+fn superuser_password() -> Result<SecretString, String> {
+    if let Ok(password) = std::env::var("LIGHTTECH_SUPERUSER_PASSWORD") {
+        return Ok(SecretString::from(password));
+    }
+    let first = rpassword::prompt_password("Password: ").map_err(|e| {
+        format!("cannot read a password ({e}); set LIGHTTECH_SUPERUSER_PASSWORD instead")
+    })?;
+    let second = rpassword::prompt_password("Password (again): ")
+        .map_err(|e| format!("cannot read a password: {e}"))?;
+    if first != second {
+        return Err("the passwords do not match".into());
+    }
+    Ok(SecretString::from(first))
+}
+
+async fn create_superuser(init: bool, username: &str, email: &str) -> Result<(), String> {
+    // Check what can be checked before asking for a password.
+    let username = Username::parse(username).map_err(|m| format!("username: {m}"))?;
+    let email = Email::parse(email).map_err(|m| format!("email: {m}"))?;
+    let password = superuser_password()?;
+    let app = start(init).await?;
+    let user = register(
+        &app,
+        Registration {
+            username,
+            email,
+            password,
+            is_staff: true,
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        ApiError::Validation(errors) => errors
+            .as_map()
+            .iter()
+            .map(|(field, messages)| format!("{field}: {}", messages.join(" ")))
+            .collect::<Vec<_>>()
+            .join("; "),
+        ApiError::UsernameTaken => "a user with that username already exists".into(),
+        ApiError::EmailTaken => "a user with that email already exists".into(),
+        other => format!("{other} ({})", other.detail()),
+    })?;
+    println!("superuser {} created (id {})", user.username, user.id);
+    Ok(())
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let app = start(args.init).await?;
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;

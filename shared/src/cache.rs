@@ -65,11 +65,13 @@ pub struct PageKey {
 
 impl PageKey {
     /// Derives the key from everything the page depends on.
-    pub fn new(user: UserId, version: u64, query: &PageQuery<'_>) -> PageKey {
+    /// `audience` separates pages whose bodies differ for the same data (an administrator's
+    /// copy of a page carries cursors of another kind than the user's own).
+    pub fn new(user: UserId, version: u64, query: &PageQuery<'_>, audience: u8) -> PageKey {
         let mut kinds: Vec<&str> = query.kinds.iter().map(|k| k.as_str()).collect();
         kinds.sort_unstable();
         let canonical = format!(
-            "v1|{user}|{version}|{}|{}|{}|{}|{}",
+            "v1|{audience}|{user}|{version}|{}|{}|{}|{}|{}",
             query.limit,
             query.before_seq.map_or_else(String::new, |b| b.to_string()),
             kinds.join(","),
@@ -314,21 +316,22 @@ mod tests {
     #[test]
     fn every_part_of_the_query_and_the_version_changes_the_key() {
         let user = UserId::new();
-        let base = PageKey::new(user, 7, &query(20));
-        assert_eq!(base, PageKey::new(user, 7, &query(20)));
-        assert_ne!(base, PageKey::new(user, 8, &query(20)));
-        assert_ne!(base, PageKey::new(UserId::new(), 7, &query(20)));
-        assert_ne!(base, PageKey::new(user, 7, &query(21)));
+        let base = PageKey::new(user, 7, &query(20), 1);
+        assert_eq!(base, PageKey::new(user, 7, &query(20), 1));
+        assert_ne!(base, PageKey::new(user, 8, &query(20), 1));
+        assert_ne!(base, PageKey::new(UserId::new(), 7, &query(20), 1));
+        assert_ne!(base, PageKey::new(user, 7, &query(21), 1));
         let mut q = query(20);
         q.before_seq = Some(5);
-        assert_ne!(base, PageKey::new(user, 7, &q));
+        assert_ne!(base, PageKey::new(user, 7, &q, 1));
         let kinds = [OperationKind::Deposit];
         let mut q = query(20);
         q.kinds = &kinds;
-        assert_ne!(base, PageKey::new(user, 7, &q));
+        assert_ne!(base, PageKey::new(user, 7, &q, 1));
         let mut q = query(20);
         q.since = Some(Timestamp::from_millis(1));
-        assert_ne!(base, PageKey::new(user, 7, &q));
+        assert_ne!(base, PageKey::new(user, 7, &q, 1));
+        assert_ne!(base, PageKey::new(user, 7, &query(20), 2));
     }
 
     #[test]
@@ -339,12 +342,12 @@ mod tests {
         let (mut qa, mut qb) = (query(5), query(5));
         qa.kinds = &a;
         qb.kinds = &b;
-        assert_eq!(PageKey::new(user, 1, &qa), PageKey::new(user, 1, &qb));
+        assert_eq!(PageKey::new(user, 1, &qa, 1), PageKey::new(user, 1, &qb, 1));
     }
 
     #[test]
     fn if_none_match_accepts_lists_weak_tags_and_star() {
-        let key = PageKey::new(UserId::new(), 3, &query(20));
+        let key = PageKey::new(UserId::new(), 3, &query(20), 1);
         let etag = key.etag();
         assert!(key.matches(&etag));
         assert!(key.matches(&format!("\"other\", {etag}")));

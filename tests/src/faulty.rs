@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use async_trait::async_trait;
 use lighttech::domain::{IdempotencyKey, SessionId, Timestamp, UserId};
 use lighttech::store::{
-    Account, Applied, Attempt, BalanceChange, HistoryPage, HistoryQuery, IdempotentRecord, NewUser,
-    RotateOutcome, Rotation, SessionRecord, Store, StoreError, ThrottlePolicy, TransferCommand,
-    UserRecord,
+    Account, Applied, Attempt, AuditEntry, AuditPage, BalanceChange, HistoryPage, HistoryQuery,
+    IdempotentRecord, NewUser, RotateOutcome, Rotation, SessionRecord, StatusChange, Store,
+    StoreError, ThrottlePolicy, TransferCommand, UserPage, UserQuery, UserRecord,
 };
 
 /// How the wrapper behaves.
@@ -73,7 +73,7 @@ impl Store for FaultyStore {
     async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, StoreError> {
         self.inner.user_by_id(id).await
     }
-    async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+    async fn create_session(&self, session: &SessionRecord) -> Result<bool, StoreError> {
         self.inner.create_session(session).await
     }
     async fn session(
@@ -144,5 +144,24 @@ impl Store for FaultyStore {
     async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage, StoreError> {
         self.check()?;
         self.inner.history(query).await
+    }
+    async fn list_users(&self, query: &UserQuery) -> Result<UserPage, StoreError> {
+        self.check()?;
+        self.inner.list_users(query).await
+    }
+    async fn set_user_active(
+        &self,
+        change: &StatusChange,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        self.check()?;
+        self.inner.set_user_active(change).await
+    }
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.append_audit(entry).await
+    }
+    async fn audit_log(&self, limit: u32, before: Option<&[u8]>) -> Result<AuditPage, StoreError> {
+        self.check()?;
+        self.inner.audit_log(limit, before).await
     }
 }

@@ -435,6 +435,32 @@ impl TestApp {
         }
     }
 
+    /// Creates a staff user (as `create-superuser` does) and logs in.
+    pub async fn staff(&self, username: &str) -> TestUser {
+        let user = lighttech::service::auth::register(
+            &self.app,
+            lighttech::service::auth::Registration {
+                username: lighttech::domain::Username::parse(username).expect("a valid name"),
+                email: lighttech::domain::Email::parse(&format!(
+                    "{}@example.com",
+                    username.to_lowercase()
+                ))
+                .expect("a valid email"),
+                password: PASSWORD.to_owned().into(),
+                is_staff: true,
+            },
+        )
+        .await
+        .expect("register a staff user");
+        let (access, refresh) = self.login(username).await;
+        TestUser {
+            id: user.id.to_string(),
+            username: username.to_owned(),
+            access,
+            refresh,
+        }
+    }
+
     /// Deposits (201 expected).
     pub async fn deposit(&self, user: &TestUser, amount: &str) -> Value {
         let r = self

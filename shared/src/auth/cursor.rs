@@ -1,7 +1,10 @@
-//! History cursors: opaque, URL-safe, signed, and bound to the user they were issued to.
+//! Cursors: opaque, URL-safe, signed, and bound to what they page through.
 //!
-//! Layout before encoding: version (1 byte) ‖ user id (16) ‖ position (8, big-endian) ‖
-//! HMAC-SHA256 tag truncated to 16 bytes, all base64url without padding (`A-Z a-z 0-9 - _`).
+//! Layout before encoding: version (1 byte) ‖ kind (1) ‖ subject id (16) ‖ position (the rest,
+//! up to 200 bytes) ‖ HMAC-SHA256 tag truncated to 16 bytes, all base64url without padding
+//! (`A-Z a-z 0-9 - _`). The kind keeps a cursor from one listing out of every other; the
+//! subject is the user the cursor was issued to (or, for an administrator's view of someone's
+//! history, that account).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -10,9 +13,24 @@ use sha2::Sha256;
 
 use crate::domain::UserId;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const TAG_LEN: usize = 16;
-const BODY_LEN: usize = 1 + 16 + 8;
+const HEADER_LEN: usize = 1 + 1 + 16;
+const MAX_POSITION: usize = 200;
+
+/// What a cursor pages through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CursorKind {
+    /// A user's own history.
+    History = 1,
+    /// An administrator's view of a user's history.
+    AdminHistory = 2,
+    /// The administrators' user list.
+    Users = 3,
+    /// The audit trail.
+    Audit = 4,
+}
 
 /// Signs and checks cursors with a derived key.
 #[derive(Clone)]
@@ -39,32 +57,55 @@ impl CursorCodec {
         mac
     }
 
-    /// A cursor for `user` that resumes below `before_seq`.
-    pub fn encode(&self, user: UserId, before_seq: u64) -> String {
-        let mut bytes = Vec::with_capacity(BODY_LEN + TAG_LEN);
+    /// A cursor of `kind` for `subject` resuming at `position` (at most 200 bytes).
+    pub fn encode_position(&self, kind: CursorKind, subject: UserId, position: &[u8]) -> String {
+        let position = &position[..position.len().min(MAX_POSITION)];
+        let mut bytes = Vec::with_capacity(HEADER_LEN + position.len() + TAG_LEN);
         bytes.push(VERSION);
-        bytes.extend_from_slice(user.0.as_bytes());
-        bytes.extend_from_slice(&before_seq.to_be_bytes());
+        bytes.push(kind as u8);
+        bytes.extend_from_slice(subject.0.as_bytes());
+        bytes.extend_from_slice(position);
         let tag = self.tag(&bytes).finalize().into_bytes();
         bytes.extend_from_slice(&tag[..TAG_LEN]);
         URL_SAFE_NO_PAD.encode(bytes)
     }
 
-    /// The position inside a cursor, if it is genuine and was issued to `user`.
-    pub fn decode(&self, user: UserId, cursor: &str) -> Option<u64> {
-        if cursor.len() > 64 {
+    /// The position inside a cursor, if it is genuine, of this kind and for this subject.
+    pub fn decode_position(
+        &self,
+        kind: CursorKind,
+        subject: UserId,
+        cursor: &str,
+    ) -> Option<Vec<u8>> {
+        if cursor.len() > (HEADER_LEN + MAX_POSITION + TAG_LEN) * 4 / 3 + 4 {
             return None;
         }
         let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
-        if bytes.len() != BODY_LEN + TAG_LEN || bytes[0] != VERSION {
+        if bytes.len() < HEADER_LEN + TAG_LEN || bytes[0] != VERSION {
             return None;
         }
-        let (body, tag) = bytes.split_at(BODY_LEN);
+        let (body, tag) = bytes.split_at(bytes.len() - TAG_LEN);
         self.tag(body).verify_truncated_left(tag).ok()?;
-        if &body[1..17] != user.0.as_bytes() {
+        if body[1] != kind as u8 || &body[2..18] != subject.0.as_bytes() {
             return None;
         }
-        Some(u64::from_be_bytes(body[17..25].try_into().ok()?))
+        Some(body[HEADER_LEN..].to_vec())
+    }
+
+    /// A history cursor for `user` that resumes below `before_seq`.
+    pub fn encode(&self, user: UserId, before_seq: u64) -> String {
+        self.encode_position(CursorKind::History, user, &before_seq.to_be_bytes())
+    }
+
+    /// The position inside a history cursor, if it is genuine and was issued to `user`.
+    pub fn decode(&self, user: UserId, cursor: &str) -> Option<u64> {
+        self.decode_seq(CursorKind::History, user, cursor)
+    }
+
+    /// A numeric position of a cursor of `kind`.
+    pub fn decode_seq(&self, kind: CursorKind, subject: UserId, cursor: &str) -> Option<u64> {
+        let position = self.decode_position(kind, subject, cursor)?;
+        Some(u64::from_be_bytes(position.as_slice().try_into().ok()?))
     }
 }
 
@@ -91,6 +132,23 @@ mod tests {
         let alice = UserId::new();
         let c = CursorCodec::new([8; 32]).encode(alice, 42);
         assert_eq!(codec().decode(alice, &c), None);
+    }
+
+    #[test]
+    fn a_cursor_of_one_kind_is_not_a_cursor_of_another() {
+        let user = UserId::new();
+        let c = codec().encode_position(CursorKind::Users, user, b"alice");
+        assert_eq!(
+            codec().decode_position(CursorKind::Users, user, &c),
+            Some(b"alice".to_vec())
+        );
+        assert_eq!(codec().decode_position(CursorKind::Audit, user, &c), None);
+        assert_eq!(codec().decode(user, &c), None);
+        let long = codec().encode_position(CursorKind::Users, user, &[b'x'; 200]);
+        assert_eq!(
+            codec().decode_position(CursorKind::Users, user, &long),
+            Some(vec![b'x'; 200])
+        );
     }
 
     proptest! {

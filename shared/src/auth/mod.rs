@@ -4,7 +4,7 @@ mod cursor;
 mod password;
 mod tokens;
 
-pub use cursor::CursorCodec;
+pub use cursor::{CursorCodec, CursorKind};
 pub use password::PasswordHasher;
 pub use tokens::{LEEWAY_SECONDS, TokenError, TokenService, TokenType, VerifiedToken};
 

@@ -5,15 +5,17 @@ use secrecy::SecretString;
 
 use super::request::{Req, json_amount, json_string, json_string_max};
 use super::response::{
-    BalanceView, HealthView, LoginView, MeView, OperationView, Page, RefreshView, RegisteredView,
-    Reply, Results, SessionView,
+    AdminUserView, AuditView, BalanceView, HealthView, LoginView, MeView, OperationView, Page,
+    RefreshView, RegisteredView, Reply, Results, SessionView,
 };
 use std::sync::atomic::Ordering;
 
 use crate::app::App;
+use crate::auth::CursorKind;
 use crate::cache::{FillTimer, PageKey, PageQuery};
-use crate::domain::{Email, Money, OperationKind, SessionId, Timestamp, Username};
+use crate::domain::{Email, Money, OperationKind, SessionId, Timestamp, UserId, Username};
 use crate::error::{ApiError, FieldErrors};
+use crate::service::admin;
 use crate::service::auth::{self, Principal, Registration};
 use crate::service::money::{self, ChangeRequest, HistoryRequest, Movement, TransferRequest};
 
@@ -291,11 +293,24 @@ fn history_request(req: &Req) -> Result<HistoryRequest, ApiError> {
 /// then the page keyed by (user, version, query) from the cache, or from the store on a miss.
 pub(super) async fn operations(app: &App, req: &Req) -> Result<Reply, ApiError> {
     let principal = principal(app, req).await?;
+    history_read(app, req, principal.user, CursorKind::History).await
+}
+
+async fn history_read(
+    app: &App,
+    req: &Req,
+    subject: UserId,
+    kind: CursorKind,
+) -> Result<Reply, ApiError> {
     let request = history_request(req)?;
-    let before_seq = money::cursor_position(app, principal.user, request.cursor.as_deref())?;
-    let version = money::balance(app, principal.user).await?.version;
+    let before_seq = money::cursor_position(app, kind, subject, request.cursor.as_deref())?;
+    let version = match app.store.account(subject).await? {
+        Some(account) => account.version,
+        None if kind == CursorKind::History => return Err(ApiError::InvalidToken),
+        None => return Err(ApiError::NotFound),
+    };
     let key = PageKey::new(
-        principal.user,
+        subject,
         version,
         &PageQuery {
             limit: request.limit,
@@ -304,6 +319,7 @@ pub(super) async fn operations(app: &App, req: &Req) -> Result<Reply, ApiError> 
             since: request.since,
             until: request.until,
         },
+        kind as u8,
     );
     let etag = key.etag();
     let span = tracing::Span::current();
@@ -340,7 +356,7 @@ pub(super) async fn operations(app: &App, req: &Req) -> Result<Reply, ApiError> 
         }
     }
     let timer = FillTimer::start();
-    let page = money::history(app, principal.user, before_seq, &request).await?;
+    let page = money::history(app, kind, subject, before_seq, &request).await?;
     let body = serde_json::to_vec(&Page {
         results: page.operations.iter().map(OperationView::from).collect(),
         next_cursor: page.next_cursor,
@@ -390,4 +406,112 @@ fn log_cache_counters(app: &App) {
 pub(super) async fn health(app: &App, _req: &Req) -> Result<Reply, ApiError> {
     app.store.ping().await?;
     Reply::json(StatusCode::OK, &HealthView { status: "ok" })
+}
+
+/// The caller, who must be staff.
+async fn staff(app: &App, req: &Req) -> Result<crate::store::UserRecord, ApiError> {
+    let principal = principal(app, req).await?;
+    admin::require_staff(app, principal).await
+}
+
+/// The `{id}` of an admin route; anything that is not a user id is not found.
+fn target_user(req: &Req) -> Result<UserId, ApiError> {
+    req.param("id")
+        .and_then(UserId::parse)
+        .ok_or(ApiError::NotFound)
+}
+
+/// `limit` (1–100, default 20) and `cursor`, plus `q` where `with_search`.
+fn admin_page_params(
+    req: &Req,
+    with_search: bool,
+) -> Result<(u32, Option<String>, Option<String>), ApiError> {
+    let mut limit = 20;
+    let mut cursor = None;
+    let mut search = None;
+    let mut errors = FieldErrors::new();
+    for (name, value) in req.query_params()? {
+        match name.as_str() {
+            "limit" => match value.parse::<u32>() {
+                Ok(n) if (1..=100).contains(&n) => limit = n,
+                _ => errors.add(
+                    "limit",
+                    "Ensure this value is a whole number from 1 to 100.",
+                ),
+            },
+            "cursor" => cursor = Some(value),
+            "q" if with_search => {
+                let q = value.trim().to_lowercase();
+                if q.chars().count() > 254 {
+                    errors.add("q", "Ensure this field has no more than 254 characters.");
+                } else if !q.is_empty() {
+                    search = Some(q);
+                }
+            }
+            _ => {}
+        }
+    }
+    errors.into_result()?;
+    Ok((limit, cursor, search))
+}
+
+pub(super) async fn admin_list_users(app: &App, req: &Req) -> Result<Reply, ApiError> {
+    let staff = staff(app, req).await?;
+    let (limit, cursor, search) = admin_page_params(req, true)?;
+    let (users, next_cursor) =
+        admin::list_users(app, &staff, search, limit, cursor.as_deref()).await?;
+    Reply::json(
+        StatusCode::OK,
+        &Page {
+            results: users.iter().map(AdminUserView::from).collect(),
+            next_cursor,
+        },
+    )
+}
+
+pub(super) async fn admin_user(app: &App, req: &Req) -> Result<Reply, ApiError> {
+    let staff = staff(app, req).await?;
+    let id = target_user(req)?;
+    let found = admin::user_detail(app, &staff, id).await?;
+    Reply::json(StatusCode::OK, &AdminUserView::from(&found))
+}
+
+pub(super) async fn admin_user_operations(app: &App, req: &Req) -> Result<Reply, ApiError> {
+    let staff = staff(app, req).await?;
+    let id = target_user(req)?;
+    admin::audit_history_read(app, &staff, id).await?;
+    history_read(app, req, id, CursorKind::AdminHistory).await
+}
+
+async fn admin_set_active(app: &App, req: &Req, active: bool) -> Result<Reply, ApiError> {
+    let staff = staff(app, req).await?;
+    let id = target_user(req)?;
+    req.json_object(true)?.finish()?;
+    let changed = admin::set_active(app, &staff, id, active).await?;
+    Reply::json(StatusCode::OK, &AdminUserView::from(&changed))
+}
+
+pub(super) async fn admin_deactivate(app: &App, req: &Req) -> Result<Reply, ApiError> {
+    admin_set_active(app, req, false).await
+}
+
+pub(super) async fn admin_reactivate(app: &App, req: &Req) -> Result<Reply, ApiError> {
+    admin_set_active(app, req, true).await
+}
+
+pub(super) async fn admin_audit(app: &App, req: &Req) -> Result<Reply, ApiError> {
+    let staff = staff(app, req).await?;
+    let (limit, cursor, _) = admin_page_params(req, false)?;
+    let (entries, next_cursor) = admin::audit_log(app, &staff, limit, cursor.as_deref()).await?;
+    Reply::json(
+        StatusCode::OK,
+        &Page {
+            results: entries.iter().map(AuditView::from).collect(),
+            next_cursor,
+        },
+    )
+}
+
+pub(super) async fn admin_page(_app: &App, _req: &Req) -> Result<Reply, ApiError> {
+    Ok(super::admin_page::reply())
 }

@@ -5,6 +5,7 @@
 //! It matches the route, runs the endpoint, turns every error into the contract's
 //! problem+json and stamps `X-Request-Id` on every response.
 
+mod admin_page;
 mod endpoints;
 pub mod request;
 pub mod response;
@@ -55,11 +56,19 @@ pub enum Function {
     Operations,
     /// `GET /api/health/`
     Health,
+    /// `GET /api/admin/v1/users/`, `GET …/users/{id}/`, `GET …/users/{id}/operations/`
+    AdminUsers,
+    /// `POST /api/admin/v1/users/{id}/deactivate/`, `POST …/users/{id}/reactivate/`
+    AdminUserStatus,
+    /// `GET /api/admin/v1/audit/`
+    AdminAudit,
+    /// `GET /admin/`
+    AdminPage,
 }
 
 impl Function {
     /// Every function.
-    pub const ALL: [Function; 12] = [
+    pub const ALL: [Function; 16] = [
         Function::Register,
         Function::Login,
         Function::Logout,
@@ -72,6 +81,10 @@ impl Function {
         Function::Transfer,
         Function::Operations,
         Function::Health,
+        Function::AdminUsers,
+        Function::AdminUserStatus,
+        Function::AdminAudit,
+        Function::AdminPage,
     ];
 
     /// The binary (and SAM function) name.
@@ -89,6 +102,10 @@ impl Function {
             Function::Transfer => "transfer",
             Function::Operations => "operations",
             Function::Health => "health",
+            Function::AdminUsers => "admin-users",
+            Function::AdminUserStatus => "admin-user-status",
+            Function::AdminAudit => "admin-audit",
+            Function::AdminPage => "admin-page",
         }
     }
 
@@ -187,6 +204,43 @@ pub static ROUTES: &[Route] = &[
         endpoints::operations
     ),
     route!(Health, GET, "/api/health/", endpoints::health),
+    route!(
+        AdminUsers,
+        GET,
+        "/api/admin/v1/users/",
+        endpoints::admin_list_users
+    ),
+    route!(
+        AdminUsers,
+        GET,
+        "/api/admin/v1/users/{id}/",
+        endpoints::admin_user
+    ),
+    route!(
+        AdminUsers,
+        GET,
+        "/api/admin/v1/users/{id}/operations/",
+        endpoints::admin_user_operations
+    ),
+    route!(
+        AdminUserStatus,
+        POST,
+        "/api/admin/v1/users/{id}/deactivate/",
+        endpoints::admin_deactivate
+    ),
+    route!(
+        AdminUserStatus,
+        POST,
+        "/api/admin/v1/users/{id}/reactivate/",
+        endpoints::admin_reactivate
+    ),
+    route!(
+        AdminAudit,
+        GET,
+        "/api/admin/v1/audit/",
+        endpoints::admin_audit
+    ),
+    route!(AdminPage, GET, "/admin/", endpoints::admin_page),
 ];
 
 /// Which routes a process serves.

@@ -13,8 +13,8 @@ use crate::store::{Operation, SessionRecord, UserRecord};
 pub struct Reply {
     /// Status code.
     pub status: StatusCode,
-    /// Serialized JSON, if any.
-    pub body: Option<Vec<u8>>,
+    /// The body and its content type, if any.
+    pub body: Option<(Vec<u8>, &'static str)>,
     /// Extra headers.
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
@@ -24,7 +24,10 @@ impl Reply {
     pub fn json(status: StatusCode, value: &impl Serialize) -> Result<Reply, ApiError> {
         Ok(Reply {
             status,
-            body: Some(serde_json::to_vec(value).map_err(ApiError::internal)?),
+            body: Some((
+                serde_json::to_vec(value).map_err(ApiError::internal)?,
+                "application/json",
+            )),
             headers: Vec::new(),
         })
     }
@@ -42,7 +45,16 @@ impl Reply {
     pub fn raw_json(status: StatusCode, body: bytes::Bytes) -> Reply {
         Reply {
             status,
-            body: Some(body.to_vec()),
+            body: Some((body.to_vec(), "application/json")),
+            headers: Vec::new(),
+        }
+    }
+
+    /// An HTML page.
+    pub fn html(body: &'static str) -> Reply {
+        Reply {
+            status: StatusCode::OK,
+            body: Some((body.as_bytes().to_vec(), "text/html; charset=utf-8")),
             headers: Vec::new(),
         }
     }
@@ -66,11 +78,14 @@ impl Reply {
 
     pub(crate) fn into_response(self, request_id: &str) -> Response<Body> {
         let mut builder = Response::builder().status(self.status);
-        if self.body.is_some() {
-            builder = builder.header(header::CONTENT_TYPE, "application/json");
+        if let Some((_, content_type)) = &self.body {
+            builder = builder.header(header::CONTENT_TYPE, *content_type);
         }
         let mut response = builder
-            .body(self.body.map_or(Body::Empty, Body::Binary))
+            .body(
+                self.body
+                    .map_or(Body::Empty, |(bytes, _)| Body::Binary(bytes)),
+            )
             .unwrap_or_default();
         let headers = response.headers_mut();
         for (name, value) in self.headers {
@@ -322,6 +337,81 @@ impl From<&Operation> for OperationView {
             transfer_id: op.transfer_id,
             description: op.description.clone(),
             created_at: op.created_at,
+        }
+    }
+}
+
+/// A user as administrators see them.
+#[derive(Debug, Serialize)]
+pub struct AdminUserView {
+    /// Id.
+    pub id: UserId,
+    /// Username.
+    pub username: String,
+    /// Email.
+    pub email: String,
+    /// Staff flag.
+    pub is_staff: bool,
+    /// Whether they may log in and receive transfers.
+    pub is_active: bool,
+    /// Balance.
+    pub balance: Money,
+    /// Registration time.
+    pub created_at: Timestamp,
+}
+
+impl From<&crate::store::UserSummary> for AdminUserView {
+    fn from(s: &crate::store::UserSummary) -> Self {
+        AdminUserView {
+            id: s.user.id,
+            username: s.user.username.to_string(),
+            email: s.user.email.to_string(),
+            is_staff: s.user.is_staff,
+            is_active: s.user.is_active,
+            balance: s.balance,
+            created_at: s.user.created_at,
+        }
+    }
+}
+
+/// Someone named in the audit trail.
+#[derive(Debug, Serialize)]
+pub struct PartyView {
+    /// Their id.
+    pub id: UserId,
+    /// Their username at the time.
+    pub username: String,
+}
+
+/// One audit trail entry.
+#[derive(Debug, Serialize)]
+pub struct AuditView {
+    /// Id.
+    pub id: String,
+    /// Who.
+    pub actor: PartyView,
+    /// What (`users.list`, `user.view`, `user.history`, `user.deactivate`, `user.reactivate`).
+    pub action: &'static str,
+    /// Whom, if anyone.
+    pub target: Option<PartyView>,
+    /// When.
+    pub at: Timestamp,
+}
+
+impl From<&crate::store::AuditEntry> for AuditView {
+    fn from(e: &crate::store::AuditEntry) -> Self {
+        AuditView {
+            id: e.id.to_string(),
+            actor: PartyView {
+                id: e.actor.id,
+                username: e.actor.username.clone(),
+            },
+            action: e.action.as_str(),
+            target: e.target.as_ref().map(|t| PartyView {
+                id: t.id,
+                username: t.username.clone(),
+            }),
+            at: e.at,
         }
     }
 }

@@ -134,7 +134,10 @@ pub async fn login(
         ip: client.ip,
         revoked_at: None,
     };
-    app.store.create_session(&session).await?;
+    if !app.store.create_session(&session).await? {
+        // Deactivated between the password check and now.
+        return Err(ApiError::InvalidCredentials);
+    }
     tracing::info!(user_id = %user.id, session_id = %session.id, "logged in");
     issue_pair(app, user.id, session.id, session.refresh_jti, now)
 }

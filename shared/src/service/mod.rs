@@ -1,6 +1,7 @@
 //! The service layer: one function per use case, business rules only. Inputs are already
 //! parsed into domain types; outputs are domain records the HTTP layer renders.
 
+pub mod admin;
 pub mod auth;
 pub mod money;
 

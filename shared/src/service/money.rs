@@ -1,6 +1,7 @@
 //! Balance, deposits, withdrawals, transfers and history.
 
 use crate::app::App;
+use crate::auth::CursorKind;
 use crate::domain::{
     IdempotencyKey, Money, OperationId, OperationKind, RequestFingerprint, Timestamp, TransferId,
     UserId, username_key,
@@ -213,24 +214,28 @@ pub struct HistoryResult {
     pub next_cursor: Option<String>,
 }
 
-/// The position a cursor stands for, if it is genuine and was issued to `user`.
+/// The position a history cursor stands for, if it is genuine, of this kind (a user's own
+/// history or an administrator's view of it) and for this account.
 pub fn cursor_position(
     app: &App,
+    kind: CursorKind,
     user: UserId,
     cursor: Option<&str>,
 ) -> Result<Option<u64>, ApiError> {
     cursor
         .map(|text| {
             app.cursors
-                .decode(user, text)
+                .decode_seq(kind, user, text)
                 .ok_or_else(|| ApiError::field("cursor", "Invalid cursor."))
         })
         .transpose()
 }
 
-/// One page of a user's history, read from the store, starting below `before_seq`.
+/// One page of a user's history, read from the store, starting below `before_seq`; the next
+/// cursor is of `kind`.
 pub async fn history(
     app: &App,
+    kind: CursorKind,
     user: UserId,
     before_seq: Option<u64>,
     request: &HistoryRequest,
@@ -248,6 +253,8 @@ pub async fn history(
         .await?;
     Ok(HistoryResult {
         operations: page.operations,
-        next_cursor: page.next_before.map(|seq| app.cursors.encode(user, seq)),
+        next_cursor: page
+            .next_before
+            .map(|seq| app.cursors.encode_position(kind, user, &seq.to_be_bytes())),
     })
 }

@@ -16,6 +16,7 @@
 //! | username guard | `USERNAME#<lower-cased>` | `USERNAME` | user_id |
 //! | email guard | `EMAIL#<email>` | `EMAIL` | user_id |
 //! | login throttle | `LOGIN#<lower-cased username>` | `LOGIN` | attempts, window_start, ttl |
+//! | audit entry | `AUDIT` | `<at, 15 digits>#<id>` | actor_id, actor_username, action, target_id, target_username, detail, at |
 //!
 //! A user's account, history, keys and sessions share the user's partition, so a history page
 //! is one `Query` and every session check is one strongly consistent `GetItem`.
@@ -39,16 +40,17 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, Put, ScalarAttributeType, SseSpecification,
-    TimeToLiveSpecification, TransactWriteItem, Update,
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, GlobalSecondaryIndex,
+    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ScalarAttributeType,
+    SseSpecification, TimeToLiveSpecification, TransactWriteItem, Update,
 };
 use rand::RngExt;
 
 use super::{
-    Account, Applied, Attempt, BalanceChange, Counterparty, HistoryPage, HistoryQuery,
-    IdempotencyStamp, IdempotentRecord, NewUser, Operation, RotateOutcome, Rotation, SessionRecord,
-    Store, StoreError, ThrottlePolicy, TransferCommand, UserRecord,
+    Account, Applied, Attempt, AuditAction, AuditEntry, AuditPage, AuditParty, BalanceChange,
+    Counterparty, HistoryPage, HistoryQuery, IdempotencyStamp, IdempotentRecord, NewUser,
+    Operation, RotateOutcome, Rotation, SessionRecord, StatusChange, Store, StoreError,
+    ThrottlePolicy, TransferCommand, UserPage, UserQuery, UserRecord, UserSummary,
 };
 use crate::domain::{
     Email, IdempotencyKey, Money, OperationId, OperationKind, RequestFingerprint, SessionId,
@@ -67,6 +69,8 @@ pub const GSI1: &str = "GSI1";
 const MAX_ATTEMPTS: u32 = 40;
 /// Query round trips a filtered history page may take before returning what it has.
 const MAX_HISTORY_QUERIES: usize = 10;
+/// Items per `TransactWriteItems` (DynamoDB's limit).
+const MAX_TRANSACTION_ITEMS: usize = 100;
 /// Sessions and login counters linger this long past expiry before TTL may delete them.
 const TTL_GRACE_SECONDS: i64 = 86_400;
 
@@ -660,6 +664,44 @@ fn session_from_item(item: &Item) -> Result<SessionRecord, StoreError> {
     })
 }
 
+fn audit_item(e: &AuditEntry) -> Item {
+    let mut item = key("AUDIT".into(), &format!("{:015}#{}", e.at.millis(), e.id));
+    item.insert("id".into(), s(e.id.to_string()));
+    item.insert("actor_id".into(), s(e.actor.id.to_string()));
+    item.insert("actor_username".into(), s(e.actor.username.clone()));
+    item.insert("action".into(), s(e.action.as_str()));
+    if let Some(t) = &e.target {
+        item.insert("target_id".into(), s(t.id.to_string()));
+        item.insert("target_username".into(), s(t.username.clone()));
+    }
+    if let Some(d) = &e.detail {
+        item.insert("detail".into(), s(d.clone()));
+    }
+    item.insert("at".into(), n(e.at.millis()));
+    item
+}
+
+fn audit_from_item(item: &Item) -> Result<AuditEntry, StoreError> {
+    let target = match opt_s(item, "target_id")? {
+        Some(id) => Some(AuditParty {
+            id: parse_id(id, "target_id", UserId::parse)?,
+            username: get_s(item, "target_username")?.to_owned(),
+        }),
+        None => None,
+    };
+    Ok(AuditEntry {
+        id: uuid::Uuid::try_parse(get_s(item, "id")?).map_err(|_| bad("id"))?,
+        actor: AuditParty {
+            id: parse_id(get_s(item, "actor_id")?, "actor_id", UserId::parse)?,
+            username: get_s(item, "actor_username")?.to_owned(),
+        },
+        action: AuditAction::parse(get_s(item, "action")?).ok_or_else(|| bad("action"))?,
+        target,
+        detail: opt_s(item, "detail")?.map(str::to_owned),
+        at: Timestamp::from_millis(get_n(item, "at")?),
+    })
+}
+
 fn put_item(table: &str, item: Item, condition: &str) -> Result<TransactWriteItem, StoreError> {
     Ok(TransactWriteItem::builder()
         .put(
@@ -757,16 +799,37 @@ impl Store for DynamoStore {
             .transpose()
     }
 
-    async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(session_item(session)))
-            .condition_expression("attribute_not_exists(PK)")
-            .send()
-            .await
-            .map_err(sdk_error)?;
-        Ok(())
+    async fn create_session(&self, session: &SessionRecord) -> Result<bool, StoreError> {
+        // The profile's `is_active` is checked in the same transaction that puts the session;
+        // a deactivation sweeps sessions again after its own transaction commits.
+        let check = TransactWriteItem::builder()
+            .condition_check(
+                ConditionCheck::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(user_pk(session.user), "PROFILE")))
+                    .condition_expression("is_active = :yes")
+                    .expression_attribute_values(":yes", AttributeValue::Bool(true))
+                    .build()
+                    .map_err(StoreError::internal)?,
+            )
+            .build();
+        let put = put_item(
+            &self.table,
+            session_item(session),
+            "attribute_not_exists(PK)",
+        )?;
+        for attempt in 0..MAX_ATTEMPTS {
+            match self.transact(vec![check.clone(), put.clone()]).await {
+                Ok(()) => return Ok(true),
+                Err(c) if c.failed(0) => return Ok(false),
+                Err(Cancelled::Other(e)) => return Err(e),
+                Err(c) if c.retryable() => self.backoff(attempt, &c).await,
+                Err(c) => {
+                    return Err(StoreError::internal(format!("session not created: {c:?}")));
+                }
+            }
+        }
+        Err(StoreError::unavailable("session creation kept conflicting"))
     }
 
     async fn session(
@@ -1336,6 +1399,220 @@ impl Store for DynamoStore {
         };
         Ok(HistoryPage {
             operations: collected,
+            next_before,
+        })
+    }
+
+    async fn list_users(&self, q: &UserQuery) -> Result<UserPage, StoreError> {
+        // The index is eventually consistent: a list may lag a just-made change by a moment;
+        // balances come from the accounts themselves, read strongly.
+        let wanted = q.limit as usize + 1;
+        let mut values: Item = HashMap::from([(":users".into(), s("USERS"))]);
+        // DynamoDB refuses an empty string in a key condition: no cursor, no lower bound.
+        let key_condition = match &q.after {
+            Some(after) => {
+                values.insert(":after".into(), s(after.clone()));
+                "GSI1PK = :users AND GSI1SK > :after"
+            }
+            None => "GSI1PK = :users",
+        };
+        let filter = q.search.as_ref().map(|text| {
+            values.insert(":q".into(), s(text.clone()));
+            "contains(username_key, :q) OR contains(email, :q)"
+        });
+        let mut profiles: Vec<Item> = Vec::with_capacity(wanted);
+        let mut start: Option<Item> = None;
+        loop {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(GSI1)
+                .key_condition_expression(key_condition)
+                .set_expression_attribute_values(Some(values.clone()))
+                .limit(if filter.is_some() { 100 } else { wanted as i32 })
+                .set_exclusive_start_key(start.take());
+            if let Some(f) = filter {
+                query = query.filter_expression(f);
+            }
+            let out = query.send().await.map_err(sdk_error)?;
+            for item in out.items() {
+                profiles.push(item.clone());
+                if profiles.len() == wanted {
+                    break;
+                }
+            }
+            match out.last_evaluated_key() {
+                Some(k) if profiles.len() < wanted => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        let next_after = if profiles.len() > q.limit as usize {
+            profiles.truncate(q.limit as usize);
+            profiles
+                .last()
+                .map(|p| get_s(p, "username_key").map(str::to_owned))
+                .transpose()?
+        } else {
+            None
+        };
+        let mut users = Vec::with_capacity(profiles.len());
+        for profile in &profiles {
+            let user = user_from_item(profile)?;
+            let account = self
+                .account(user.id)
+                .await?
+                .ok_or(StoreError::AccountNotFound)?;
+            users.push(UserSummary {
+                balance: account.balance,
+                user,
+            });
+        }
+        Ok(UserPage { users, next_after })
+    }
+
+    async fn set_user_active(
+        &self,
+        change: &StatusChange,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        let Some(profile) = self.get(key(user_pk(change.user), "PROFILE")).await? else {
+            return Ok(None);
+        };
+        let flag = AttributeValue::Bool(change.active);
+        let update = |sk: &str, attribute: &str| -> Result<TransactWriteItem, StoreError> {
+            Ok(TransactWriteItem::builder()
+                .update(
+                    Update::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(key(user_pk(change.user), sk)))
+                        .update_expression(format!("SET {attribute} = :flag"))
+                        .condition_expression("attribute_exists(PK)")
+                        .expression_attribute_values(":flag", flag.clone())
+                        .build()
+                        .map_err(StoreError::internal)?,
+                )
+                .build())
+        };
+        let mut items = vec![
+            update("PROFILE", "is_active")?,
+            update("ACCOUNT", "active")?,
+            put_item(
+                &self.table,
+                audit_item(&change.audit),
+                "attribute_not_exists(PK)",
+            )?,
+        ];
+        let mut revocations = Vec::new();
+        if !change.active {
+            for session in self.active_sessions(change.user, change.now).await? {
+                revocations.push(
+                    TransactWriteItem::builder()
+                        .update(
+                            Update::builder()
+                                .table_name(&self.table)
+                                .set_key(Some(key(
+                                    user_pk(change.user),
+                                    &format!("SESSION#{}", session.id),
+                                )))
+                                .update_expression(
+                                    "SET revoked_at = if_not_exists(revoked_at, :now)",
+                                )
+                                .expression_attribute_values(":now", n(change.now.millis()))
+                                .build()
+                                .map_err(StoreError::internal)?,
+                        )
+                        .build(),
+                );
+            }
+        }
+        // The status, the audit entry and (nearly always all) the session revocations in one
+        // transaction; a user with more live sessions than fit has the rest revoked right after.
+        let room = MAX_TRANSACTION_ITEMS - items.len();
+        let rest = revocations.split_off(revocations.len().min(room));
+        items.extend(revocations);
+        for attempt in 0..MAX_ATTEMPTS {
+            match self.transact(items.clone()).await {
+                Ok(()) => break,
+                Err(Cancelled::Other(e)) => return Err(e),
+                Err(c) if c.failed(0) || c.failed(1) => return Ok(None),
+                Err(c) if c.retryable() && attempt + 1 < MAX_ATTEMPTS => {
+                    self.backoff(attempt, &c).await
+                }
+                Err(c) => {
+                    return Err(StoreError::unavailable(format!(
+                        "status change cancelled: {c:?}"
+                    )));
+                }
+            }
+        }
+        for chunk in rest.chunks(MAX_TRANSACTION_ITEMS) {
+            self.transact(chunk.to_vec()).await.map_err(|c| match c {
+                Cancelled::Other(e) => e,
+                other => {
+                    StoreError::unavailable(format!("session revocation cancelled: {other:?}"))
+                }
+            })?;
+        }
+        if !change.active {
+            // A login that passed its check just before the deactivation committed may have put
+            // a session the first sweep did not see; none can be put from now on.
+            for session in self.active_sessions(change.user, change.now).await? {
+                self.revoke_session(change.user, session.id, change.now)
+                    .await?;
+            }
+        }
+        let mut user = user_from_item(&profile)?;
+        user.is_active = change.active;
+        Ok(Some(user))
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(audit_item(entry)))
+            .condition_expression("attribute_not_exists(PK)")
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        Ok(())
+    }
+
+    async fn audit_log(&self, limit: u32, before: Option<&[u8]>) -> Result<AuditPage, StoreError> {
+        let upper = match before {
+            Some(bytes) => String::from_utf8(bytes.to_vec())
+                .map_err(|_| StoreError::internal("malformed audit position"))?,
+            // Sorts after every "<15 digits>#…" key.
+            None => "9".repeat(16),
+        };
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("PK = :audit AND SK < :upper")
+            .expression_attribute_values(":audit", s("AUDIT"))
+            .expression_attribute_values(":upper", s(upper))
+            .scan_index_forward(false)
+            .consistent_read(true)
+            .limit(limit as i32 + 1)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        let mut items: Vec<&Item> = out.items().iter().collect();
+        let next_before = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items
+                .last()
+                .map(|i| get_s(i, "SK").map(|sk| sk.as_bytes().to_vec()))
+                .transpose()?
+        } else {
+            None
+        };
+        Ok(AuditPage {
+            entries: items
+                .into_iter()
+                .map(audit_from_item)
+                .collect::<Result<_, _>>()?,
             next_before,
         })
     }

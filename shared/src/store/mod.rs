@@ -281,6 +281,125 @@ pub struct HistoryPage {
     pub next_before: Option<u64>,
 }
 
+/// A user with their balance, as administrators list them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSummary {
+    /// The user.
+    pub user: UserRecord,
+    /// Their balance.
+    pub balance: Money,
+}
+
+/// A page request for the administrators' user list, ordered by lower-cased username.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserQuery {
+    /// Lower-cased text that the username or the email must contain; `None` lists everyone.
+    pub search: Option<String>,
+    /// Page size, 1–100.
+    pub limit: u32,
+    /// Only users whose lower-cased username sorts after this (the cursor's position).
+    pub after: Option<String>,
+}
+
+/// One page of users.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserPage {
+    /// The users, by lower-cased username.
+    pub users: Vec<UserSummary>,
+    /// Where the next page starts (`after`), when there may be more.
+    pub next_after: Option<String>,
+}
+
+/// What an administrator did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuditAction {
+    /// Listed or searched users.
+    ListUsers,
+    /// Viewed one user.
+    ViewUser,
+    /// Read one user's history.
+    ViewHistory,
+    /// Deactivated a user.
+    Deactivate,
+    /// Reactivated a user.
+    Reactivate,
+}
+
+impl AuditAction {
+    /// Every action.
+    pub const ALL: [AuditAction; 5] = [
+        AuditAction::ListUsers,
+        AuditAction::ViewUser,
+        AuditAction::ViewHistory,
+        AuditAction::Deactivate,
+        AuditAction::Reactivate,
+    ];
+
+    /// The wire and storage name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::ListUsers => "users.list",
+            AuditAction::ViewUser => "user.view",
+            AuditAction::ViewHistory => "user.history",
+            AuditAction::Deactivate => "user.deactivate",
+            AuditAction::Reactivate => "user.reactivate",
+        }
+    }
+
+    /// Parses the storage name.
+    pub fn parse(text: &str) -> Option<AuditAction> {
+        Self::ALL.into_iter().find(|a| a.as_str() == text)
+    }
+}
+
+/// Someone named in the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditParty {
+    /// Their id.
+    pub id: UserId,
+    /// Their username at the time.
+    pub username: String,
+}
+
+/// One entry of the audit trail: who did what to whom, when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Stable id.
+    pub id: uuid::Uuid,
+    /// The administrator.
+    pub actor: AuditParty,
+    /// What they did.
+    pub action: AuditAction,
+    /// The user it concerned, if one.
+    pub target: Option<AuditParty>,
+    /// Extra context (a search text), if any.
+    pub detail: Option<String>,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// One page of the audit trail, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditPage {
+    /// The entries.
+    pub entries: Vec<AuditEntry>,
+    /// Where the next page starts: an opaque position the same store understands.
+    pub next_before: Option<Vec<u8>>,
+}
+
+/// Deactivate or reactivate a user, with the audit entry recorded in the same step.
+#[derive(Debug, Clone)]
+pub struct StatusChange {
+    /// The user.
+    pub user: UserId,
+    /// The new state.
+    pub active: bool,
+    /// The moment.
+    pub now: Timestamp,
+    /// The entry saying who did it.
+    pub audit: AuditEntry,
+}
+
 /// Failures of the store itself, plus the domain outcomes its conditions detect.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -344,8 +463,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Looks a user up by id.
     async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, StoreError>;
 
-    /// Stores a new session.
-    async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
+    /// Stores a new session if its user is active, atomically with that check, so a session
+    /// can never be opened for a user being deactivated at the same moment. `false` when the
+    /// user is inactive or gone.
+    async fn create_session(&self, session: &SessionRecord) -> Result<bool, StoreError>;
 
     /// Reads one of a user's sessions (strongly consistent); `None` when it is not theirs.
     /// Tokens carry both ids, which lets DynamoDB keep sessions in the user's partition.
@@ -417,4 +538,23 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// One page of history, newest first, filters applied by the store so pages stay full.
     async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage, StoreError>;
+
+    /// One page of users with their balances, by lower-cased username, optionally only those
+    /// whose username or email contains the search text.
+    async fn list_users(&self, query: &UserQuery) -> Result<UserPage, StoreError>;
+
+    /// Activates or deactivates a user and records the audit entry, in one step. Deactivation
+    /// also revokes every live session of the user in that step (so their access tokens stop
+    /// working at once), blocks login and makes them an invalid transfer recipient; balance and
+    /// history stay. `None` when the user does not exist.
+    async fn set_user_active(
+        &self,
+        change: &StatusChange,
+    ) -> Result<Option<UserRecord>, StoreError>;
+
+    /// Records an administrator's read in the audit trail.
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+
+    /// One page of the audit trail, newest first, below an opaque position from a previous page.
+    async fn audit_log(&self, limit: u32, before: Option<&[u8]>) -> Result<AuditPage, StoreError>;
 }

@@ -22,9 +22,10 @@ use tokio_postgres::{GenericClient, NoTls, Row};
 use uuid::Uuid;
 
 use super::{
-    Account, Applied, Attempt, BalanceChange, Counterparty, HistoryPage, HistoryQuery,
-    IdempotencyStamp, IdempotentRecord, NewUser, Operation, RotateOutcome, Rotation, SessionRecord,
-    Store, StoreError, ThrottlePolicy, TransferCommand, UserRecord,
+    Account, Applied, Attempt, AuditAction, AuditEntry, AuditPage, AuditParty, BalanceChange,
+    Counterparty, HistoryPage, HistoryQuery, IdempotencyStamp, IdempotentRecord, NewUser,
+    Operation, RotateOutcome, Rotation, SessionRecord, StatusChange, Store, StoreError,
+    ThrottlePolicy, TransferCommand, UserPage, UserQuery, UserRecord, UserSummary,
 };
 use crate::domain::{
     Email, IdempotencyKey, Money, OperationId, OperationKind, RequestFingerprint, SessionId,
@@ -32,10 +33,13 @@ use crate::domain::{
 };
 
 /// Embedded migrations, applied in order; the schema version is the count applied.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    include_str!("../../migrations/postgres/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        include_str!("../../migrations/postgres/0001_initial.sql"),
+    ),
+    (2, include_str!("../../migrations/postgres/0002_admin.sql")),
+];
 
 /// Attempts at a transaction that failed with a serialization failure or deadlock.
 const MAX_ATTEMPTS: u32 = 5;
@@ -706,6 +710,111 @@ async fn transfer_tx(tx: &Tx<'_>, t: &TransferCommand) -> Result<Applied, Failur
     Ok(Applied::Done(out))
 }
 
+async fn insert_audit(
+    client: &impl GenericClient,
+    e: &AuditEntry,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "INSERT INTO audit_log (id, actor_id, actor_username, action, target_id, \
+             target_username, detail, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &e.id,
+                &e.actor.id.0,
+                &e.actor.username,
+                &e.action.as_str(),
+                &e.target.as_ref().map(|t| t.id.0),
+                &e.target.as_ref().map(|t| t.username.as_str()),
+                &e.detail,
+                &e.at.millis(),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+fn audit_from_row(row: &Row) -> Result<AuditEntry, StoreError> {
+    let action: String = row.try_get("action").map_err(map_pg)?;
+    let target = match row
+        .try_get::<_, Option<Uuid>>("target_id")
+        .map_err(map_pg)?
+    {
+        Some(id) => Some(AuditParty {
+            id: UserId(id),
+            username: row.try_get("target_username").map_err(map_pg)?,
+        }),
+        None => None,
+    };
+    Ok(AuditEntry {
+        id: row.try_get("id").map_err(map_pg)?,
+        actor: AuditParty {
+            id: UserId(row.try_get("actor_id").map_err(map_pg)?),
+            username: row.try_get("actor_username").map_err(map_pg)?,
+        },
+        action: AuditAction::parse(&action).ok_or_else(|| bad("action"))?,
+        target,
+        detail: row.try_get("detail").map_err(map_pg)?,
+        at: Timestamp::from_millis(row.try_get("at").map_err(map_pg)?),
+    })
+}
+
+/// The user row is share-locked while the session is inserted: a concurrent deactivation
+/// (which updates that row) waits for this insert, then revokes the new session with the rest.
+async fn create_session_tx(tx: &Tx<'_>, s: &SessionRecord) -> Result<bool, Failure> {
+    let active = tx
+        .query_opt(
+            "SELECT is_active FROM users WHERE id = $1 FOR SHARE",
+            &[&s.user.0],
+        )
+        .await?
+        .is_some_and(|row| row.get::<_, bool>(0));
+    if !active {
+        return Ok(false);
+    }
+    tx.execute(
+        &format!(
+            "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ),
+        &[
+            &s.id.0,
+            &s.user.0,
+            &s.created_at.millis(),
+            &s.last_used_at.millis(),
+            &s.expires_at.millis(),
+            &s.refresh_jti.0,
+            &s.user_agent,
+            &s.ip,
+            &s.revoked_at.map(Timestamp::millis),
+        ],
+    )
+    .await?;
+    Ok(true)
+}
+
+async fn set_user_active_tx(
+    tx: &Tx<'_>,
+    change: &StatusChange,
+) -> Result<Option<UserRecord>, Failure> {
+    let updated = tx
+        .query_opt(
+            &format!("UPDATE users SET is_active = $1 WHERE id = $2 RETURNING {USER_COLUMNS}"),
+            &[&change.active, &change.user.0],
+        )
+        .await?;
+    let Some(row) = updated else {
+        return Ok(None);
+    };
+    if !change.active {
+        tx.execute(
+            "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+            &[&change.now.millis(), &change.user.0],
+        )
+        .await?;
+    }
+    insert_audit(&**tx, &change.audit).await?;
+    Ok(Some(user_from_row(&row)?))
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -760,28 +869,8 @@ impl Store for PgStore {
             .transpose()
     }
 
-    async fn create_session(&self, s: &SessionRecord) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                &format!(
-                    "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-                ),
-                &[
-                    &s.id.0,
-                    &s.user.0,
-                    &s.created_at.millis(),
-                    &s.last_used_at.millis(),
-                    &s.expires_at.millis(),
-                    &s.refresh_jti.0,
-                    &s.user_agent,
-                    &s.ip,
-                    &s.revoked_at.map(Timestamp::millis),
-                ],
-            )
-            .await
-            .map_err(map_pg)?;
-        Ok(())
+    async fn create_session(&self, s: &SessionRecord) -> Result<bool, StoreError> {
+        in_tx!(self, |tx| create_session_tx(&tx, s))
     }
 
     async fn session(
@@ -978,6 +1067,95 @@ impl Store for PgStore {
         };
         Ok(HistoryPage {
             operations: ops,
+            next_before,
+        })
+    }
+
+    async fn list_users(&self, q: &UserQuery) -> Result<UserPage, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT u.id, u.username, u.email, u.password_hash, u.is_staff, u.is_active, \
+                 u.created_at, u.username_key, a.balance \
+                 FROM users u JOIN accounts a ON a.user_id = u.id \
+                 WHERE u.username_key COLLATE \"C\" > $1 \
+                 AND ($2::text IS NULL OR strpos(u.username_key, $2) > 0 OR strpos(u.email, $2) > 0) \
+                 ORDER BY u.username_key COLLATE \"C\" LIMIT $3",
+                &[
+                    &q.after.clone().unwrap_or_default(),
+                    &q.search,
+                    &(i64::from(q.limit) + 1),
+                ],
+            )
+            .await
+            .map_err(map_pg)?;
+        let mut users = Vec::with_capacity(rows.len());
+        for row in &rows {
+            users.push((
+                UserSummary {
+                    user: user_from_row(row)?,
+                    balance: Money::from_minor(row.try_get("balance").map_err(map_pg)?),
+                },
+                row.try_get::<_, String>("username_key").map_err(map_pg)?,
+            ));
+        }
+        let next_after = if users.len() > q.limit as usize {
+            users.truncate(q.limit as usize);
+            users.last().map(|(_, key)| key.clone())
+        } else {
+            None
+        };
+        Ok(UserPage {
+            users: users.into_iter().map(|(u, _)| u).collect(),
+            next_after,
+        })
+    }
+
+    async fn set_user_active(
+        &self,
+        change: &StatusChange,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        in_tx!(self, |tx| set_user_active_tx(&tx, change))
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        insert_audit(&**client, entry).await.map_err(map_pg)
+    }
+
+    async fn audit_log(&self, limit: u32, before: Option<&[u8]>) -> Result<AuditPage, StoreError> {
+        let before = match before {
+            Some(bytes) => i64::from_be_bytes(
+                bytes
+                    .try_into()
+                    .map_err(|_| StoreError::internal("malformed audit position"))?,
+            ),
+            None => i64::MAX,
+        };
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT seq, id, actor_id, actor_username, action, target_id, target_username, \
+                 detail, at FROM audit_log WHERE seq < $1 ORDER BY seq DESC LIMIT $2",
+                &[&before, &(i64::from(limit) + 1)],
+            )
+            .await
+            .map_err(map_pg)?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            entries.push((
+                audit_from_row(row)?,
+                row.try_get::<_, i64>("seq").map_err(map_pg)?,
+            ));
+        }
+        let next_before = if entries.len() > limit as usize {
+            entries.truncate(limit as usize);
+            entries.last().map(|(_, seq)| seq.to_be_bytes().to_vec())
+        } else {
+            None
+        };
+        Ok(AuditPage {
+            entries: entries.into_iter().map(|(e, _)| e).collect(),
             next_before,
         })
     }

@@ -18,9 +18,10 @@ use deadpool_sqlite::{Hook, HookError, Pool, Runtime};
 use tokio::sync::oneshot;
 
 use super::{
-    Account, Applied, Attempt, BalanceChange, Counterparty, HistoryPage, HistoryQuery,
-    IdempotencyStamp, IdempotentRecord, NewUser, Operation, RotateOutcome, Rotation, SessionRecord,
-    Store, StoreError, ThrottlePolicy, TransferCommand, UserRecord,
+    Account, Applied, Attempt, AuditAction, AuditEntry, AuditPage, AuditParty, BalanceChange,
+    Counterparty, HistoryPage, HistoryQuery, IdempotencyStamp, IdempotentRecord, NewUser,
+    Operation, RotateOutcome, Rotation, SessionRecord, StatusChange, Store, StoreError,
+    ThrottlePolicy, TransferCommand, UserPage, UserQuery, UserRecord, UserSummary,
 };
 use crate::domain::{
     Email, IdempotencyKey, Money, OperationId, OperationKind, RequestFingerprint, SessionId,
@@ -28,7 +29,24 @@ use crate::domain::{
 };
 
 /// The schema version this code reads and writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// Schema changes in order: version N is reached by applying `MIGRATIONS[N - 1]`.
+const MIGRATIONS: &[&str] = &[SCHEMA, ADMIN];
+
+const ADMIN: &str = r#"
+CREATE TABLE audit_log (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              TEXT NOT NULL UNIQUE,
+    actor_id        TEXT NOT NULL,
+    actor_username  TEXT NOT NULL,
+    action          TEXT NOT NULL,
+    target_id       TEXT,
+    target_username TEXT,
+    detail          TEXT,
+    at              INTEGER NOT NULL
+);
+"#;
 
 const SCHEMA: &str = r#"
 CREATE TABLE users (
@@ -225,10 +243,10 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
             "database schema version {version} is newer than this build ({SCHEMA_VERSION})"
         )));
     }
-    if version < 1 {
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let txn = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        txn.execute_batch(SCHEMA)?;
-        txn.execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION}"))?;
+        txn.execute_batch(sql)?;
+        txn.execute_batch(&format!("PRAGMA user_version={}", index + 1))?;
         txn.commit()?;
     }
     Ok(())
@@ -472,6 +490,55 @@ fn current_balance(conn: &Connection, user: UserId) -> Result<Option<Money>, Sto
         .map_err(map_err)
 }
 
+fn insert_audit(conn: &Connection, e: &AuditEntry) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO audit_log (id, actor_id, actor_username, action, target_id, target_username, detail, at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            e.id.to_string(),
+            e.actor.id.to_string(),
+            e.actor.username,
+            e.action.as_str(),
+            e.target.as_ref().map(|t| t.id.to_string()),
+            e.target.as_ref().map(|t| t.username.clone()),
+            e.detail,
+            e.at.millis(),
+        ])
+    })
+    .map_err(map_err)?;
+    Ok(())
+}
+
+fn audit_from_row(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
+    let action: String = row.get("action")?;
+    let target = match opt_id(row, "target_id", UserId::parse)? {
+        Some(id) => Some(AuditParty {
+            id,
+            username: row.get("target_username")?,
+        }),
+        None => None,
+    };
+    Ok(AuditEntry {
+        id: get_id(row, "id", |t| uuid::Uuid::try_parse(t).ok())?,
+        actor: AuditParty {
+            id: get_id(row, "actor_id", UserId::parse)?,
+            username: row.get("actor_username")?,
+        },
+        action: AuditAction::parse(&action).ok_or_else(|| bad_row("action"))?,
+        target,
+        detail: row.get("detail")?,
+        at: Timestamp::from_millis(row.get("at")?),
+    })
+}
+
+fn load_user(conn: &Connection, id: UserId) -> Result<Option<UserRecord>, StoreError> {
+    conn.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([id.to_string()], user_from_row).optional())
+        .map_err(map_err)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -551,27 +618,30 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+    async fn create_session(&self, session: &SessionRecord) -> Result<bool, StoreError> {
         let s = session.clone();
         self.write(move |txn| {
-            txn.execute(
-                &format!(
-                    "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-                ),
-                params![
-                    s.id.to_string(),
-                    s.user.to_string(),
-                    s.created_at.millis(),
-                    s.last_used_at.millis(),
-                    s.expires_at.millis(),
-                    s.refresh_jti.to_string(),
-                    s.user_agent,
-                    s.ip,
-                    s.revoked_at.map(Timestamp::millis),
-                ],
-            )
-            .map_err(map_err)?;
-            Ok(())
+            let inserted = txn
+                .execute(
+                    &format!(
+                        "INSERT INTO sessions ({SESSION_COLUMNS}) \
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 \
+                     WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2 AND is_active)"
+                    ),
+                    params![
+                        s.id.to_string(),
+                        s.user.to_string(),
+                        s.created_at.millis(),
+                        s.last_used_at.millis(),
+                        s.expires_at.millis(),
+                        s.refresh_jti.to_string(),
+                        s.user_agent,
+                        s.ip,
+                        s.revoked_at.map(Timestamp::millis),
+                    ],
+                )
+                .map_err(map_err)?;
+            Ok(inserted == 1)
         })
         .await
     }
@@ -937,6 +1007,121 @@ impl Store for SqliteStore {
             };
             Ok(HistoryPage {
                 operations: ops,
+                next_before,
+            })
+        })
+        .await
+    }
+
+    async fn list_users(&self, q: &UserQuery) -> Result<UserPage, StoreError> {
+        let q = q.clone();
+        self.read(move |c| {
+            let mut rows: Vec<(UserSummary, String)> = c
+                .prepare_cached(
+                    "SELECT u.id, u.username, u.email, u.password_hash, u.is_staff, u.is_active, \
+                     u.created_at, u.username_key, a.balance \
+                     FROM users u JOIN accounts a ON a.user_id = u.id \
+                     WHERE u.username_key > ?1 \
+                     AND (?2 IS NULL OR instr(u.username_key, ?2) > 0 OR instr(u.email, ?2) > 0) \
+                     ORDER BY u.username_key LIMIT ?3",
+                )
+                .and_then(|mut s| {
+                    s.query_map(
+                        params![
+                            q.after.clone().unwrap_or_default(),
+                            q.search,
+                            i64::from(q.limit) + 1
+                        ],
+                        |row| {
+                            Ok((
+                                UserSummary {
+                                    user: user_from_row(row)?,
+                                    balance: Money::from_minor(row.get("balance")?),
+                                },
+                                row.get::<_, String>("username_key")?,
+                            ))
+                        },
+                    )?
+                    .collect()
+                })
+                .map_err(map_err)?;
+            let next_after = if rows.len() > q.limit as usize {
+                rows.truncate(q.limit as usize);
+                rows.last().map(|(_, key)| key.clone())
+            } else {
+                None
+            };
+            Ok(UserPage {
+                users: rows.into_iter().map(|(u, _)| u).collect(),
+                next_after,
+            })
+        })
+        .await
+    }
+
+    async fn set_user_active(
+        &self,
+        change: &StatusChange,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        let change = change.clone();
+        self.write(move |txn| {
+            let updated = txn
+                .execute(
+                    "UPDATE users SET is_active = ?1 WHERE id = ?2",
+                    params![change.active, change.user.to_string()],
+                )
+                .map_err(map_err)?;
+            if updated == 0 {
+                return Ok(None);
+            }
+            if !change.active {
+                txn.execute(
+                    "UPDATE sessions SET revoked_at = ?1 WHERE user_id = ?2 AND revoked_at IS NULL",
+                    params![change.now.millis(), change.user.to_string()],
+                )
+                .map_err(map_err)?;
+            }
+            insert_audit(txn, &change.audit)?;
+            load_user(txn, change.user)
+        })
+        .await
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let entry = entry.clone();
+        self.write(move |txn| insert_audit(txn, &entry)).await
+    }
+
+    async fn audit_log(&self, limit: u32, before: Option<&[u8]>) -> Result<AuditPage, StoreError> {
+        let before = match before {
+            Some(bytes) => i64::from_be_bytes(
+                bytes
+                    .try_into()
+                    .map_err(|_| StoreError::internal("malformed audit position"))?,
+            ),
+            None => i64::MAX,
+        };
+        self.read(move |c| {
+            let mut rows: Vec<(AuditEntry, i64)> = c
+                .prepare_cached(
+                    "SELECT seq, id, actor_id, actor_username, action, target_id, target_username, detail, at \
+                     FROM audit_log WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2",
+                )
+                .and_then(|mut s| {
+                    s.query_map(params![before, i64::from(limit) + 1], |row| {
+                        Ok((audit_from_row(row)?, row.get("seq")?))
+                    })?
+                    .collect()
+                })
+                .map_err(map_err)?;
+            let next_before = if rows.len() > limit as usize {
+                rows.truncate(limit as usize);
+                rows.last().map(|(_, seq)| seq.to_be_bytes().to_vec())
+            } else {
+                None
+            };
+            Ok(AuditPage {
+                entries: rows.into_iter().map(|(e, _)| e).collect(),
                 next_before,
             })
         })
