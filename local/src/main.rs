@@ -117,6 +117,7 @@ async fn create_superuser(init: bool, username: &str, email: &str) -> Result<(),
 
 async fn run(args: Args) -> Result<(), String> {
     let app = start(args.init).await?;
+    lighttech::http::enable_docs_ui();
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;

@@ -130,6 +130,65 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// One error of every variant, for documentation and the tests that keep it complete.
+    pub fn one_of_each() -> Vec<ApiError> {
+        let all = vec![
+            ApiError::InvalidJson,
+            ApiError::Validation(FieldErrors::new()),
+            ApiError::NotAuthenticated,
+            ApiError::InvalidToken,
+            ApiError::TokenReused,
+            ApiError::InvalidCredentials,
+            ApiError::Forbidden,
+            ApiError::NotFound,
+            ApiError::RecipientNotFound,
+            ApiError::MethodNotAllowed(Vec::new()),
+            ApiError::UsernameTaken,
+            ApiError::EmailTaken,
+            ApiError::PayloadTooLarge,
+            ApiError::UnsupportedMediaType,
+            ApiError::InsufficientFunds {
+                balance: Money::ZERO,
+                amount: Money::ZERO,
+            },
+            ApiError::SelfTransfer,
+            ApiError::BalanceLimitExceeded,
+            ApiError::IdempotencyKeyMismatch,
+            ApiError::SelfDeactivation,
+            ApiError::RateLimited { retry_after: 1 },
+            ApiError::Internal("example".into()),
+            ApiError::ServiceUnavailable("example".into()),
+        ];
+        // Adding a variant without listing it above stops the build here.
+        for e in &all {
+            match e {
+                ApiError::InvalidJson
+                | ApiError::Validation(_)
+                | ApiError::NotAuthenticated
+                | ApiError::InvalidToken
+                | ApiError::TokenReused
+                | ApiError::InvalidCredentials
+                | ApiError::Forbidden
+                | ApiError::NotFound
+                | ApiError::RecipientNotFound
+                | ApiError::MethodNotAllowed(_)
+                | ApiError::UsernameTaken
+                | ApiError::EmailTaken
+                | ApiError::PayloadTooLarge
+                | ApiError::UnsupportedMediaType
+                | ApiError::InsufficientFunds { .. }
+                | ApiError::SelfTransfer
+                | ApiError::BalanceLimitExceeded
+                | ApiError::IdempotencyKeyMismatch
+                | ApiError::SelfDeactivation
+                | ApiError::RateLimited { .. }
+                | ApiError::Internal(_)
+                | ApiError::ServiceUnavailable(_) => {}
+            }
+        }
+        all
+    }
+
     /// Wraps an unexpected failure.
     pub fn internal(source: impl Into<Source>) -> Self {
         ApiError::Internal(source.into())

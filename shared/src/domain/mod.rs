@@ -16,7 +16,7 @@ pub use username::{Username, username_key};
 use serde::Serialize;
 
 /// What an operation did to its account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OperationKind {
     /// Money paid in.

@@ -6,7 +6,9 @@
 //! problem+json and stamps `X-Request-Id` on every response.
 
 mod admin_page;
+mod docs;
 mod endpoints;
+pub mod openapi;
 pub mod request;
 pub mod response;
 
@@ -22,6 +24,7 @@ use tracing::Instrument;
 use crate::app::App;
 use crate::error::ApiError;
 use crate::service::auth::ClientInfo;
+pub use docs::enable_docs_ui;
 use request::{MAX_BODY_BYTES, Req};
 use response::{Reply, problem};
 
@@ -64,11 +67,13 @@ pub enum Function {
     AdminAudit,
     /// `GET /admin/`
     AdminPage,
+    /// `GET /api/schema/`, `/api/docs/`, `/api/redoc/` and their assets
+    Docs,
 }
 
 impl Function {
     /// Every function.
-    pub const ALL: [Function; 16] = [
+    pub const ALL: [Function; 17] = [
         Function::Register,
         Function::Login,
         Function::Logout,
@@ -85,6 +90,7 @@ impl Function {
         Function::AdminUserStatus,
         Function::AdminAudit,
         Function::AdminPage,
+        Function::Docs,
     ];
 
     /// The binary (and SAM function) name.
@@ -106,6 +112,7 @@ impl Function {
             Function::AdminUserStatus => "admin-user-status",
             Function::AdminAudit => "admin-audit",
             Function::AdminPage => "admin-page",
+            Function::Docs => "docs",
         }
     }
 
@@ -241,6 +248,16 @@ pub static ROUTES: &[Route] = &[
         endpoints::admin_audit
     ),
     route!(AdminPage, GET, "/admin/", endpoints::admin_page),
+    route!(Docs, GET, "/api/schema/", docs::schema),
+    route!(Docs, GET, "/api/docs/", docs::swagger),
+    route!(Docs, GET, "/api/docs/{file}", docs::swagger_asset),
+    route!(Docs, GET, "/api/redoc/", docs::redoc),
+    route!(
+        Docs,
+        GET,
+        "/api/redoc/redoc.standalone.js",
+        docs::redoc_bundle
+    ),
 ];
 
 /// Which routes a process serves.

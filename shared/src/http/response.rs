@@ -3,6 +3,7 @@
 use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 use lambda_http::Body;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::domain::{Money, OperationKind, SessionId, Timestamp, TransferId, UserId};
 use crate::error::ApiError;
@@ -57,6 +58,23 @@ impl Reply {
             body: Some((body.as_bytes().to_vec(), "text/html; charset=utf-8")),
             headers: Vec::new(),
         }
+    }
+
+    /// Sets the content type of the body.
+    pub fn with_content_type(mut self, content_type: &str) -> Reply {
+        if let Some((_, ct)) = &mut self.body {
+            // Content types here are a fixed set; leak-free static mapping keeps `Reply` simple.
+            *ct = match content_type {
+                t if t.starts_with("text/html") => "text/html; charset=utf-8",
+                t if t.starts_with("text/css") => "text/css; charset=utf-8",
+                t if t.contains("javascript") => "text/javascript; charset=utf-8",
+                t if t.starts_with("application/json") => "application/json",
+                t if t.starts_with("image/png") => "image/png",
+                t if t.starts_with("image/svg") => "image/svg+xml",
+                _ => "application/octet-stream",
+            };
+        }
+        self
     }
 
     /// Adds a header whose value is computed.
@@ -171,24 +189,28 @@ pub fn problem(error: &ApiError, request_id: &str) -> Response<Body> {
 }
 
 /// A user as registration returns it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RegisteredView {
     /// Id.
+    #[schema(value_type = String, format = Uuid)]
     pub id: UserId,
     /// Username.
     pub username: String,
     /// Email.
     pub email: String,
     /// Always `0.00` for a new account.
+    #[schema(value_type = String, pattern = r"^[0-9]+\.[0-9]{2}$", example = "125.00")]
     pub balance: Money,
     /// Registration time.
+    #[schema(value_type = String, format = DateTime, example = "2026-11-28T07:00:00.123Z")]
     pub created_at: Timestamp,
 }
 
 /// `GET me/`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MeView {
     /// Id.
+    #[schema(value_type = String, format = Uuid)]
     pub id: UserId,
     /// Username.
     pub username: String,
@@ -197,6 +219,7 @@ pub struct MeView {
     /// Staff flag.
     pub is_staff: bool,
     /// Registration time.
+    #[schema(value_type = String, format = DateTime, example = "2026-11-28T07:00:00.123Z")]
     pub created_at: Timestamp,
 }
 
@@ -213,7 +236,7 @@ impl From<&UserRecord> for MeView {
 }
 
 /// `POST login/`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct LoginView {
     /// Access token.
     pub access: String,
@@ -226,7 +249,7 @@ pub struct LoginView {
 }
 
 /// `POST token/refresh/`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RefreshView {
     /// Access token.
     pub access: String,
@@ -235,13 +258,16 @@ pub struct RefreshView {
 }
 
 /// One session in `GET sessions/`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SessionView {
     /// Id.
+    #[schema(value_type = String, format = Uuid)]
     pub id: SessionId,
     /// Login time.
+    #[schema(value_type = String, format = DateTime, example = "2026-11-28T07:00:00.123Z")]
     pub created_at: Timestamp,
     /// Last use.
+    #[schema(value_type = String, format = DateTime, example = "2026-11-28T07:00:00.123Z")]
     pub last_used_at: Timestamp,
     /// Client user agent.
     pub user_agent: Option<String>,
@@ -266,14 +292,14 @@ impl SessionView {
 }
 
 /// A list wrapper: `{"results": [...]}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Results<T> {
     /// The items.
     pub results: Vec<T>,
 }
 
 /// A page: `{"results": [...], "next_cursor": ...}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Page<T> {
     /// The items.
     pub results: Vec<T>,
@@ -282,27 +308,30 @@ pub struct Page<T> {
 }
 
 /// `GET /api/balance/v1/`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BalanceView {
     /// Current balance.
+    #[schema(value_type = String, pattern = r"^[0-9]+\.[0-9]{2}$", example = "125.00")]
     pub balance: Money,
     /// Configured currency.
     pub currency: String,
     /// Last change.
+    #[schema(value_type = String, format = DateTime, example = "2026-11-28T07:00:00.123Z")]
     pub updated_at: Timestamp,
 }
 
 /// The other account of a transfer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CounterpartyView {
     /// Their id.
+    #[schema(value_type = String, format = Uuid)]
     pub id: UserId,
     /// Their username.
     pub username: String,
 }
 
 /// An operation as every endpoint shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OperationView {
     /// Id.
     pub id: String,
@@ -310,16 +339,20 @@ pub struct OperationView {
     #[serde(rename = "type")]
     pub kind: OperationKind,
     /// Amount.
+    #[schema(value_type = String, pattern = r"^[0-9]+\.[0-9]{2}$", example = "125.00")]
     pub amount: Money,
     /// Balance right after.
+    #[schema(value_type = String, pattern = r"^[0-9]+\.[0-9]{2}$", example = "125.00")]
     pub balance_after: Money,
     /// Transfers only.
     pub counterparty: Option<CounterpartyView>,
     /// Transfers only.
+    #[schema(value_type = Option<String>, format = Uuid)]
     pub transfer_id: Option<TransferId>,
     /// Client text.
     pub description: Option<String>,
     /// When.
+    #[schema(value_type = String, format = DateTime, example = "2026-11-28T07:00:00.123Z")]
     pub created_at: Timestamp,
 }
 
@@ -342,9 +375,10 @@ impl From<&Operation> for OperationView {
 }
 
 /// A user as administrators see them.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AdminUserView {
     /// Id.
+    #[schema(value_type = String, format = Uuid)]
     pub id: UserId,
     /// Username.
     pub username: String,
@@ -355,8 +389,10 @@ pub struct AdminUserView {
     /// Whether they may log in and receive transfers.
     pub is_active: bool,
     /// Balance.
+    #[schema(value_type = String, pattern = r"^[0-9]+\.[0-9]{2}$", example = "125.00")]
     pub balance: Money,
     /// Registration time.
+    #[schema(value_type = String, format = DateTime, example = "2026-11-28T07:00:00.123Z")]
     pub created_at: Timestamp,
 }
 
@@ -375,16 +411,17 @@ impl From<&crate::store::UserSummary> for AdminUserView {
 }
 
 /// Someone named in the audit trail.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PartyView {
     /// Their id.
+    #[schema(value_type = String, format = Uuid)]
     pub id: UserId,
     /// Their username at the time.
     pub username: String,
 }
 
 /// One audit trail entry.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AuditView {
     /// Id.
     pub id: String,
@@ -395,6 +432,7 @@ pub struct AuditView {
     /// Whom, if anyone.
     pub target: Option<PartyView>,
     /// When.
+    #[schema(value_type = String, format = DateTime, example = "2026-11-28T07:00:00.123Z")]
     pub at: Timestamp,
 }
 
@@ -417,7 +455,7 @@ impl From<&crate::store::AuditEntry> for AuditView {
 }
 
 /// `GET /api/health/`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct HealthView {
     /// `ok`.
     pub status: &'static str,

@@ -1,0 +1,11 @@
+//! The `docs` Lambda function: `GET /api/schema/`, `GET /api/docs/` (Swagger UI and its assets)
+//! and `GET /api/redoc/` (ReDoc and its bundle) of API.md.
+
+use lighttech::http::Function;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    // Only this function carries the documentation pages' assets.
+    lighttech::http::enable_docs_ui();
+    lighttech::lambda::run(Function::Docs).await
+}
