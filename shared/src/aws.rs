@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
-use aws_sdk_secretsmanager::error::DisplayErrorContext;
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 
 use crate::config::SecretKey;
 
@@ -24,6 +24,24 @@ pub async fn sdk_config() -> SdkConfig {
         .await
 }
 
+/// An AWS SDK failure on one line: the service's code and message when it answered, the chain
+/// of causes when it could not be reached (`SdkError`'s own `Display` says only "service
+/// error").
+pub fn describe<E, R>(err: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    match err {
+        SdkError::ServiceError(_) => format!(
+            "{}: {}",
+            err.code().unwrap_or("service error"),
+            err.message().unwrap_or("no message")
+        ),
+        other => crate::telemetry::error_chain(other),
+    }
+}
+
 /// Fetches the signing key from Secrets Manager: the secret's string value (or binary value),
 /// at least 32 bytes.
 pub async fn fetch_secret_key(sdk: &SdkConfig, secret_id: &str) -> Result<SecretKey, String> {
@@ -36,7 +54,7 @@ pub async fn fetch_secret_key(sdk: &SdkConfig, secret_id: &str) -> Result<Secret
         .map_err(|e| {
             format!(
                 "cannot read secret {secret_id:?} from Secrets Manager: {}",
-                DisplayErrorContext(&e)
+                describe(&e)
             )
         })?;
     let bytes = match (out.secret_string(), out.secret_binary()) {

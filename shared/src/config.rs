@@ -476,7 +476,9 @@ fn parse_store_url(url: &str) -> Result<StoreUrl, ConfigError> {
     let scheme = url.split("://").next().unwrap_or(url);
     Err(ConfigError::new(
         "DATABASE_URL",
-        format!("unsupported store scheme {scheme:?} (expected sqlite://PATH or dynamodb://TABLE)"),
+        format!(
+            "unsupported store scheme {scheme:?} (expected sqlite://PATH, postgres://… or dynamodb://TABLE)"
+        ),
     ))
 }
 

@@ -86,6 +86,34 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> WireResponse {
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
     parse(&buf)
+        .unwrap_or_else(|| panic!("no complete response: {:?}", String::from_utf8_lossy(&buf)))
+}
+
+/// Like [`request`], but a refused connection, a timeout or a cut-off answer is `None`: what a
+/// client sees when the server dies under it.
+pub async fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> Option<WireResponse> {
+    let bytes = request_bytes(addr, method, path, headers, body);
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.ok()?;
+        stream.write_all(&bytes).await.ok()?;
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).await.ok()?;
+        let response = parse(&buf)?;
+        // A body shorter than announced was cut off.
+        let announced = response
+            .header("content-length")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(response.body.len());
+        (response.body.len() == announced).then_some(response)
+    };
+    tokio::time::timeout(timeout, exchange).await.ok().flatten()
 }
 
 /// A well-formed request with `Connection: close`.
@@ -96,6 +124,17 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> WireResponse {
+    raw(addr, &request_bytes(addr, method, path, headers, body)).await
+}
+
+/// The bytes of a well-formed request with `Connection: close`.
+pub fn request_bytes(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
     let mut text = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         text.push_str(&format!("Host: {addr}\r\n"));
@@ -106,28 +145,24 @@ pub async fn request(
     text.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
     let mut bytes = text.into_bytes();
     bytes.extend_from_slice(body);
-    raw(addr, &bytes).await
+    bytes
 }
 
-fn parse(buf: &[u8]) -> WireResponse {
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no complete response: {:?}", String::from_utf8_lossy(buf)));
+fn parse(buf: &[u8]) -> Option<WireResponse> {
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&buf[..split]).into_owned();
     let mut lines = head.split("\r\n");
     let status = lines
         .next()
         .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("a status line");
+        .and_then(|s| s.parse().ok())?;
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    WireResponse {
+    Some(WireResponse {
         status,
         headers,
         body: buf[split + 4..].to_vec(),
-    }
+    })
 }

@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, GlobalSecondaryIndex,
@@ -184,7 +184,7 @@ where
         SdkError::ServiceError(_) => is_transient(err.code()),
         _ => false,
     };
-    let text = DisplayErrorContext(&err).to_string();
+    let text = crate::aws::describe(&err);
     if unavailable {
         StoreError::unavailable(text)
     } else {

@@ -81,6 +81,8 @@ macro_rules! in_tx {
 #[derive(Debug)]
 pub struct PgStore {
     pool: Pool,
+    /// `host:port/db`, to name the server in connection errors (never the password).
+    target: String,
 }
 
 fn map_pg(e: tokio_postgres::Error) -> StoreError {
@@ -235,6 +237,20 @@ impl PgStore {
             config.connect_timeout(Duration::from_secs(3));
         }
         config.application_name("lighttech");
+        let target = format!(
+            "{}:{}/{}",
+            config
+                .get_hosts()
+                .first()
+                .map(|h| match h {
+                    tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                    #[cfg(unix)]
+                    tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+                })
+                .unwrap_or_default(),
+            config.get_ports().first().copied().unwrap_or(5432),
+            config.get_dbname().unwrap_or_default(),
+        );
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -250,13 +266,24 @@ impl PgStore {
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(StoreError::internal)?;
-        Ok(PgStore { pool })
+        Ok(PgStore { pool, target })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool.get().await.map_err(|e| match e {
-            deadpool_postgres::PoolError::Backend(e) => map_pg(e),
-            other => StoreError::unavailable(format!("no database connection: {other}")),
+        self.pool.get().await.map_err(|e| {
+            let reason = match e {
+                deadpool_postgres::PoolError::Backend(e) => match map_pg(e) {
+                    StoreError::Unavailable(source) | StoreError::Internal(source) => {
+                        crate::telemetry::error_chain(source.as_ref())
+                    }
+                    other => other.to_string(),
+                },
+                other => other.to_string(),
+            };
+            StoreError::unavailable(format!(
+                "cannot use PostgreSQL at {}: {reason}",
+                self.target
+            ))
         })
     }
 
