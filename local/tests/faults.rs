@@ -40,7 +40,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const SECRET: &str = "fault-suite-signing-key-0123456789abcdef";
 const USERS: usize = 5;
-const INITIAL_MINOR: i64 = 100_00;
+const INITIAL_MINOR: i64 = 10_000;
 
 fn ops_per_client() -> usize {
     std::env::var("LIGHTTECH_FAULT_OPS")
