@@ -1,0 +1,13 @@
+//! Every integration suite of the workspace library in one test binary (one link instead of
+//! one per file): the store conformance and API suites per backend, the Redis cache, the
+//! OpenAPI document, the README, and the compose stack checks.
+//!
+//! Filter by module: `tests/run sqlite::`, `tests/run postgres::api::`, `tests/run openapi`.
+
+mod compose;
+mod docs;
+mod dynamodb;
+mod openapi;
+mod postgres;
+mod redis;
+mod sqlite;
