@@ -160,7 +160,9 @@ pub async fn open_store(
 ) -> Result<Arc<dyn Store>, StartupError> {
     match &config.store {
         // The embedded store always prepares itself: zero setup is its point.
-        StoreUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path.clone()).await?)),
+        StoreUrl::Sqlite(path) => Ok(Arc::new(
+            SqliteStore::open_with(path.clone(), config.sqlite_write_batch).await?,
+        )),
         StoreUrl::Dynamo(table) => {
             let sdk = sdk.ok_or_else(|| StartupError::Store("no AWS configuration".into()))?;
             let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), table.clone());

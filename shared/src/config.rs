@@ -28,6 +28,11 @@ pub const VARIABLES: &[Variable] = &[
         doc: "Which store to use: `sqlite://PATH` (embedded, the default), `postgres://USER:PASSWORD@HOST:PORT/DB` or `dynamodb://TABLE`",
     },
     Variable {
+        name: "SQLITE_WRITE_BATCH",
+        default: Some("64"),
+        doc: "Embedded store: most writes committed together (one fsync per group; each is still durable before it is answered); 1 commits each alone",
+    },
+    Variable {
         name: "LIGHTTECH_DATA_DIR",
         default: Some("./.lighttech"),
         doc: "Where the local server keeps its generated signing key (and the default SQLite file)",
@@ -234,6 +239,8 @@ pub struct Config {
     pub store: StoreUrl,
     /// `LIGHTTECH_DATA_DIR`.
     pub data_dir: PathBuf,
+    /// `SQLITE_WRITE_BATCH`.
+    pub sqlite_write_batch: usize,
     /// `SECRET_KEY`, when set.
     pub secret_key: Option<SecretKey>,
     /// `SECRET_KEY_ARN`, when set.
@@ -340,6 +347,12 @@ impl Config {
         Ok(Config {
             store,
             data_dir,
+            sqlite_write_batch: parse_int(
+                "SQLITE_WRITE_BATCH",
+                &get("SQLITE_WRITE_BATCH"),
+                1,
+                10_000,
+            )? as usize,
             secret_key,
             secret_key_arn,
             access_ttl_seconds: 60

@@ -43,6 +43,15 @@ impl StoreFixture {
     }
 }
 
+/// A fresh embedded store that commits every write alone (no group commit).
+pub async fn sqlite_unbatched_fixture() -> StoreFixture {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let store = lighttech::store::sqlite::SqliteStore::open_with(dir.path().join("test.db"), 1)
+        .await
+        .expect("open a SQLite store");
+    StoreFixture::new(Arc::new(store), dir)
+}
+
 /// A user created directly in a store (for store-level tests); returns its id.
 pub async fn conformance_user(store: &Arc<dyn Store>, name: &str) -> lighttech::domain::UserId {
     conformance::create_user(store, name).await.id

@@ -12,6 +12,12 @@ use serde_json::json;
 lighttech_tests::store_conformance_suite!(sqlite_fixture);
 lighttech_tests::api_suite!(sqlite_fixture);
 
+/// The same primitives with group commit turned off (`SQLITE_WRITE_BATCH=1`).
+mod unbatched {
+    use lighttech_tests::sqlite_unbatched_fixture;
+    lighttech_tests::store_conformance_suite!(sqlite_unbatched_fixture);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_users_balances_sessions_and_history() {
     let dir = tempfile::tempdir().unwrap();
