@@ -8,17 +8,18 @@
 //! transaction — a primitive that fails rolls back to its savepoint and leaves the others alone —
 //! commits once, and only then answers them all. Each answer still means "durably committed"
 //! (WAL, `synchronous=FULL`); the group shares one fsync instead of paying one each.
-//! Reads use a pool of read-only connections, which WAL lets run beside the writer.
+//! Reads use a pool of read-only connections, which WAL lets run beside the writer; a read takes
+//! a connection and runs on the blocking pool in one hop (no liveness query per checkout: a
+//! local file connection does not go stale).
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_sqlite::rusqlite::{
+use rusqlite::{
     self, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params,
 };
-use deadpool_sqlite::{Hook, HookError, Pool, Runtime};
 use tokio::sync::oneshot;
 
 use super::{
@@ -119,6 +120,9 @@ type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// A primitive, run inside the group's transaction; returns how to deliver its result.
 type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
 
+/// Read-only connections.
+const READERS: usize = 8;
+
 /// Primitives committed together at most, by default.
 pub const DEFAULT_WRITE_BATCH: usize = 64;
 
@@ -127,7 +131,7 @@ pub const DEFAULT_WRITE_BATCH: usize = 64;
 pub struct SqliteStore {
     path: PathBuf,
     writer: mpsc::Sender<Job>,
-    readers: Pool,
+    readers: deadpool::unmanaged::Pool<Connection>,
 }
 
 impl SqliteStore {
@@ -149,23 +153,22 @@ impl SqliteStore {
             })?;
         }
         let writer = Self::spawn_writer(path.clone(), write_batch.max(1)).await?;
-        let readers = deadpool_sqlite::Config::new(&path)
-            .builder(Runtime::Tokio1)
-            .map_err(StoreError::internal)?
-            .max_size(8)
-            .wait_timeout(Some(Duration::from_secs(5)))
-            .post_create(Hook::async_fn(|conn, _| {
-                Box::pin(async move {
-                    conn.interact(|c| {
-                        c.execute_batch("PRAGMA busy_timeout=5000; PRAGMA query_only=ON;")
-                    })
-                    .await
-                    .map_err(|e| HookError::message(e.to_string()))?
-                    .map_err(HookError::Backend)
+        let readers = deadpool::unmanaged::Pool::from_config(&deadpool::unmanaged::PoolConfig {
+            max_size: READERS,
+            timeout: Some(Duration::from_secs(5)),
+            runtime: Some(deadpool::Runtime::Tokio1),
+        });
+        for _ in 0..READERS {
+            let conn = Connection::open(&path)
+                .and_then(|c| {
+                    c.execute_batch("PRAGMA busy_timeout=5000; PRAGMA query_only=ON;")?;
+                    Ok(c)
                 })
-            }))
-            .build()
-            .map_err(StoreError::internal)?;
+                .map_err(|e| StoreError::unavailable(format!("cannot open SQLite database: {e}")))?;
+            readers
+                .try_add(conn)
+                .map_err(|(_, e)| StoreError::internal(e.to_string()))?;
+        }
         Ok(SqliteStore {
             path,
             writer,
@@ -245,7 +248,7 @@ impl SqliteStore {
         })?
     }
 
-    /// Runs `f` on a pooled read-only connection.
+    /// Runs `f` on a pooled read-only connection, on the blocking pool.
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -255,8 +258,8 @@ impl SqliteStore {
             .readers
             .get()
             .await
-            .map_err(|e| StoreError::unavailable(e.to_string()))?;
-        conn.interact(move |c| f(c))
+            .map_err(|e| StoreError::unavailable(format!("no free database connection: {e}")))?;
+        tokio::task::spawn_blocking(move || f(&conn))
             .await
             .map_err(|e| StoreError::internal(e.to_string()))?
     }

@@ -212,7 +212,7 @@ async fn a_newer_schema_is_a_clear_start_up_error() {
         let store = SqliteStore::open(&path).await.unwrap();
         drop(store);
     }
-    let conn = deadpool_sqlite::rusqlite::Connection::open(&path).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch("PRAGMA user_version = 99").unwrap();
     drop(conn);
     let err = SqliteStore::open(&path).await.unwrap_err();
