@@ -511,6 +511,42 @@ impl DynamoStore {
             .build())
     }
 
+    /// Commits a money movement's transaction. `Some` ends the primitive (done, or the key was
+    /// already recorded); `None` asks for another attempt after a conflict. `key_item` is the
+    /// position of the idempotency `Put` among `items`.
+    async fn commit_movement(
+        &self,
+        items: Vec<TransactWriteItem>,
+        op: &Operation,
+        stamp: Option<&IdempotencyStamp>,
+        key_item: usize,
+        attempt: u32,
+        what: &str,
+    ) -> Result<Option<Applied>, StoreError> {
+        let cancelled = match self.transact(items).await {
+            Ok(()) => return Ok(Some(Applied::Done(op.clone()))),
+            Err(Cancelled::Other(e)) => return Err(e),
+            Err(cancelled) => cancelled,
+        };
+        if let Some(stamp) = stamp
+            && cancelled.failed(key_item)
+        {
+            if let Some(record) = self
+                .idempotency_item(op.user, stamp.key.as_str(), op.created_at)
+                .await?
+            {
+                return Ok(Some(Applied::AlreadyRecorded(record)));
+            }
+            // The record expired in between: the next attempt may take the key.
+        } else if !cancelled.retryable() {
+            return Err(StoreError::internal(format!(
+                "{what} cancelled: {cancelled:?}"
+            )));
+        }
+        self.backoff(attempt, &cancelled).await;
+        Ok(None)
+    }
+
     /// The account update, conditioned on the version read and on the business rule.
     fn account_update(
         &self,
@@ -1141,27 +1177,11 @@ impl Store for DynamoStore {
             if let Some(stamp) = stamp {
                 items.push(self.idempotency_put(c.user, stamp, &op, c.now)?);
             }
-            match self.transact(items).await {
-                Ok(()) => return Ok(Applied::Done(op)),
-                Err(cancelled) if stamp.is_some() && cancelled.failed(2) => {
-                    if let Some(stamp) = stamp
-                        && let Some(record) = self
-                            .idempotency_item(c.user, stamp.key.as_str(), c.now)
-                            .await?
-                    {
-                        return Ok(Applied::AlreadyRecorded(record));
-                    }
-                    self.backoff(attempt, &cancelled).await;
-                }
-                Err(Cancelled::Other(e)) => return Err(e),
-                Err(cancelled) if cancelled.retryable() => {
-                    self.backoff(attempt, &cancelled).await;
-                }
-                Err(cancelled) => {
-                    return Err(StoreError::internal(format!(
-                        "balance change cancelled: {cancelled:?}"
-                    )));
-                }
+            if let Some(applied) = self
+                .commit_movement(items, &op, stamp, 2, attempt, "balance change")
+                .await?
+            {
+                return Ok(applied);
             }
         }
         Err(StoreError::unavailable(
@@ -1264,27 +1284,11 @@ impl Store for DynamoStore {
             if let Some(stamp) = stamp {
                 items.push(self.idempotency_put(t.from, stamp, &out, t.now)?);
             }
-            match self.transact(items).await {
-                Ok(()) => return Ok(Applied::Done(out)),
-                Err(cancelled) if stamp.is_some() && cancelled.failed(4) => {
-                    if let Some(stamp) = stamp
-                        && let Some(record) = self
-                            .idempotency_item(t.from, stamp.key.as_str(), t.now)
-                            .await?
-                    {
-                        return Ok(Applied::AlreadyRecorded(record));
-                    }
-                    self.backoff(attempt, &cancelled).await;
-                }
-                Err(Cancelled::Other(e)) => return Err(e),
-                Err(cancelled) if cancelled.retryable() => {
-                    self.backoff(attempt, &cancelled).await;
-                }
-                Err(cancelled) => {
-                    return Err(StoreError::internal(format!(
-                        "transfer cancelled: {cancelled:?}"
-                    )));
-                }
+            if let Some(applied) = self
+                .commit_movement(items, &out, stamp, 4, attempt, "transfer")
+                .await?
+            {
+                return Ok(applied);
             }
         }
         Err(StoreError::unavailable(
