@@ -17,9 +17,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{
-    self, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params,
-};
+use rusqlite::{self, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use super::{
@@ -164,7 +162,9 @@ impl SqliteStore {
                     c.execute_batch("PRAGMA busy_timeout=5000; PRAGMA query_only=ON;")?;
                     Ok(c)
                 })
-                .map_err(|e| StoreError::unavailable(format!("cannot open SQLite database: {e}")))?;
+                .map_err(|e| {
+                    StoreError::unavailable(format!("cannot open SQLite database: {e}"))
+                })?;
             readers
                 .try_add(conn)
                 .map_err(|(_, e)| StoreError::internal(e.to_string()))?;
@@ -254,11 +254,10 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = self
-            .readers
-            .get()
-            .await
-            .map_err(|e| StoreError::unavailable(format!("no free database connection: {e}")))?;
+        let conn =
+            self.readers.get().await.map_err(|e| {
+                StoreError::unavailable(format!("no free database connection: {e}"))
+            })?;
         tokio::task::spawn_blocking(move || f(&conn))
             .await
             .map_err(|e| StoreError::internal(e.to_string()))?
