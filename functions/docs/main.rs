@@ -1,5 +1,6 @@
 //! The `docs` Lambda function: `GET /api/schema/`, `GET /api/docs/` (Swagger UI and its assets)
-//! and `GET /api/redoc/` (ReDoc and its bundle) of API.md.
+//! and `GET /api/redoc/` (ReDoc and its bundle) of API.md. Stateless: it reads no store and no
+//! signing key, and links neither.
 
 use lighttech::http::Function;
 
@@ -7,5 +8,5 @@ use lighttech::http::Function;
 async fn main() -> Result<(), lambda_http::Error> {
     // Only this function carries the documentation pages' assets.
     lighttech::http::enable_docs_ui();
-    lighttech::lambda::run(Function::Docs).await
+    lighttech::lambda::run_stateless(Function::Docs).await
 }

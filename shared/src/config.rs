@@ -427,6 +427,16 @@ impl Config {
     }
 }
 
+/// `DEBUG` alone, for the functions that read nothing else (`lambda::run_stateless`).
+pub fn debug_from_env() -> Result<bool, ConfigError> {
+    let value = std::env::var("DEBUG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .or_else(|| default_of("DEBUG").map(str::to_owned))
+        .unwrap_or_default();
+    parse_bool("DEBUG", &value)
+}
+
 fn default_of(name: &str) -> Option<&'static str> {
     VARIABLES
         .iter()

@@ -7,7 +7,7 @@ use lambda_http::service_fn;
 
 use crate::app::{App, StartOptions};
 use crate::config::Config;
-use crate::http::{Function, Scope, handle};
+use crate::http::{Function, Scope, handle, handle_stateless};
 
 /// Builds the application state once (cold start) and serves this function's routes until the
 /// runtime stops. A start-up failure prints one line naming the problem and exits non-zero.
@@ -37,7 +37,75 @@ pub async fn run(function: Function) -> Result<(), lambda_http::Error> {
     .await
 }
 
+/// The entry point of a function whose routes need no application state (`docs`,
+/// `admin-page`): no configuration beyond logging, no store, no signing key. It never
+/// references the store, so none of it is linked into the binary.
+pub async fn run_stateless(function: Function) -> Result<(), lambda_http::Error> {
+    if !function.stateless() {
+        fail(
+            function,
+            "this function needs the application state: start it with `run`",
+        );
+    }
+    let debug = match crate::config::debug_from_env() {
+        Ok(debug) => debug,
+        Err(e) => fail(function, &e.to_string()),
+    };
+    crate::telemetry::init(debug);
+    lambda_http::run(service_fn(move |request| async move {
+        Ok::<_, Infallible>(handle_stateless(request, function).await)
+    }))
+    .await
+}
+
 fn fail(function: Function, message: &str) -> ! {
-    eprintln!("{}: cannot start: {message}", function.name());
+    let line = format!("{}: cannot start: {message}", function.name());
+    eprintln!("{line}");
+    report_init_error(&line);
     std::process::exit(1)
+}
+
+/// Tells the Lambda Runtime API why the start failed (`POST /runtime/init/error`), so the
+/// invocation fails as `Runtime.InitError` carrying our one line instead of a bare exit status.
+/// `lambda_runtime` reports init errors only for SnapStart hooks, and our start-up runs before
+/// it, so this is done here. Best effort, blocking and bounded: the process is about to exit.
+/// Outside Lambda (no `AWS_LAMBDA_RUNTIME_API`) it does nothing.
+fn report_init_error(message: &str) {
+    use std::io::{Read, Write};
+    use std::net::{TcpStream, ToSocketAddrs};
+    use std::time::Duration;
+
+    let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") else {
+        return;
+    };
+    let body = serde_json::json!({
+        "errorType": "Runtime.InitError",
+        "errorMessage": message,
+        "stackTrace": [],
+    })
+    .to_string();
+    let request = format!(
+        "POST /2018-06-01/runtime/init/error HTTP/1.1\r\nHost: {api}\r\n\
+         Lambda-Runtime-Function-Error-Type: Runtime.InitError\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let timeout = Duration::from_secs(2);
+    let sent = api
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| std::io::Error::other("cannot resolve AWS_LAMBDA_RUNTIME_API"))
+        .and_then(|addr| TcpStream::connect_timeout(&addr, timeout))
+        .and_then(|mut stream| {
+            stream.set_read_timeout(Some(timeout))?;
+            stream.set_write_timeout(Some(timeout))?;
+            stream.write_all(request.as_bytes())?;
+            // Wait for the answer so the report is delivered before the process exits.
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer).map(|_| ())
+        });
+    if let Err(e) = sent {
+        eprintln!("could not report the start-up failure to the Lambda Runtime API: {e}");
+    }
 }

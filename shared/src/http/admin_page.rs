@@ -8,7 +8,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use sha2::{Digest, Sha256};
 
+use super::request::Req;
 use super::response::Reply;
+use crate::error::ApiError;
 
 /// The page.
 pub const PAGE: &str = include_str!("admin.html");
@@ -32,7 +34,11 @@ static POLICY: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// `GET /admin/`.
-pub fn reply() -> Reply {
+pub(super) fn serve(_req: &Req) -> Result<Reply, ApiError> {
+    Ok(reply())
+}
+
+fn reply() -> Reply {
     Reply::html(PAGE)
         .with_header_value("content-security-policy", &POLICY)
         .with_header("x-frame-options", "DENY")

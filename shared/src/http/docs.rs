@@ -12,7 +12,6 @@ use http::StatusCode;
 use super::openapi::DOCUMENT_JSON;
 use super::request::Req;
 use super::response::Reply;
-use crate::app::App;
 use crate::error::ApiError;
 
 /// A file's bytes and content type.
@@ -116,14 +115,14 @@ fn slash_redirect(req: &Req) -> Option<Reply> {
     })
 }
 
-pub(super) async fn schema(_app: &App, _req: &Req) -> Result<Reply, ApiError> {
+pub(super) fn schema(_req: &Req) -> Result<Reply, ApiError> {
     Ok(
         Reply::raw_json(StatusCode::OK, bytes::Bytes::from_static(&DOCUMENT_JSON))
             .with_header("cache-control", "no-cache"),
     )
 }
 
-pub(super) async fn swagger(_app: &App, req: &Req) -> Result<Reply, ApiError> {
+pub(super) fn swagger(req: &Req) -> Result<Reply, ApiError> {
     if let Some(redirect) = slash_redirect(req) {
         return Ok(redirect);
     }
@@ -132,7 +131,7 @@ pub(super) async fn swagger(_app: &App, req: &Req) -> Result<Reply, ApiError> {
     Ok(ui_reply(body, &content_type))
 }
 
-pub(super) async fn swagger_asset(_app: &App, req: &Req) -> Result<Reply, ApiError> {
+pub(super) fn swagger_asset(req: &Req) -> Result<Reply, ApiError> {
     let ui = UI.get().ok_or(ApiError::NotFound)?;
     let name = req.param("file").unwrap_or_default();
     if name.contains("..") || name.contains('/') {
@@ -142,7 +141,7 @@ pub(super) async fn swagger_asset(_app: &App, req: &Req) -> Result<Reply, ApiErr
     Ok(ui_reply(body, &content_type))
 }
 
-pub(super) async fn redoc(_app: &App, req: &Req) -> Result<Reply, ApiError> {
+pub(super) fn redoc(req: &Req) -> Result<Reply, ApiError> {
     if let Some(redirect) = slash_redirect(req) {
         return Ok(redirect);
     }
@@ -153,7 +152,7 @@ pub(super) async fn redoc(_app: &App, req: &Req) -> Result<Reply, ApiError> {
     ))
 }
 
-pub(super) async fn redoc_bundle(_app: &App, _req: &Req) -> Result<Reply, ApiError> {
+pub(super) fn redoc_bundle(_req: &Req) -> Result<Reply, ApiError> {
     let ui = UI.get().ok_or(ApiError::NotFound)?;
     Ok(ui_reply(
         (ui.redoc_js)().to_vec(),

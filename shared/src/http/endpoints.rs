@@ -511,7 +511,3 @@ pub(super) async fn admin_audit(app: &App, req: &Req) -> Result<Reply, ApiError>
         },
     )
 }
-
-pub(super) async fn admin_page(_app: &App, _req: &Req) -> Result<Reply, ApiError> {
-    Ok(super::admin_page::reply())
-}

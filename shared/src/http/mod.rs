@@ -30,7 +30,10 @@ use response::{Reply, problem};
 
 /// A boxed endpoint future.
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// An endpoint that uses the application state (the store, the keys, the cache).
 type Endpoint = for<'a> fn(&'a App, &'a Req) -> BoxFuture<'a, Result<Reply, ApiError>>;
+/// An endpoint that needs no application state: the documentation and the admin page.
+type StatelessEndpoint = fn(&Req) -> Result<Reply, ApiError>;
 
 /// The Lambda functions: one per endpoint of API.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -116,6 +119,12 @@ impl Function {
         }
     }
 
+    /// Whether this function serves its routes without application state (no store, no signing
+    /// key): the binary then starts with [`crate::lambda::run_stateless`].
+    pub fn stateless(self) -> bool {
+        matches!(self, Function::AdminPage | Function::Docs)
+    }
+
     /// The routes this function serves.
     pub fn routes(self) -> impl Iterator<Item = &'static Route> {
         ROUTES.iter().filter(move |r| r.function == self)
@@ -130,7 +139,8 @@ pub struct Route {
     pub method: Method,
     /// Path with `{name}` placeholders and a trailing slash (optional on input).
     pub pattern: &'static str,
-    endpoint: Endpoint,
+    /// Served without application state (see [`handle_stateless`]).
+    pub stateless: bool,
 }
 
 impl std::fmt::Debug for Route {
@@ -145,120 +155,69 @@ impl std::fmt::Debug for Route {
     }
 }
 
-macro_rules! route {
-    ($function:ident, $method:ident, $pattern:literal, $endpoint:path) => {
-        Route {
-            function: Function::$function,
-            method: Method::$method,
-            pattern: $pattern,
-            endpoint: |app, req| Box::pin($endpoint(app, req)),
+/// The route table, written once: it defines [`ROUTES`] (what exists: the OpenAPI document and
+/// the template tests read it), `ENDPOINTS` (what serves each route, in the same order) and
+/// `stateless_endpoint`. The route specs hold no function pointers, so a binary that only
+/// describes the routes or serves the stateless ones does not link the store.
+macro_rules! routes {
+    ($($function:ident $method:ident $pattern:literal => $kind:ident $endpoint:path;)*) => {
+        /// Every route of API.md.
+        pub static ROUTES: &[Route] = &[$(
+            Route {
+                function: Function::$function,
+                method: Method::$method,
+                pattern: $pattern,
+                stateless: routes!(@stateless $kind),
+            },
+        )*];
+
+        /// `ENDPOINTS[i]` serves `ROUTES[i]`.
+        static ENDPOINTS: &[Endpoint] = &[$(routes!(@endpoint $kind $endpoint),)*];
+
+        /// The stateless endpoint of `ROUTES[index]`, if that route is stateless.
+        fn stateless_endpoint(index: usize) -> Option<StatelessEndpoint> {
+            let endpoints: &[Option<StatelessEndpoint>] =
+                &[$(routes!(@stateless_endpoint $kind $endpoint),)*];
+            endpoints.get(index).copied().flatten()
         }
     };
+    (@stateless app) => { false };
+    (@stateless stateless) => { true };
+    (@endpoint app $endpoint:path) => { |app, req| Box::pin($endpoint(app, req)) };
+    (@endpoint stateless $endpoint:path) => {
+        |_, req| Box::pin(std::future::ready($endpoint(req)))
+    };
+    (@stateless_endpoint app $endpoint:path) => { None };
+    (@stateless_endpoint stateless $endpoint:path) => { Some($endpoint as StatelessEndpoint) };
 }
 
-/// Every route of API.md that exists so far.
-pub static ROUTES: &[Route] = &[
-    route!(
-        Register,
-        POST,
-        "/api/auth/v1/register/",
-        endpoints::register
-    ),
-    route!(Login, POST, "/api/auth/v1/login/", endpoints::login),
-    route!(Logout, POST, "/api/auth/v1/logout/", endpoints::logout),
-    route!(
-        TokenRefresh,
-        POST,
-        "/api/auth/v1/token/refresh/",
-        endpoints::refresh
-    ),
-    route!(Me, GET, "/api/auth/v1/me/", endpoints::me),
-    route!(
-        Sessions,
-        GET,
-        "/api/auth/v1/sessions/",
-        endpoints::list_sessions
-    ),
-    route!(
-        Sessions,
-        DELETE,
-        "/api/auth/v1/sessions/{id}/",
-        endpoints::revoke_session
-    ),
-    route!(Balance, GET, "/api/balance/v1/", endpoints::balance),
-    route!(
-        Deposit,
-        POST,
-        "/api/balance/v1/deposit/",
-        endpoints::deposit
-    ),
-    route!(
-        Withdraw,
-        POST,
-        "/api/balance/v1/withdraw/",
-        endpoints::withdraw
-    ),
-    route!(
-        Transfer,
-        POST,
-        "/api/balance/v1/transfer/",
-        endpoints::transfer
-    ),
-    route!(
-        Operations,
-        GET,
-        "/api/balance/v1/operations/",
-        endpoints::operations
-    ),
-    route!(Health, GET, "/api/health/", endpoints::health),
-    route!(
-        AdminUsers,
-        GET,
-        "/api/admin/v1/users/",
-        endpoints::admin_list_users
-    ),
-    route!(
-        AdminUsers,
-        GET,
-        "/api/admin/v1/users/{id}/",
-        endpoints::admin_user
-    ),
-    route!(
-        AdminUsers,
-        GET,
-        "/api/admin/v1/users/{id}/operations/",
-        endpoints::admin_user_operations
-    ),
-    route!(
-        AdminUserStatus,
-        POST,
-        "/api/admin/v1/users/{id}/deactivate/",
-        endpoints::admin_deactivate
-    ),
-    route!(
-        AdminUserStatus,
-        POST,
-        "/api/admin/v1/users/{id}/reactivate/",
-        endpoints::admin_reactivate
-    ),
-    route!(
-        AdminAudit,
-        GET,
-        "/api/admin/v1/audit/",
-        endpoints::admin_audit
-    ),
-    route!(AdminPage, GET, "/admin/", endpoints::admin_page),
-    route!(Docs, GET, "/api/schema/", docs::schema),
-    route!(Docs, GET, "/api/docs/", docs::swagger),
-    route!(Docs, GET, "/api/docs/{file}", docs::swagger_asset),
-    route!(Docs, GET, "/api/redoc/", docs::redoc),
-    route!(
-        Docs,
-        GET,
-        "/api/redoc/redoc.standalone.js",
-        docs::redoc_bundle
-    ),
-];
+routes! {
+    Register POST "/api/auth/v1/register/" => app endpoints::register;
+    Login POST "/api/auth/v1/login/" => app endpoints::login;
+    Logout POST "/api/auth/v1/logout/" => app endpoints::logout;
+    TokenRefresh POST "/api/auth/v1/token/refresh/" => app endpoints::refresh;
+    Me GET "/api/auth/v1/me/" => app endpoints::me;
+    Sessions GET "/api/auth/v1/sessions/" => app endpoints::list_sessions;
+    Sessions DELETE "/api/auth/v1/sessions/{id}/" => app endpoints::revoke_session;
+    Balance GET "/api/balance/v1/" => app endpoints::balance;
+    Deposit POST "/api/balance/v1/deposit/" => app endpoints::deposit;
+    Withdraw POST "/api/balance/v1/withdraw/" => app endpoints::withdraw;
+    Transfer POST "/api/balance/v1/transfer/" => app endpoints::transfer;
+    Operations GET "/api/balance/v1/operations/" => app endpoints::operations;
+    Health GET "/api/health/" => app endpoints::health;
+    AdminUsers GET "/api/admin/v1/users/" => app endpoints::admin_list_users;
+    AdminUsers GET "/api/admin/v1/users/{id}/" => app endpoints::admin_user;
+    AdminUsers GET "/api/admin/v1/users/{id}/operations/" => app endpoints::admin_user_operations;
+    AdminUserStatus POST "/api/admin/v1/users/{id}/deactivate/" => app endpoints::admin_deactivate;
+    AdminUserStatus POST "/api/admin/v1/users/{id}/reactivate/" => app endpoints::admin_reactivate;
+    AdminAudit GET "/api/admin/v1/audit/" => app endpoints::admin_audit;
+    AdminPage GET "/admin/" => stateless admin_page::serve;
+    Docs GET "/api/schema/" => stateless docs::schema;
+    Docs GET "/api/docs/" => stateless docs::swagger;
+    Docs GET "/api/docs/{file}" => stateless docs::swagger_asset;
+    Docs GET "/api/redoc/" => stateless docs::redoc;
+    Docs GET "/api/redoc/redoc.standalone.js" => stateless docs::redoc_bundle;
+}
 
 /// Which routes a process serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -352,8 +311,45 @@ pub fn match_route(method: &Method, path: &str) -> Option<RouteMatch> {
     })
 }
 
+/// What runs a matched route: the application (every route) or nothing but the stateless
+/// endpoints. Generic rather than dynamic so that a stateless binary never references the
+/// stateful endpoints, and the linker leaves the store out of it.
+trait Endpoints: Sync {
+    fn call<'a>(&'a self, index: usize, req: &'a Req) -> BoxFuture<'a, Result<Reply, ApiError>>;
+}
+
+impl Endpoints for App {
+    fn call<'a>(&'a self, index: usize, req: &'a Req) -> BoxFuture<'a, Result<Reply, ApiError>> {
+        ENDPOINTS[index](self, req)
+    }
+}
+
+/// The stateless endpoints alone.
+struct Stateless;
+
+impl Endpoints for Stateless {
+    fn call<'a>(&'a self, index: usize, req: &'a Req) -> BoxFuture<'a, Result<Reply, ApiError>> {
+        let reply = stateless_endpoint(index).map_or(Err(ApiError::NotFound), |f| f(req));
+        Box::pin(std::future::ready(reply))
+    }
+}
+
 /// Serves one request: route, run, render. Never fails and never panics on input.
 pub async fn handle(app: &App, request: lambda_http::Request, scope: Scope) -> Response<Body> {
+    serve(app, request, scope).await
+}
+
+/// Serves one request of a function whose routes are all stateless (`docs`, `admin-page`),
+/// without application state: no store, no signing key.
+pub async fn handle_stateless(request: lambda_http::Request, function: Function) -> Response<Body> {
+    serve(&Stateless, request, Scope::Function(function)).await
+}
+
+async fn serve<E: Endpoints>(
+    endpoints: &E,
+    request: lambda_http::Request,
+    scope: Scope,
+) -> Response<Body> {
     let request_id = request_id_of(&request);
     let span = tracing::info_span!(
         "request",
@@ -366,7 +362,7 @@ pub async fn handle(app: &App, request: lambda_http::Request, scope: Scope) -> R
     );
     let started = Instant::now();
     async {
-        let response = match dispatch(app, request, scope, &request_id).await {
+        let response = match dispatch(endpoints, request, scope, &request_id).await {
             Ok(reply) => reply.into_response(&request_id),
             Err(error) => {
                 match &error {
@@ -394,8 +390,8 @@ pub async fn handle(app: &App, request: lambda_http::Request, scope: Scope) -> R
     .await
 }
 
-async fn dispatch(
-    app: &App,
+async fn dispatch<E: Endpoints>(
+    endpoints: &E,
     request: lambda_http::Request,
     scope: Scope,
     request_id: &str,
@@ -405,10 +401,10 @@ async fn dispatch(
     let path = parts.uri.path();
     let mut allowed = Vec::new();
     let mut matched = None;
-    for route in ROUTES.iter().filter(|r| scope.includes(r)) {
+    for (index, route) in ROUTES.iter().enumerate().filter(|(_, r)| scope.includes(r)) {
         if let Some(params) = match_path(route.pattern, path) {
             if route.method == parts.method {
-                matched = Some((route, params));
+                matched = Some((index, route, params));
                 break;
             }
             if !allowed.contains(&route.method) {
@@ -416,7 +412,7 @@ async fn dispatch(
             }
         }
     }
-    let Some((route, params)) = matched else {
+    let Some((index, route, params)) = matched else {
         return Err(if allowed.is_empty() {
             ApiError::NotFound
         } else {
@@ -443,7 +439,7 @@ async fn dispatch(
         params,
         client,
     };
-    (route.endpoint)(app, &req).await
+    endpoints.call(index, &req).await
 }
 
 /// The local server's `ALLOWED_HOSTS` check: `Some(400)` for a host it must not answer.
@@ -487,6 +483,31 @@ mod tests {
         );
         assert_eq!(match_path("/api/health/", "/api/health/x"), None);
         assert_eq!(match_path("/api/health/", "/api//health/"), None);
+    }
+
+    #[test]
+    fn stateless_routes_have_stateless_endpoints_and_no_function_mixes_kinds() {
+        for (index, route) in ROUTES.iter().enumerate() {
+            assert_eq!(
+                stateless_endpoint(index).is_some(),
+                route.stateless,
+                "{route:?}"
+            );
+        }
+        for f in Function::ALL {
+            let kinds: std::collections::BTreeSet<bool> = f.routes().map(|r| r.stateless).collect();
+            assert_eq!(kinds.len(), 1, "{f:?} mixes stateless and stateful routes");
+            assert_eq!(
+                f.stateless(),
+                kinds.contains(&true),
+                "{f:?}: Function::stateless disagrees with its routes"
+            );
+        }
+        assert_eq!(
+            Function::ALL.iter().filter(|f| f.stateless()).count(),
+            2,
+            "docs and admin-page"
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Every integration suite of the workspace library in one test binary (one link instead of
 //! one per file): the store conformance and API suites per backend, the Redis cache, the
-//! OpenAPI document, the README, and the compose stack checks.
+//! OpenAPI document, the README, the compose stack and the SAM template checks.
 //!
 //! Filter by module: `tests/run sqlite::`, `tests/run postgres::api::`, `tests/run openapi`.
 
@@ -11,3 +11,4 @@ mod openapi;
 mod postgres;
 mod redis;
 mod sqlite;
+mod template;

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Builds every Lambda function of template.yaml for arm64 (provided.al2023) with `sam build`,
+# offline, on this machine, without Docker.
+#
+#   local/sam-build.sh            # then: sam deploy --guided (see the README)
+#   local/sam-build.sh --debug    # unoptimised (SAM_BUILD_MODE=debug): the same pipeline in
+#                                 # minutes instead of the release build's twenty; for CI
+#
+# The tools come from tests/requirements.txt into .venv: aws-sam-cli, and cargo-lambda with its
+# own zig, which cross-links for aarch64 without a cross toolchain. Rust's aarch64 standard
+# library comes from rustup. All functions are first built in one `cargo lambda build` (shared
+# dependencies compile once and two binaries link at a time), so the per-function builds
+# `sam build` then runs find them up to date. Prints each function's bootstrap and zip size.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+mode=release
+case "${1:-}" in
+    "") ;;
+    --debug) mode=debug ;;
+    *) echo "usage: local/sam-build.sh [--debug]" >&2; exit 2 ;;
+esac
+
+tests/venv
+venv="$root/.venv"
+export PATH="$venv/bin:$PATH"
+
+target_triple=aarch64-unknown-linux-gnu
+if command -v rustup > /dev/null; then
+    if ! rustup target list --installed | grep -qx "$target_triple"; then
+        echo "== rustup target add $target_triple"
+        rustup target add "$target_triple"
+    fi
+else
+    echo "rustup is not on the PATH: install the $target_triple standard library for this toolchain" >&2
+    exit 1
+fi
+
+export SAM_CLI_TELEMETRY=0
+export SAM_CLI_BETA_RUST_CARGO_LAMBDA=1
+export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
+
+if [ "$mode" = release ]; then
+    echo "== cargo lambda build --release --arm64 (every function)"
+    cargo lambda build --release --arm64 --locked -p lighttech-functions
+else
+    export SAM_BUILD_MODE=debug
+    echo "== cargo lambda build --arm64 (every function, unoptimised)"
+    cargo lambda build --arm64 --locked -p lighttech-functions
+fi
+
+echo "== sam build"
+sam build --template-file template.yaml --build-dir .aws-sam/build
+
+echo "== artifacts (.aws-sam/build/<Function>/bootstrap, zipped as sam deploy uploads them)"
+python3 - "$root/.aws-sam/build" "$mode" <<'PY'
+import io, os, sys, zipfile
+build, mode = sys.argv[1], sys.argv[2]
+rows = []
+for name in sorted(os.listdir(build)):
+    bootstrap = os.path.join(build, name, "bootstrap")
+    if not os.path.isfile(bootstrap):
+        continue
+    with open(bootstrap, "rb") as f:
+        header = f.read(20)
+    # ELF e_machine at offset 18: 0xB7 is AArch64.
+    if header[:4] != b"\x7fELF" or int.from_bytes(header[18:20], "little") != 0xB7:
+        sys.exit(f"{bootstrap} is not an AArch64 ELF binary")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
+        z.write(bootstrap, "bootstrap")
+    rows.append((name, os.path.getsize(bootstrap), len(buffer.getvalue())))
+if not rows:
+    sys.exit("sam build produced no bootstrap")
+print(f"{'function':<28} {'bootstrap':>12} {'zip':>12}")
+for name, size, zipped in rows:
+    print(f"{name:<28} {size / 2**20:>10.2f}MB {zipped / 2**20:>10.2f}MB")
+over = [name for name, _, zipped in rows if zipped >= 5 * 2**20]
+if mode == "release" and over:
+    sys.exit(
+        f"over LightTech's 5 MB zip budget: {', '.join(over)} (the build itself succeeded and "
+        "is in .aws-sam/build; Lambda accepts up to 50 MB zipped)"
+    )
+PY

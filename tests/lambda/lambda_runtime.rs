@@ -1,0 +1,174 @@
+//! Every function binary, run as a Lambda: started the way the Lambda service starts a
+//! `provided.al2023` bootstrap, against a stand-in Runtime API on loopback
+//! (`support/runtime_api.rs`), fed API Gateway v2 events — the ones in `local/events/`, which
+//! are thereby proven to work — on the embedded SQLite store.
+//!
+//! Which functions and routes exist comes from the code (`Function::ALL`, `ROUTES`): a function
+//! added there without a happy path and an error path in `support/scenario.rs` fails
+//! `every_function_binary_serves_its_routes_through_the_runtime_api`.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use lighttech::http::Function;
+use serde_json::json;
+use support::runtime_api::{Event, Lambda, Outcome, binary_dir, binary_path};
+use support::scenario::{
+    Fleet, assert_every_function_covered, every_endpoint, route_key, route_of,
+};
+
+fn bin_dir() -> PathBuf {
+    binary_dir(env!("CARGO_BIN_EXE_health"))
+}
+
+fn fleet_env(dir: &Path) -> Vec<(String, String)> {
+    [
+        (
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.join("lighttech.db").display()),
+        ),
+        (
+            "SECRET_KEY",
+            "runtime-api-test-signing-key-0123456789abcdef".to_owned(),
+        ),
+        // Not the defaults, so the answers prove each binary reads its environment.
+        ("CURRENCY", "EUR".to_owned()),
+        ("ACCESS_TOKEN_LIFETIME_MINUTES", "7".to_owned()),
+        ("RUST_LOG", "warn".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_function_binary_serves_its_routes_through_the_runtime_api() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let env = fleet_env(dir.path());
+    let mut fleet = Fleet::start(&bin_dir(), dir.path(), |_| env.clone()).await;
+    let config = lighttech::Config::from_map(&env.iter().cloned().collect())
+        .expect("the functions' configuration");
+    let app = lighttech::App::start_with(config, lighttech::StartOptions::default())
+        .await
+        .expect("open the functions' store in this process");
+    every_endpoint(&mut fleet, &app).await;
+    assert_every_function_covered(&fleet);
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_without_a_signing_key_reports_its_init_error_and_exits_unless_stateless() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let env: Vec<(String, String)> = fleet_env(dir.path())
+        .into_iter()
+        .filter(|(k, _)| k != "SECRET_KEY")
+        .collect();
+    for function in Function::ALL {
+        let mut lambda = Lambda::start(
+            &binary_path(&bin_dir(), function.name()),
+            function.name(),
+            &env,
+            dir.path(),
+        )
+        .await;
+        if function.stateless() {
+            // The documentation and the admin page need no key: they start and serve.
+            let route = function.routes().next().expect("a route");
+            let event = Event::new(
+                &format!("{} {}", route.method, route.pattern),
+                route.pattern,
+            );
+            let response = lambda.invoke(&event.to_json()).await;
+            assert_eq!(response.status, 200, "{}", function.name());
+            assert!(lambda.init_errors().is_empty(), "{}", function.name());
+            lambda.stop().await;
+            continue;
+        }
+        let status = lambda.exit_status().await;
+        assert!(
+            !status.success(),
+            "{} started without a key",
+            function.name()
+        );
+        let lines = lambda.stderr_lines();
+        let expected = format!(
+            "{}: cannot start: signing key: neither SECRET_KEY nor SECRET_KEY_ARN is set",
+            function.name()
+        );
+        assert_eq!(
+            lines.len(),
+            1,
+            "{}: one line on stderr, got {lines:?}",
+            function.name()
+        );
+        assert!(
+            lines[0].starts_with(&expected),
+            "{}: {lines:?}",
+            function.name()
+        );
+        let reported = lambda.init_errors();
+        assert_eq!(
+            reported.len(),
+            1,
+            "{}: one /runtime/init/error report, got {reported:?}",
+            function.name()
+        );
+        assert_eq!(reported[0].error_type.as_deref(), Some("Runtime.InitError"));
+        assert_eq!(reported[0].body["errorMessage"], lines[0].as_str());
+        assert_eq!(reported[0].body["errorType"], "Runtime.InitError");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_setting_stops_the_start_naming_the_variable() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut env = fleet_env(dir.path());
+    env.retain(|(k, _)| k != "CURRENCY");
+    env.push(("CURRENCY".into(), "euro".into()));
+    let function = Function::Balance;
+    let mut lambda = Lambda::start(
+        &binary_path(&bin_dir(), function.name()),
+        function.name(),
+        &env,
+        dir.path(),
+    )
+    .await;
+    assert!(!lambda.exit_status().await.success());
+    let lines = lambda.stderr_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("balance: cannot start: CURRENCY:"),
+        "{lines:?}"
+    );
+    assert_eq!(lambda.init_errors().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_is_not_from_api_gateway_is_reported_as_an_invocation_error() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let env = fleet_env(dir.path());
+    let function = Function::Health;
+    let mut lambda = Lambda::start(
+        &binary_path(&bin_dir(), function.name()),
+        function.name(),
+        &env,
+        dir.path(),
+    )
+    .await;
+    lambda.initialized().await;
+    match lambda.invoke_raw(&json!("not an event")).await {
+        Outcome::Error { body, error_type } => {
+            assert!(error_type.is_some(), "{body}");
+            assert!(body["errorMessage"].is_string(), "{body}");
+        }
+        Outcome::Response(body) => panic!("answered a non-event: {body}"),
+    }
+    // The runtime keeps serving after a bad event.
+    let route = route_of(function, "GET");
+    let response = lambda
+        .invoke(&Event::new(&route_key(route), route.pattern).to_json())
+        .await;
+    assert_eq!(response.status, 200, "{response:?}");
+    lambda.stop().await;
+}
