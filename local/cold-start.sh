@@ -5,12 +5,14 @@
 #   local/cold-start.sh                 # every function
 #   local/cold-start.sh --spawns 21 --only login,health
 #
-# Measures this machine's native release build — the same profile `sam build` uses for the
-# arm64 binaries it deploys (arm64 binaries cannot run here). Not a test: numbers, no verdict.
+# Measures this machine's native build with the profile local/sam-build.sh gives the arm64
+# binaries it deploys (arm64 binaries cannot run here). Not a test: numbers, no verdict.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=$(cargo metadata --no-deps --format-version 1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-echo "== cargo build --release -p lighttech-functions (the function binaries)" >&2
+# The functions as local/sam-build.sh builds them: the release profile at opt-level "z".
+export CARGO_PROFILE_RELEASE_OPT_LEVEL=z
+echo "== cargo build --release -p lighttech-functions (the function binaries, opt-level z)" >&2
 cargo build --release --locked -p lighttech-functions --bins
 echo "== cold start" >&2
 cargo run --quiet --locked -p lighttech-functions --example cold_start -- --bin-dir "$target/release" "$@"

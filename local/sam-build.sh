@@ -42,7 +42,10 @@ export SAM_CLI_BETA_RUST_CARGO_LAMBDA=1
 export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
 
 if [ "$mode" = release ]; then
-    echo "== cargo lambda build --release --arm64 (every function)"
+    # Sized for Lambda: the release profile at opt-level "z" (Cargo.toml says why). Exported, so
+    # the builds `sam build` runs next use it too and find the binaries up to date.
+    export CARGO_PROFILE_RELEASE_OPT_LEVEL=z
+    echo "== cargo lambda build --release --arm64 (every function, opt-level z)"
     cargo lambda build --release --arm64 --locked -p lighttech-functions
 else
     export SAM_BUILD_MODE=debug

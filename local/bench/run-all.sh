@@ -8,6 +8,9 @@
 # lighttech-local on a free loopback port, runs the workloads with lighttech-bench, and stops it:
 #
 #   sqlite          embedded SQLite (a new file), every workload
+#   sqlite-single-commit
+#                   the same with SQLITE_WRITE_BATCH=1 (one commit, one fsync per write: the
+#                   embedded store before group commit), the write workloads and mixed
 #   postgres        PostgreSQL (the database is dropped and created again), every workload
 #   postgres-redis  PostgreSQL with the history cache in Redis: the history and mixed workloads,
 #                   to compare with the in-process cache of `postgres`
@@ -24,7 +27,7 @@
 #   --duration T              seconds of load per workload, e.g. 15s, 1m [15s]
 #   --concurrency N           connections [16]
 #   --accounts N              accounts of the many-account workloads [128]
-#   --backends LIST           comma-separated, from the list above [all four]
+#   --backends LIST           comma-separated, from the list above [all five]
 #   --dynamodb-duration T     [5s]
 #   --dynamodb-concurrency N  [4]
 #   --dynamodb-accounts N     [8]
@@ -43,7 +46,7 @@ command_line="local/bench/run-all.sh${*:+ $*}"
 duration=15s
 concurrency=16
 accounts=128
-backends=sqlite,postgres,postgres-redis,dynamodb
+backends=sqlite,sqlite-single-commit,postgres,postgres-redis,dynamodb
 dynamo_duration=5s
 dynamo_concurrency=4
 dynamo_accounts=8
@@ -66,7 +69,7 @@ while [ $# -gt 0 ]; do
 done
 for b in ${backends//,/ }; do
     case "$b" in
-        sqlite|postgres|postgres-redis|dynamodb) ;;
+        sqlite|sqlite-single-commit|postgres|postgres-redis|dynamodb) ;;
         *) echo "run-all.sh: unknown backend $b" >&2; exit 2 ;;
     esac
 done
@@ -181,6 +184,15 @@ if wants sqlite; then
     order+=(sqlite)
     start_server sqlite "DATABASE_URL=sqlite://./lighttech.db"
     bench sqlite "Embedded SQLite" "" "$duration" "$concurrency" "$accounts" 100
+    stop_server
+fi
+
+if wants sqlite-single-commit; then
+    order+=(sqlite-single-commit)
+    start_server sqlite-single-commit "DATABASE_URL=sqlite://./lighttech.db" SQLITE_WRITE_BATCH=1
+    bench sqlite-single-commit "Embedded SQLite, one commit per write (SQLITE_WRITE_BATCH=1)" \
+        "The embedded store before group commit: every write its own transaction and fsync. Compare with Embedded SQLite above." \
+        "$duration" "$concurrency" "$accounts" 100 deposit,withdraw,transfer,transfer-hot,mixed
     stop_server
 fi
 
