@@ -10,6 +10,9 @@ use lighttech::{ApiError, App, Config, StartOptions};
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Serve the LightTech API locally (on whichever store DATABASE_URL names).
 #[derive(Debug, Parser)]
 #[command(name = "lighttech-local", version)]
