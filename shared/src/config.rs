@@ -290,12 +290,7 @@ impl Config {
 
     /// Reads through any lookup function; unset and empty values take the default.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let get = |name: &'static str| -> String {
-            lookup(name)
-                .filter(|v| !v.trim().is_empty())
-                .or_else(|| default_of(name).map(str::to_owned))
-                .unwrap_or_default()
-        };
+        let get = |name: &'static str| -> String { set_or_default(name, lookup(name)) };
         for name in ["ROTATE_REFRESH_TOKENS", "BLACKLIST_AFTER_ROTATION"] {
             if !parse_bool(name, &get(name))? {
                 return Err(ConfigError::new(
@@ -429,12 +424,18 @@ impl Config {
 
 /// `DEBUG` alone, for the functions that read nothing else (`lambda::run_stateless`).
 pub fn debug_from_env() -> Result<bool, ConfigError> {
-    let value = std::env::var("DEBUG")
-        .ok()
+    parse_bool(
+        "DEBUG",
+        &set_or_default("DEBUG", std::env::var("DEBUG").ok()),
+    )
+}
+
+/// A variable's value: as set unless empty, else its default, else empty.
+fn set_or_default(name: &str, value: Option<String>) -> String {
+    value
         .filter(|v| !v.trim().is_empty())
-        .or_else(|| default_of("DEBUG").map(str::to_owned))
-        .unwrap_or_default();
-    parse_bool("DEBUG", &value)
+        .or_else(|| default_of(name).map(str::to_owned))
+        .unwrap_or_default()
 }
 
 fn default_of(name: &str) -> Option<&'static str> {

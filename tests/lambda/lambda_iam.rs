@@ -18,7 +18,7 @@ use serde_json::json;
 use support::recorder::{Need, Recorder};
 use support::runtime_api::{Event, binary_dir};
 use support::scenario::{
-    Fleet, assert_every_function_covered, concrete_path, every_endpoint, route_key, route_of,
+    Fleet, assert_every_function_covered, concrete_path, event_for, every_endpoint, route_key,
 };
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -219,22 +219,17 @@ async fn every_function_policy_allows_exactly_what_its_binary_calls() {
 
     // Once more through every route with a session idle long enough to be stamped as used.
     let (access, _) = fleet.login("alice").await;
-    let me = route_of(Function::Me, "GET");
     let user = fleet
-        .call(
-            Function::Me,
-            Event::new(&route_key(me), me.pattern).bearer(&access),
-        )
+        .call(Function::Me, event_for(Function::Me, "GET").bearer(&access))
         .await
         .json()["id"]
         .as_str()
         .expect("user id")
         .to_owned();
-    let list = route_of(Function::Sessions, "GET");
     let sessions = fleet
         .call(
             Function::Sessions,
-            Event::new(&route_key(list), list.pattern).bearer(&access),
+            event_for(Function::Sessions, "GET").bearer(&access),
         )
         .await
         .json();

@@ -15,11 +15,22 @@ use lighttech::http::Function;
 use serde_json::json;
 use support::runtime_api::{Event, Lambda, Outcome, binary_dir, binary_path};
 use support::scenario::{
-    Fleet, assert_every_function_covered, every_endpoint, route_key, route_of,
+    Fleet, assert_every_function_covered, event_for, every_endpoint, route_key,
 };
 
 fn bin_dir() -> PathBuf {
     binary_dir(env!("CARGO_BIN_EXE_health"))
+}
+
+/// Starts `function`'s binary against a Runtime API of its own.
+async fn start(function: Function, env: &[(String, String)], dir: &Path) -> Lambda {
+    Lambda::start(
+        &binary_path(&bin_dir(), function.name()),
+        function.name(),
+        env,
+        dir,
+    )
+    .await
 }
 
 fn fleet_env(dir: &Path) -> Vec<(String, String)> {
@@ -65,20 +76,12 @@ async fn a_function_without_a_signing_key_reports_its_init_error_and_exits_unles
         .filter(|(k, _)| k != "SECRET_KEY")
         .collect();
     for function in Function::ALL {
-        let mut lambda = Lambda::start(
-            &binary_path(&bin_dir(), function.name()),
-            function.name(),
-            &env,
-            dir.path(),
-        )
-        .await;
+        let mut lambda = start(function, &env, dir.path()).await;
         if function.stateless() {
             // The documentation and the admin page need no key: they start and serve.
+            // The first route (docs has several GET routes): the schema, or the admin page.
             let route = function.routes().next().expect("a route");
-            let event = Event::new(
-                &format!("{} {}", route.method, route.pattern),
-                route.pattern,
-            );
+            let event = Event::new(&route_key(route), route.pattern);
             let response = lambda.invoke(&event.to_json()).await;
             assert_eq!(response.status, 200, "{}", function.name());
             assert!(lambda.init_errors().is_empty(), "{}", function.name());
@@ -127,13 +130,7 @@ async fn an_invalid_setting_stops_the_start_naming_the_variable() {
     env.retain(|(k, _)| k != "CURRENCY");
     env.push(("CURRENCY".into(), "euro".into()));
     let function = Function::Balance;
-    let mut lambda = Lambda::start(
-        &binary_path(&bin_dir(), function.name()),
-        function.name(),
-        &env,
-        dir.path(),
-    )
-    .await;
+    let mut lambda = start(function, &env, dir.path()).await;
     assert!(!lambda.exit_status().await.success());
     let lines = lambda.stderr_lines();
     assert_eq!(lines.len(), 1, "{lines:?}");
@@ -145,17 +142,28 @@ async fn an_invalid_setting_stops_the_start_naming_the_variable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateless_function_with_an_invalid_debug_setting_reports_it_and_exits() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let env = vec![("DEBUG".to_owned(), "perhaps".to_owned())];
+    for function in Function::ALL.into_iter().filter(|f| f.stateless()) {
+        let mut lambda = start(function, &env, dir.path()).await;
+        assert!(!lambda.exit_status().await.success(), "{function:?}");
+        let lines = lambda.stderr_lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let expected = format!("{}: cannot start: DEBUG:", function.name());
+        assert!(lines[0].starts_with(&expected), "{lines:?}");
+        let reported = lambda.init_errors();
+        assert_eq!(reported.len(), 1, "{reported:?}");
+        assert_eq!(reported[0].body["errorMessage"], lines[0].as_str());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_that_is_not_from_api_gateway_is_reported_as_an_invocation_error() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let env = fleet_env(dir.path());
     let function = Function::Health;
-    let mut lambda = Lambda::start(
-        &binary_path(&bin_dir(), function.name()),
-        function.name(),
-        &env,
-        dir.path(),
-    )
-    .await;
+    let mut lambda = start(function, &env, dir.path()).await;
     lambda.initialized().await;
     match lambda.invoke_raw(&json!("not an event")).await {
         Outcome::Error { body, error_type } => {
@@ -165,10 +173,7 @@ async fn an_event_that_is_not_from_api_gateway_is_reported_as_an_invocation_erro
         Outcome::Response(body) => panic!("answered a non-event: {body}"),
     }
     // The runtime keeps serving after a bad event.
-    let route = route_of(function, "GET");
-    let response = lambda
-        .invoke(&Event::new(&route_key(route), route.pattern).to_json())
-        .await;
+    let response = lambda.invoke(&event_for(function, "GET").to_json()).await;
     assert_eq!(response.status, 200, "{response:?}");
     lambda.stop().await;
 }

@@ -42,6 +42,12 @@ pub fn route_key(route: &Route) -> String {
     format!("{} {}", route.method, route.pattern)
 }
 
+/// An event for the only route of `function` with `method`, at its pattern's path.
+pub fn event_for(function: Function, method: &str) -> Event {
+    let route = route_of(function, method);
+    Event::new(&route_key(route), route.pattern)
+}
+
 /// The only route of `function` with `method` (the events and checks below name routes that
 /// way).
 pub fn route_of(function: Function, method: &str) -> &'static Route {
@@ -165,11 +171,10 @@ impl Fleet {
     }
 
     pub async fn login(&mut self, username: &str) -> (String, String) {
-        let route = route_of(Function::Login, "POST");
         let response = self
             .call(
                 Function::Login,
-                Event::new(&route_key(route), route.pattern)
+                event_for(Function::Login, "POST")
                     .json(&json!({"username": username, "password": PASSWORD})),
             )
             .await;
@@ -219,11 +224,10 @@ pub async fn every_endpoint(fleet: &mut Fleet, app: &App) {
     let response = fleet.call_file(Register, "register.json", &[]).await;
     assert_problem(&response, 409, "username_taken");
     fleet.error(Register);
-    let route = route_of(Register, "POST");
     let response = fleet
         .call(
             Register,
-            Event::new(&route_key(route), route.pattern).json(
+            event_for(Register, "POST").json(
                 &json!({"username": "bob", "email": "bob@example.com", "password": PASSWORD}),
             ),
         )
@@ -243,11 +247,10 @@ pub async fn every_endpoint(fleet: &mut Fleet, app: &App) {
     let access = pair["access"].as_str().expect("access").to_owned();
     let refresh = pair["refresh"].as_str().expect("refresh").to_owned();
     fleet.happy(Login);
-    let route = route_of(Login, "POST");
     let response = fleet
         .call(
             Login,
-            Event::new(&route_key(route), route.pattern)
+            event_for(Login, "POST")
                 .json(&json!({"username": "alice", "password": "Wrong-Horse-Battery-9"})),
         )
         .await;
@@ -261,10 +264,7 @@ pub async fn every_endpoint(fleet: &mut Fleet, app: &App) {
     assert_eq!(response.json()["username"], "alice");
     assert_eq!(response.json()["is_staff"], false);
     fleet.happy(Me);
-    let route = route_of(Me, "GET");
-    let response = fleet
-        .call(Me, Event::new(&route_key(route), route.pattern))
-        .await;
+    let response = fleet.call(Me, event_for(Me, "GET")).await;
     assert_problem(&response, 401, "not_authenticated");
     assert!(
         response
@@ -284,12 +284,8 @@ pub async fn every_endpoint(fleet: &mut Fleet, app: &App) {
         "CURRENCY reaches the binary"
     );
     fleet.happy(Balance);
-    let route = route_of(Balance, "GET");
     let response = fleet
-        .call(
-            Balance,
-            Event::new(&route_key(route), route.pattern).bearer("not.a.token"),
-        )
+        .call(Balance, event_for(Balance, "GET").bearer("not.a.token"))
         .await;
     assert_problem(&response, 401, "invalid_token");
     fleet.error(Balance);
@@ -308,11 +304,10 @@ pub async fn every_endpoint(fleet: &mut Fleet, app: &App) {
     );
     assert_eq!(response.json()["balance_after"], "100.00");
     fleet.happy(Deposit);
-    let route = route_of(Deposit, "POST");
     let response = fleet
         .call(
             Deposit,
-            Event::new(&route_key(route), route.pattern)
+            event_for(Deposit, "POST")
                 .bearer(&access)
                 .json(&json!({"amount": "1.001"})),
         )
@@ -330,11 +325,10 @@ pub async fn every_endpoint(fleet: &mut Fleet, app: &App) {
     assert_eq!(response.json()["type"], "withdrawal");
     assert_eq!(response.json()["balance_after"], "90.00");
     fleet.happy(Withdraw);
-    let route = route_of(Withdraw, "POST");
     let response = fleet
         .call(
             Withdraw,
-            Event::new(&route_key(route), route.pattern)
+            event_for(Withdraw, "POST")
                 .bearer(&access)
                 .json(&json!({"amount": "1000.00"})),
         )
@@ -350,11 +344,10 @@ pub async fn every_endpoint(fleet: &mut Fleet, app: &App) {
     assert_eq!(out["balance_after"], "64.50");
     assert_eq!(out["counterparty"]["username"], "bob");
     fleet.happy(Transfer);
-    let route = route_of(Transfer, "POST");
     let response = fleet
         .call(
             Transfer,
-            Event::new(&route_key(route), route.pattern)
+            event_for(Transfer, "POST")
                 .bearer(&access)
                 .json(&json!({"to": "ALICE", "amount": "1.00"})),
         )
@@ -375,11 +368,10 @@ pub async fn every_endpoint(fleet: &mut Fleet, app: &App) {
     assert_eq!(response.header("x-cache"), Some("miss"), "{response:?}");
     assert!(response.header("etag").is_some(), "{response:?}");
     fleet.happy(Operations);
-    let route = route_of(Operations, "GET");
     let response = fleet
         .call(
             Operations,
-            Event::new(&route_key(route), route.pattern)
+            event_for(Operations, "GET")
                 .bearer(&access)
                 .query("limit=0"),
         )
@@ -457,10 +449,7 @@ pub async fn every_endpoint(fleet: &mut Fleet, app: &App) {
     fleet.error(TokenRefresh);
 
     // logout: without a token it is refused; with the event file the session ends.
-    let route = route_of(Logout, "POST");
-    let response = fleet
-        .call(Logout, Event::new(&route_key(route), route.pattern))
-        .await;
+    let response = fleet.call(Logout, event_for(Logout, "POST")).await;
     assert_problem(&response, 401, "not_authenticated");
     fleet.error(Logout);
     let response = fleet
