@@ -279,6 +279,8 @@ pub struct Lambda {
     api: RuntimeApi,
     child: tokio::process::Child,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// The task collecting stderr; it ends at end of file, once the process has exited.
+    stderr_reader: Option<tokio::task::JoinHandle<()>>,
     /// When the process was spawned.
     pub spawned_at: Instant,
     next_id: u64,
@@ -309,20 +311,21 @@ impl Lambda {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        if let Some(pipe) = child.stderr.take() {
+        let stderr_reader = child.stderr.take().map(|pipe| {
             let lines = Arc::clone(&stderr);
             tokio::spawn(async move {
                 let mut reader = tokio::io::BufReader::new(pipe).lines();
                 while let Ok(Some(line)) = reader.next_line().await {
                     lines.lock().expect("lock").push(line);
                 }
-            });
-        }
+            })
+        });
         Lambda {
             name: name.to_owned(),
             api,
             child,
             stderr,
+            stderr_reader,
             spawned_at,
             next_id: 0,
         }
@@ -378,12 +381,20 @@ impl Lambda {
         }
     }
 
-    /// Waits for the process to exit on its own.
+    /// Waits for the process to exit on its own, and for everything it wrote to stderr to be
+    /// read (the exit can be seen before the last lines are).
     pub async fn exit_status(&mut self) -> std::process::ExitStatus {
-        match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
+        let status = match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
             Ok(Ok(status)) => status,
             _ => panic!("{} did not exit; its stderr:\n{}", self.name, self.stderr()),
+        };
+        if let Some(reader) = self.stderr_reader.take() {
+            tokio::time::timeout(Duration::from_secs(10), reader)
+                .await
+                .unwrap_or_else(|_| panic!("{}: stderr still open after its exit", self.name))
+                .expect("the stderr reader");
         }
+        status
     }
 
     /// Everything the function wrote to stderr so far.
