@@ -119,6 +119,11 @@ impl Function {
         }
     }
 
+    /// The function behind API Gateway's `$default` route, which receives every request that
+    /// no route of the API matches: it answers `404 not_found`, or `405 method_not_allowed`
+    /// with `Allow` when the path exists under other methods, as the local server does.
+    pub const FALLBACK: Function = Function::Docs;
+
     /// Whether this function serves its routes without application state (no store, no signing
     /// key): the binary then starts with [`crate::lambda::run_stateless`].
     pub fn stateless(self) -> bool {
@@ -399,21 +404,28 @@ async fn dispatch<E: Endpoints>(
     let client = client_of(&request);
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
+    // `Allow` names every method the API serves on this path, whichever function serves it:
+    // API Gateway sends a method no route has to the fallback function (`$default`).
     let mut allowed = Vec::new();
     let mut matched = None;
-    for (index, route) in ROUTES.iter().enumerate().filter(|(_, r)| scope.includes(r)) {
-        if let Some(params) = match_path(route.pattern, path) {
-            if route.method == parts.method {
-                matched = Some((index, route, params));
-                break;
-            }
+    let mut served_elsewhere = false;
+    for (index, route) in ROUTES.iter().enumerate() {
+        let Some(params) = match_path(route.pattern, path) else {
+            continue;
+        };
+        if route.method != parts.method {
             if !allowed.contains(&route.method) {
                 allowed.push(route.method.clone());
             }
+        } else if scope.includes(route) {
+            matched = Some((index, route, params));
+            break;
+        } else {
+            served_elsewhere = true;
         }
     }
     let Some((index, route, params)) = matched else {
-        return Err(if allowed.is_empty() {
+        return Err(if allowed.is_empty() || served_elsewhere {
             ApiError::NotFound
         } else {
             ApiError::MethodNotAllowed(allowed)

@@ -534,6 +534,14 @@ impl Event {
         }
     }
 
+    /// A request that matched no route of the API, as API Gateway hands it to the function of
+    /// its `$default` route.
+    pub fn unrouted(method: &str, path: &str) -> Event {
+        let mut event = Event::new(&format!("{method} /"), path);
+        event.route_key = "$default".to_owned();
+        event
+    }
+
     /// Adds a header.
     pub fn header(mut self, name: &str, value: &str) -> Event {
         self.headers

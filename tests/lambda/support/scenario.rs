@@ -644,6 +644,28 @@ pub async fn every_endpoint(fleet: &mut Fleet, app: &App) {
         .await;
     assert_problem(&response, 404, "not_found");
     fleet.error(Docs);
+    // The fallback behind API Gateway's `$default` route: what no route matches gets the
+    // contract's 404, or its 405 with every method the API serves on that path.
+    assert_eq!(Function::FALLBACK, Docs);
+    let response = fleet
+        .call(Docs, Event::unrouted("GET", "/api/v1/no-such-thing/"))
+        .await;
+    assert_problem(&response, 404, "not_found");
+    let balance = ROUTES
+        .iter()
+        .find(|r| r.function == Balance)
+        .expect("the balance route");
+    for path in [balance.pattern, balance.pattern.trim_end_matches('/')] {
+        let response = fleet
+            .call(Docs, Event::unrouted("POST", path).json(&json!({})))
+            .await;
+        assert_problem(&response, 405, "method_not_allowed");
+        assert_eq!(
+            response.header("allow"),
+            Some("GET"),
+            "{path}: {response:?}"
+        );
+    }
 
     // Every function: each of its routes is also served without the trailing slash (the
     // template routes both forms), and a route of another function is not its business.

@@ -161,9 +161,10 @@ fn every_function_is_one_arm64_sam_function_built_from_its_own_binary() {
 }
 
 #[test]
-fn every_route_is_routed_once_with_and_without_its_trailing_slash() {
+fn every_route_is_routed_once_with_and_without_its_trailing_slash_and_the_rest_to_the_fallback() {
     let template = template();
     let mut routed: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut fallback = None;
     for (binary, (id, resource)) in functions(&template) {
         for (event_name, event) in resource["Properties"]["Events"]
             .as_hash()
@@ -176,10 +177,15 @@ fn every_route_is_routed_once_with_and_without_its_trailing_slash() {
                 Some("HttpApi"),
                 "{id}.{event_name}: ApiId: !Ref HttpApi"
             );
-            let key = (
-                text(&event["Properties"]["Method"]).to_ascii_uppercase(),
-                text(&event["Properties"]["Path"]),
-            );
+            let (method, path) = (&event["Properties"]["Method"], &event["Properties"]["Path"]);
+            if method.is_badvalue() && path.is_badvalue() {
+                // SAM's form of the `$default` route.
+                if let Some(other) = fallback.replace(binary.clone()) {
+                    panic!("$default is routed twice ({other} and {binary})");
+                }
+                continue;
+            }
+            let key = (text(method).to_ascii_uppercase(), text(path));
             if let Some(other) = routed.insert(key.clone(), binary.clone()) {
                 panic!("{} {} is routed twice ({other} and {binary})", key.0, key.1);
             }
@@ -204,6 +210,11 @@ fn every_route_is_routed_once_with_and_without_its_trailing_slash() {
         .filter(|(k, _)| !expected.contains_key(*k))
         .map(|((m, p), f)| format!("{m} {p} -> {f}"))
         .collect();
+    assert_eq!(
+        fallback.as_deref(),
+        Some(Function::FALLBACK.name()),
+        "the $default route (an HttpApi event without Path and Method) goes to Function::FALLBACK"
+    );
     assert!(
         missing.is_empty() && extra.is_empty(),
         "{TEMPLATE} routes differ from lighttech::http::ROUTES (each route is routed with and \
