@@ -342,11 +342,26 @@ pub async fn a_failed_transfer_changes_nothing_on_either_side(store: Arc<dyn Sto
             matches!(e, StoreError::BalanceLimitExceeded)
         }),
     ];
-    for (cmd, expected) in cases {
+    let later = Timestamp::now().plus_seconds(3600);
+    for (i, (mut cmd, expected)) in cases.into_iter().enumerate() {
+        // Every second one under a key: a refusal must not leave the key recorded.
+        let key = format!("refused-{i}");
+        if i % 2 == 1 {
+            cmd.idempotency = Some(stamp(&key, "transfer", later));
+        }
         match store.transfer(&cmd).await {
             Err(e) if expected(&e) => {}
             other => panic!("transfer to {}: {other:?}", cmd.to_username_key),
         }
+        let recorded = store
+            .idempotent_record(
+                alice.id,
+                &IdempotencyKey::parse(key.as_bytes()).unwrap(),
+                Timestamp::now(),
+            )
+            .await
+            .unwrap();
+        assert!(recorded.is_none(), "{key}: {recorded:?}");
     }
     let a = store.account(alice.id).await.unwrap().unwrap();
     assert_eq!((a.balance.minor(), a.version), (1_000, 1));

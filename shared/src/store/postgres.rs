@@ -11,6 +11,12 @@
 //! Serialization and deadlock failures (which the design should never produce) are still
 //! retried a bounded number of times. Migrations are embedded and applied by `--init`; every
 //! start checks the schema version.
+//!
+//! The money movements (deposit, withdrawal, transfer) run as server-side functions
+//! (`migrations/postgres/0003_money_functions.sql`): the same statements, in the same order,
+//! but sent as one prepared call, so each is one round trip and one implicit transaction
+//! instead of BEGIN, three to seven statements and COMMIT, each waiting for the last. A
+//! refusal comes back as an error with a LightTech SQLSTATE, which also undoes the key claim.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -39,6 +45,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../../migrations/postgres/0001_initial.sql"),
     ),
     (2, include_str!("../../migrations/postgres/0002_admin.sql")),
+    (
+        3,
+        include_str!("../../migrations/postgres/0003_money_functions.sql"),
+    ),
 ];
 
 /// Attempts at a transaction that failed with a serialization failure or deadlock.
@@ -70,6 +80,29 @@ macro_rules! in_tx {
                         break Err(map_pg(e));
                     }
                     tracing::warn!(attempt, error = %e, "retrying a transaction");
+                    tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
+                }
+            }
+        }
+    }};
+}
+
+/// Runs `$step(&client)`, one statement in its own implicit transaction, retrying it on
+/// serialization failure or deadlock like [`in_tx!`].
+macro_rules! in_statement {
+    ($store:expr, |$client:ident| $step:expr) => {{
+        let mut attempt = 0u32;
+        loop {
+            let $client = $store.client().await?;
+            match $step.await {
+                Ok(value) => break Ok(value),
+                Err(Failure::Fail(e)) => break Err(e),
+                Err(Failure::Retry(e)) => {
+                    attempt += 1;
+                    if attempt >= MAX_ATTEMPTS {
+                        break Err(map_pg(e));
+                    }
+                    tracing::warn!(attempt, error = %e, "retrying a statement");
                     tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
                 }
             }
@@ -368,51 +401,22 @@ impl PgStore {
     }
 }
 
-/// Claims an idempotency key inside the transaction: `true` when this request owns it (new, or
-/// replacing an expired record); `false` when an unexpired record exists. A concurrent claim of
-/// the same key waits here until the other transaction ends.
-async fn claim_key(
-    tx: &Tx<'_>,
-    user: UserId,
-    stamp: &IdempotencyStamp,
-    operation: OperationId,
-    now: Timestamp,
-) -> Result<bool, Failure> {
-    let claimed = tx
-        .execute(
-            "INSERT INTO idempotency_keys (user_id, key, fingerprint, operation_id, expires_at) \
-             VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (user_id, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, \
-                 operation_id = EXCLUDED.operation_id, expires_at = EXCLUDED.expires_at \
-             WHERE idempotency_keys.expires_at <= $6",
-            &[
-                &user.0,
-                &stamp.key.as_str(),
-                &stamp.fingerprint.as_str(),
-                &operation.0,
-                &stamp.expires_at.millis(),
-                &now.millis(),
-            ],
-        )
-        .await?;
-    Ok(claimed == 1)
-}
-
 async fn find_record(
-    client: &impl GenericClient,
+    client: &deadpool_postgres::Object,
     user: UserId,
     key: &str,
     now: Timestamp,
 ) -> Result<Option<IdempotentRecord>, StoreError> {
+    let stmt = client
+        .prepare_cached(&format!(
+            "SELECT k.fingerprint, {OPERATION_COLUMNS} FROM idempotency_keys k \
+             JOIN operations o ON o.id = k.operation_id \
+             WHERE k.user_id = $1 AND k.key = $2 AND k.expires_at > $3"
+        ))
+        .await
+        .map_err(map_pg)?;
     let row = client
-        .query_opt(
-            &format!(
-                "SELECT k.fingerprint, {OPERATION_COLUMNS} FROM idempotency_keys k \
-                 JOIN operations o ON o.id = k.operation_id \
-                 WHERE k.user_id = $1 AND k.key = $2 AND k.expires_at > $3"
-            ),
-            &[&user.0, &key, &now.millis()],
-        )
+        .query_opt(&stmt, &[&user.0, &key, &now.millis()])
         .await
         .map_err(map_pg)?;
     row.map(|r| {
@@ -422,44 +426,6 @@ async fn find_record(
         })
     })
     .transpose()
-}
-
-async fn insert_operation(tx: &Tx<'_>, op: &Operation) -> Result<(), Failure> {
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO operations (user_id, seq, id, kind, amount, balance_after, \
-             counterparty_id, counterparty_username, transfer_id, description, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .await?;
-    tx.execute(
-        &stmt,
-        &[
-            &op.user.0,
-            &(op.seq as i64),
-            &op.id.0,
-            &op.kind.as_str(),
-            &op.amount.minor(),
-            &op.balance_after.minor(),
-            &op.counterparty.as_ref().map(|c| c.id.0),
-            &op.counterparty.as_ref().map(|c| c.username.as_str()),
-            &op.transfer_id.map(|t| t.0),
-            &op.description.as_deref(),
-            &op.created_at.millis(),
-        ],
-    )
-    .await?;
-    Ok(())
-}
-
-async fn balance_of(tx: &Tx<'_>, user: UserId) -> Result<Option<Money>, Failure> {
-    Ok(tx
-        .query_opt(
-            "SELECT balance FROM accounts WHERE user_id = $1",
-            &[&user.0],
-        )
-        .await?
-        .map(|r| Money::from_minor(r.get(0))))
 }
 
 async fn create_user_tx(tx: &Tx<'_>, user: &NewUser) -> Result<(), Failure> {
@@ -568,173 +534,166 @@ async fn take_login_attempt_tx(
     })
 }
 
-async fn apply_change_tx(tx: &Tx<'_>, c: &BalanceChange) -> Result<Applied, Failure> {
-    if let Some(stamp) = &c.idempotency
-        && !claim_key(tx, c.user, stamp, c.operation_id, c.now).await?
-    {
-        let record = find_record(&**tx, c.user, stamp.key.as_str(), c.now)
-            .await?
-            .ok_or_else(|| StoreError::internal("claimed key vanished"))?;
-        return Ok(Applied::AlreadyRecorded(record));
+/// `lighttech_apply_change` (migration 3): the whole balance change in one statement.
+const APPLY_CHANGE: &str = "SELECT outcome, balance_after, seq FROM lighttech_apply_change(\
+     $1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+/// `lighttech_transfer` (migration 3): the whole transfer in one statement.
+const TRANSFER: &str = "SELECT outcome, balance_after, seq, recipient_id, recipient_username \
+     FROM lighttech_transfer($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+
+/// A refusal raised by the money functions (their `LT` SQLSTATEs), or the error as it is.
+fn refusal(e: tokio_postgres::Error) -> Failure {
+    let Some(db) = e.as_db_error() else {
+        return Failure::from(e);
+    };
+    let refused = match db.code().code() {
+        "LT001" => match db.detail().and_then(|d| d.parse::<i64>().ok()) {
+            Some(balance) => StoreError::InsufficientFunds {
+                balance: Money::from_minor(balance),
+            },
+            None => StoreError::internal("insufficient funds reported without a balance"),
+        },
+        "LT002" => StoreError::BalanceLimitExceeded,
+        "LT003" => StoreError::AccountNotFound,
+        "LT004" => StoreError::RecipientNotFound,
+        "LT005" => StoreError::SelfTransfer,
+        _ => return Failure::from(e),
+    };
+    Failure::Fail(refused)
+}
+
+/// The key's stamp as the money functions take it: key, fingerprint, expiry (all NULL without).
+fn stamp_params(stamp: Option<&IdempotencyStamp>) -> (Option<&str>, Option<&str>, Option<i64>) {
+    match stamp {
+        Some(s) => (
+            Some(s.key.as_str()),
+            Some(s.fingerprint.as_str()),
+            Some(s.expires_at.millis()),
+        ),
+        None => (None, None, None),
     }
-    let updated = match c.kind {
-        OperationKind::Deposit => {
-            let stmt = tx
-                .prepare_cached(
-                    "UPDATE accounts SET balance = balance + $1, version = version + 1, \
-                         updated_at = $2 WHERE user_id = $3 AND balance <= $4::bigint - $1::bigint \
-                         RETURNING balance, version",
-                )
-                .await?;
-            tx.query_opt(
-                &stmt,
-                &[
-                    &c.amount.minor(),
-                    &c.now.millis(),
-                    &c.user.0,
-                    &Money::MAX_BALANCE.minor(),
-                ],
-            )
-            .await?
-        }
-        OperationKind::Withdrawal => {
-            let stmt = tx
-                .prepare_cached(
-                    "UPDATE accounts SET balance = balance - $1, version = version + 1, \
-                         updated_at = $2 WHERE user_id = $3 AND balance >= $1 \
-                         RETURNING balance, version",
-                )
-                .await?;
-            tx.query_opt(&stmt, &[&c.amount.minor(), &c.now.millis(), &c.user.0])
-                .await?
-        }
-        other => {
-            return Err(StoreError::internal(format!(
-                "{} is not a balance change",
-                other.as_str()
-            ))
-            .into());
-        }
+}
+
+/// What a money function reported: its outcome, and for `done` the first operation's
+/// balance after and sequence number.
+fn outcome_of(row: &Row) -> Result<Option<(Money, u64)>, Failure> {
+    let outcome: String = row.try_get("outcome")?;
+    match outcome.as_str() {
+        "recorded" => Ok(None),
+        "done" => Ok(Some((
+            Money::from_minor(row.try_get("balance_after")?),
+            version_of(row.try_get("seq")?)?,
+        ))),
+        other => Err(StoreError::internal(format!("unknown money outcome {other:?}")).into()),
+    }
+}
+
+async fn apply_change_once(
+    client: &deadpool_postgres::Object,
+    c: &BalanceChange,
+) -> Result<Applied, Failure> {
+    if !matches!(c.kind, OperationKind::Deposit | OperationKind::Withdrawal) {
+        return Err(
+            StoreError::internal(format!("{} is not a balance change", c.kind.as_str())).into(),
+        );
+    }
+    let (key, fingerprint, key_expires) = stamp_params(c.idempotency.as_ref());
+    let stmt = client.prepare_cached(APPLY_CHANGE).await?;
+    let row = client
+        .query_one(
+            &stmt,
+            &[
+                &c.user.0,
+                &c.kind.as_str(),
+                &c.amount.minor(),
+                &Money::MAX_BALANCE.minor(),
+                &c.now.millis(),
+                &c.operation_id.0,
+                &c.description.as_deref(),
+                &key,
+                &fingerprint,
+                &key_expires,
+            ],
+        )
+        .await
+        .map_err(refusal)?;
+    let Some((balance_after, seq)) = outcome_of(&row)? else {
+        return recorded(client, c.user, c.idempotency.as_ref(), c.now).await;
     };
-    let Some(row) = updated else {
-        return Err(match (balance_of(tx, c.user).await?, c.kind) {
-            (None, _) => StoreError::AccountNotFound,
-            (Some(_), OperationKind::Deposit) => StoreError::BalanceLimitExceeded,
-            (Some(balance), _) => StoreError::InsufficientFunds { balance },
-        }
-        .into());
-    };
-    let op = Operation {
+    Ok(Applied::Done(Operation {
         id: c.operation_id,
         user: c.user,
-        seq: version_of(row.get(1))?,
+        seq,
         kind: c.kind,
         amount: c.amount,
-        balance_after: Money::from_minor(row.get(0)),
+        balance_after,
         counterparty: None,
         transfer_id: None,
         description: c.description.clone(),
         created_at: c.now,
-    };
-    insert_operation(tx, &op).await?;
-    Ok(Applied::Done(op))
+    }))
 }
 
-async fn transfer_tx(tx: &Tx<'_>, t: &TransferCommand) -> Result<Applied, Failure> {
-    if let Some(stamp) = &t.idempotency
-        && !claim_key(tx, t.from, stamp, t.out_operation_id, t.now).await?
-    {
-        let record = find_record(&**tx, t.from, stamp.key.as_str(), t.now)
-            .await?
-            .ok_or_else(|| StoreError::internal("claimed key vanished"))?;
-        return Ok(Applied::AlreadyRecorded(record));
-    }
-    let recipient = tx
-        .query_opt(
-            "SELECT id, username, is_active FROM users WHERE username_key = $1",
-            &[&t.to_username_key],
-        )
-        .await?;
-    let (recipient, recipient_name) = match recipient {
-        Some(row) if row.get::<_, bool>(2) => (UserId(row.get(0)), row.get::<_, String>(1)),
-        _ => return Err(StoreError::RecipientNotFound.into()),
-    };
-    if recipient == t.from {
-        return Err(StoreError::SelfTransfer.into());
-    }
-    // Both rows locked in one fixed order: opposite transfers cannot deadlock.
-    let locked = tx
-        .query(
-            "SELECT a.user_id, a.balance, u.username FROM accounts a \
-                 JOIN users u ON u.id = a.user_id \
-                 WHERE a.user_id = ANY($1) ORDER BY a.user_id FOR UPDATE OF a",
-            &[&vec![t.from.0, recipient.0]],
-        )
-        .await?;
-    let find = |id: UserId| {
-        locked
-            .iter()
-            .find(|r| r.get::<_, Uuid>(0) == id.0)
-            .map(|r| (Money::from_minor(r.get(1)), r.get::<_, String>(2)))
-    };
-    let (sender_balance, sender_name) = find(t.from).ok_or(StoreError::AccountNotFound)?;
-    let (recipient_balance, _) = find(recipient).ok_or(StoreError::RecipientNotFound)?;
-    if sender_balance.checked_debit(t.amount).is_none() {
-        return Err(StoreError::InsufficientFunds {
-            balance: sender_balance,
-        }
-        .into());
-    }
-    if recipient_balance.checked_credit(t.amount).is_none() {
-        return Err(StoreError::BalanceLimitExceeded.into());
-    }
-    let debit = tx
+async fn transfer_once(
+    client: &deadpool_postgres::Object,
+    t: &TransferCommand,
+) -> Result<Applied, Failure> {
+    let (key, fingerprint, key_expires) = stamp_params(t.idempotency.as_ref());
+    let stmt = client.prepare_cached(TRANSFER).await?;
+    let row = client
         .query_one(
-            "UPDATE accounts SET balance = balance - $1, version = version + 1, \
-                 updated_at = $2 WHERE user_id = $3 RETURNING balance, version",
-            &[&t.amount.minor(), &t.now.millis(), &t.from.0],
+            &stmt,
+            &[
+                &t.from.0,
+                &t.to_username_key,
+                &t.amount.minor(),
+                &Money::MAX_BALANCE.minor(),
+                &t.now.millis(),
+                &t.transfer_id.0,
+                &t.out_operation_id.0,
+                &t.in_operation_id.0,
+                &t.description.as_deref(),
+                &key,
+                &fingerprint,
+                &key_expires,
+            ],
         )
-        .await?;
-    let credit = tx
-        .query_one(
-            "UPDATE accounts SET balance = balance + $1, version = version + 1, \
-                 updated_at = $2 WHERE user_id = $3 RETURNING balance, version",
-            &[&t.amount.minor(), &t.now.millis(), &recipient.0],
-        )
-        .await?;
-    let out = Operation {
+        .await
+        .map_err(refusal)?;
+    let Some((balance_after, seq)) = outcome_of(&row)? else {
+        return recorded(client, t.from, t.idempotency.as_ref(), t.now).await;
+    };
+    Ok(Applied::Done(Operation {
         id: t.out_operation_id,
         user: t.from,
-        seq: version_of(debit.get(1))?,
+        seq,
         kind: OperationKind::TransferOut,
         amount: t.amount,
-        balance_after: Money::from_minor(debit.get(0)),
+        balance_after,
         counterparty: Some(Counterparty {
-            id: recipient,
-            username: recipient_name.clone(),
+            id: UserId(row.try_get("recipient_id")?),
+            username: row.try_get("recipient_username")?,
         }),
         transfer_id: Some(t.transfer_id),
         description: t.description.clone(),
         created_at: t.now,
-    };
-    let incoming = Operation {
-        id: t.in_operation_id,
-        user: recipient,
-        seq: version_of(credit.get(1))?,
-        kind: OperationKind::TransferIn,
-        amount: t.amount,
-        balance_after: Money::from_minor(credit.get(0)),
-        counterparty: Some(Counterparty {
-            id: t.from,
-            username: sender_name,
-        }),
-        transfer_id: Some(t.transfer_id),
-        description: t.description.clone(),
-        created_at: t.now,
-    };
-    insert_operation(tx, &out).await?;
-    insert_operation(tx, &incoming).await?;
-    Ok(Applied::Done(out))
+    }))
+}
+
+/// The record a racing request with the same key committed (the function found it claimed).
+async fn recorded(
+    client: &deadpool_postgres::Object,
+    user: UserId,
+    stamp: Option<&IdempotencyStamp>,
+    now: Timestamp,
+) -> Result<Applied, Failure> {
+    let stamp = stamp
+        .ok_or_else(|| StoreError::internal("a key was recorded for a request without one"))?;
+    let record = find_record(client, user, stamp.key.as_str(), now)
+        .await?
+        .ok_or_else(|| StoreError::internal("claimed key vanished"))?;
+    Ok(Applied::AlreadyRecorded(record))
 }
 
 async fn insert_audit(
@@ -1034,11 +993,11 @@ impl Store for PgStore {
     }
 
     async fn apply_change(&self, c: &BalanceChange) -> Result<Applied, StoreError> {
-        in_tx!(self, |tx| apply_change_tx(&tx, c))
+        in_statement!(self, |client| apply_change_once(&client, c))
     }
 
     async fn transfer(&self, t: &TransferCommand) -> Result<Applied, StoreError> {
-        in_tx!(self, |tx| transfer_tx(&tx, t))
+        in_statement!(self, |client| transfer_once(&client, t))
     }
 
     async fn idempotent_record(
@@ -1048,7 +1007,7 @@ impl Store for PgStore {
         now: Timestamp,
     ) -> Result<Option<IdempotentRecord>, StoreError> {
         let client = self.client().await?;
-        find_record(&**client, user, key.as_str(), now).await
+        find_record(&client, user, key.as_str(), now).await
     }
 
     async fn history(&self, q: &HistoryQuery) -> Result<HistoryPage, StoreError> {
