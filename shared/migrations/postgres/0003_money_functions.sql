@@ -14,6 +14,8 @@
 --   LT005 a transfer to oneself
 -- A key already recorded is not an error: the outcome is 'recorded' and nothing was written.
 
+-- Whether the request may go on: it has no key, or it has claimed its key (new, or replacing an
+-- expired record).
 CREATE FUNCTION lighttech_claim_key(
     p_user uuid, p_key text, p_fingerprint text, p_operation uuid, p_expires bigint,
     p_now bigint
@@ -22,6 +24,9 @@ LANGUAGE plpgsql AS $$
 DECLARE
     claimed integer;
 BEGIN
+    IF p_key IS NULL THEN
+        RETURN true;
+    END IF;
     INSERT INTO idempotency_keys AS k (user_id, key, fingerprint, operation_id, expires_at)
     VALUES (p_user, p_key, p_fingerprint, p_operation, p_expires)
     ON CONFLICT (user_id, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,
@@ -42,9 +47,8 @@ LANGUAGE plpgsql AS $$
 DECLARE
     current_balance bigint;
 BEGIN
-    IF p_key IS NOT NULL AND NOT lighttech_claim_key(
-        p_user, p_key, p_fingerprint, p_operation, p_key_expires, p_now
-    ) THEN
+    IF NOT lighttech_claim_key(p_user, p_key, p_fingerprint, p_operation, p_key_expires, p_now)
+    THEN
         outcome := 'recorded';
         RETURN;
     END IF;
@@ -97,9 +101,7 @@ DECLARE
     credit_balance bigint;
     credit_seq bigint;
 BEGIN
-    IF p_key IS NOT NULL AND NOT lighttech_claim_key(
-        p_from, p_key, p_fingerprint, p_out, p_key_expires, p_now
-    ) THEN
+    IF NOT lighttech_claim_key(p_from, p_key, p_fingerprint, p_out, p_key_expires, p_now) THEN
         outcome := 'recorded';
         RETURN;
     END IF;

@@ -575,17 +575,47 @@ fn stamp_params(stamp: Option<&IdempotencyStamp>) -> (Option<&str>, Option<&str>
     }
 }
 
-/// What a money function reported: its outcome, and for `done` the first operation's
-/// balance after and sequence number.
-fn outcome_of(row: &Row) -> Result<Option<(Money, u64)>, Failure> {
+/// What a call of a money function came to.
+enum Called {
+    /// The movement was applied: the function's row, with the (first) operation's balance
+    /// after and sequence number.
+    Done {
+        row: Row,
+        balance_after: Money,
+        seq: u64,
+    },
+    /// The key was already recorded (a racing request with it committed first): its record.
+    Recorded(IdempotentRecord),
+}
+
+/// Calls the money function `sql` (its outcome, balance after and sequence number first), for
+/// `user`'s request under `stamp`.
+async fn call_money_function(
+    client: &deadpool_postgres::Object,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    user: UserId,
+    stamp: Option<&IdempotencyStamp>,
+    now: Timestamp,
+) -> Result<Called, Failure> {
+    let stmt = client.prepare_cached(sql).await?;
+    let row = client.query_one(&stmt, params).await.map_err(refusal)?;
     let outcome: String = row.try_get("outcome")?;
-    match outcome.as_str() {
-        "recorded" => Ok(None),
-        "done" => Ok(Some((
-            Money::from_minor(row.try_get("balance_after")?),
-            version_of(row.try_get("seq")?)?,
-        ))),
-        other => Err(StoreError::internal(format!("unknown money outcome {other:?}")).into()),
+    match (outcome.as_str(), stamp) {
+        ("done", _) => Ok(Called::Done {
+            balance_after: Money::from_minor(row.try_get("balance_after")?),
+            seq: version_of(row.try_get("seq")?)?,
+            row,
+        }),
+        ("recorded", Some(stamp)) => find_record(client, user, stamp.key.as_str(), now)
+            .await?
+            .map(Called::Recorded)
+            .ok_or_else(|| StoreError::internal("claimed key vanished").into()),
+        (other, _) => Err(StoreError::internal(format!(
+            "unexpected money outcome {other:?} (key given: {})",
+            stamp.is_some()
+        ))
+        .into()),
     }
 }
 
@@ -599,27 +629,32 @@ async fn apply_change_once(
         );
     }
     let (key, fingerprint, key_expires) = stamp_params(c.idempotency.as_ref());
-    let stmt = client.prepare_cached(APPLY_CHANGE).await?;
-    let row = client
-        .query_one(
-            &stmt,
-            &[
-                &c.user.0,
-                &c.kind.as_str(),
-                &c.amount.minor(),
-                &Money::MAX_BALANCE.minor(),
-                &c.now.millis(),
-                &c.operation_id.0,
-                &c.description.as_deref(),
-                &key,
-                &fingerprint,
-                &key_expires,
-            ],
-        )
-        .await
-        .map_err(refusal)?;
-    let Some((balance_after, seq)) = outcome_of(&row)? else {
-        return recorded(client, c.user, c.idempotency.as_ref(), c.now).await;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
+        &c.user.0,
+        &c.kind.as_str(),
+        &c.amount.minor(),
+        &Money::MAX_BALANCE.minor(),
+        &c.now.millis(),
+        &c.operation_id.0,
+        &c.description.as_deref(),
+        &key,
+        &fingerprint,
+        &key_expires,
+    ];
+    let called = call_money_function(
+        client,
+        APPLY_CHANGE,
+        &params,
+        c.user,
+        c.idempotency.as_ref(),
+        c.now,
+    )
+    .await?;
+    let (balance_after, seq) = match called {
+        Called::Done {
+            balance_after, seq, ..
+        } => (balance_after, seq),
+        Called::Recorded(record) => return Ok(Applied::AlreadyRecorded(record)),
     };
     Ok(Applied::Done(Operation {
         id: c.operation_id,
@@ -640,29 +675,36 @@ async fn transfer_once(
     t: &TransferCommand,
 ) -> Result<Applied, Failure> {
     let (key, fingerprint, key_expires) = stamp_params(t.idempotency.as_ref());
-    let stmt = client.prepare_cached(TRANSFER).await?;
-    let row = client
-        .query_one(
-            &stmt,
-            &[
-                &t.from.0,
-                &t.to_username_key,
-                &t.amount.minor(),
-                &Money::MAX_BALANCE.minor(),
-                &t.now.millis(),
-                &t.transfer_id.0,
-                &t.out_operation_id.0,
-                &t.in_operation_id.0,
-                &t.description.as_deref(),
-                &key,
-                &fingerprint,
-                &key_expires,
-            ],
-        )
-        .await
-        .map_err(refusal)?;
-    let Some((balance_after, seq)) = outcome_of(&row)? else {
-        return recorded(client, t.from, t.idempotency.as_ref(), t.now).await;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
+        &t.from.0,
+        &t.to_username_key,
+        &t.amount.minor(),
+        &Money::MAX_BALANCE.minor(),
+        &t.now.millis(),
+        &t.transfer_id.0,
+        &t.out_operation_id.0,
+        &t.in_operation_id.0,
+        &t.description.as_deref(),
+        &key,
+        &fingerprint,
+        &key_expires,
+    ];
+    let called = call_money_function(
+        client,
+        TRANSFER,
+        &params,
+        t.from,
+        t.idempotency.as_ref(),
+        t.now,
+    )
+    .await?;
+    let (row, balance_after, seq) = match called {
+        Called::Done {
+            row,
+            balance_after,
+            seq,
+        } => (row, balance_after, seq),
+        Called::Recorded(record) => return Ok(Applied::AlreadyRecorded(record)),
     };
     Ok(Applied::Done(Operation {
         id: t.out_operation_id,
@@ -679,21 +721,6 @@ async fn transfer_once(
         description: t.description.clone(),
         created_at: t.now,
     }))
-}
-
-/// The record a racing request with the same key committed (the function found it claimed).
-async fn recorded(
-    client: &deadpool_postgres::Object,
-    user: UserId,
-    stamp: Option<&IdempotencyStamp>,
-    now: Timestamp,
-) -> Result<Applied, Failure> {
-    let stamp = stamp
-        .ok_or_else(|| StoreError::internal("a key was recorded for a request without one"))?;
-    let record = find_record(client, user, stamp.key.as_str(), now)
-        .await?
-        .ok_or_else(|| StoreError::internal("claimed key vanished"))?;
-    Ok(Applied::AlreadyRecorded(record))
 }
 
 async fn insert_audit(
