@@ -36,6 +36,7 @@ macro_rules! api_suite {
             racing_refreshes_let_exactly_one_win,
             logout_revokes_the_session_and_its_tokens,
             logout_with_another_sessions_refresh_token_is_refused,
+            a_revoked_session_moves_no_money_and_hears_invalid_token_first,
             the_authorization_header_is_checked_strictly,
             me_returns_the_profile,
             sessions_are_listed_and_revoked_by_their_owner,
@@ -490,6 +491,77 @@ pub async fn logout_revokes_the_session_and_its_tokens(t: TestApp) {
         .expect(401, "invalid_token");
 }
 
+pub async fn a_revoked_session_moves_no_money_and_hears_invalid_token_first(t: TestApp) {
+    let alice = t.user("alice").await;
+    let bob = t.user("bob").await;
+    t.deposit(&alice, "50").await;
+    let key = [("idempotency-key", "before-logout")];
+    t.post(
+        "/api/balance/v1/withdraw/",
+        Some(&alice.access),
+        &json!({"amount": "5"}),
+        &key,
+    )
+    .await
+    .expect(201, "");
+    t.post("/api/auth/v1/logout/", Some(&alice.access), &json!({}), &[])
+        .await
+        .expect(204, "");
+    // Whatever the request, the revoked session's answer is `invalid_token`: a valid movement,
+    // a replay of a key it recorded, one the balance refuses, and requests that fail validation.
+    let long_key = "k".repeat(256);
+    type Request<'a> = (&'a str, Value, &'a [(&'a str, &'a str)]);
+    let refused: [Request; 7] = [
+        ("deposit", json!({"amount": "1"}), &[]),
+        ("withdraw", json!({"amount": "5"}), &key),
+        ("withdraw", json!({"amount": "1000"}), &[]),
+        ("transfer", json!({"to": "bob", "amount": "1"}), &[]),
+        ("transfer", json!({"to": "alice", "amount": "1"}), &[]),
+        ("deposit", json!({"amount": "-1", "extra": true}), &[]),
+        (
+            "transfer",
+            json!({"to": "bob", "amount": "1"}),
+            &[("idempotency-key", long_key.as_str())],
+        ),
+    ];
+    for (path, body, headers) in refused {
+        let r = t
+            .post(
+                &format!("/api/balance/v1/{path}/"),
+                Some(&alice.access),
+                &body,
+                headers,
+            )
+            .await;
+        assert!(
+            r.status == 401 && r.json()["code"] == "invalid_token",
+            "{path} {body}: {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    let r = t
+        .send(
+            Method::POST,
+            "/api/balance/v1/deposit/",
+            &[
+                ("authorization", &format!("Bearer {}", alice.access)),
+                ("content-type", "application/json"),
+            ],
+            Some(b"{not json".to_vec()),
+        )
+        .await;
+    r.expect(401, "invalid_token");
+    // Nothing moved; a new session works and sees the one withdrawal.
+    let (access, _) = t.login("alice").await;
+    let r = t.get("/api/balance/v1/", Some(&access)).await;
+    r.expect(200, "");
+    assert_eq!(r.json()["balance"], "45.00");
+    assert_eq!(t.balance(&bob).await, "0.00");
+    let r = t.get("/api/balance/v1/operations/", Some(&access)).await;
+    assert_eq!(r.json()["results"].as_array().unwrap().len(), 2);
+}
+
 pub async fn logout_with_another_sessions_refresh_token_is_refused(t: TestApp) {
     let alice = t.user("alice").await;
     let (_, other_refresh) = t.login("alice").await;
@@ -893,6 +965,7 @@ pub async fn a_deposit_past_the_balance_ceiling_is_refused(t: TestApp) {
             operation_id: OperationId::new(),
             now: Timestamp::now(),
             idempotency: None,
+            session: None,
         })
         .await
         .unwrap();

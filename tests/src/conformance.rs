@@ -12,8 +12,8 @@ use lighttech::domain::{
 };
 use lighttech::store::{
     Applied, Attempt, AuditAction, AuditEntry, AuditParty, BalanceChange, HistoryQuery,
-    IdempotencyStamp, NewUser, RotateOutcome, Rotation, SessionRecord, StatusChange, Store,
-    StoreError, ThrottlePolicy, TransferCommand, UserQuery, UserRecord,
+    IdempotencyStamp, NewUser, RotateOutcome, Rotation, SessionRecord, SessionUse, StatusChange,
+    Store, StoreError, ThrottlePolicy, TransferCommand, UserQuery, UserRecord,
 };
 use rand::RngExt;
 
@@ -39,6 +39,9 @@ macro_rules! store_conformance_suite {
             sessions_rotate_once_and_reuse_revokes,
             inactive_sessions_cannot_rotate_or_be_touched,
             racing_rotations_let_exactly_one_win,
+            movements_need_a_live_session_of_their_own_before_anything_else,
+            movements_record_their_sessions_use_when_due,
+            movements_racing_a_revocation_stop_at_it,
             sessions_are_listed_newest_first_and_revoked_only_by_their_owner,
             login_attempts_are_limited_per_window,
             racing_login_attempts_never_exceed_the_limit,
@@ -95,6 +98,7 @@ fn change(user: UserId, kind: OperationKind, minor: i64) -> BalanceChange {
         operation_id: OperationId::new(),
         now: Timestamp::now(),
         idempotency: None,
+        session: None,
     }
 }
 
@@ -109,6 +113,7 @@ fn transfer(from: UserId, to: &str, minor: i64) -> TransferCommand {
         in_operation_id: OperationId::new(),
         now: Timestamp::now(),
         idempotency: None,
+        session: None,
     }
 }
 
@@ -814,6 +819,182 @@ pub async fn racing_rotations_let_exactly_one_win(store: Arc<dyn Store>) {
             .is_some(),
         "the losers presented a spent token, so the session is revoked"
     );
+}
+
+/// A movement made in `s`, recording its use when older than a minute before `now`.
+fn in_session(s: &SessionRecord, now: Timestamp) -> Option<SessionUse> {
+    Some(SessionUse {
+        id: s.id,
+        touch_before: now.plus_seconds(-60),
+    })
+}
+
+fn not_live<T: std::fmt::Debug>(result: Result<T, StoreError>, what: &str) {
+    assert!(
+        matches!(result, Err(StoreError::SessionNotLive)),
+        "{what}: {result:?}"
+    );
+}
+
+pub async fn movements_need_a_live_session_of_their_own_before_anything_else(
+    store: Arc<dyn Store>,
+) {
+    let alice = create(&store, "alice").await;
+    let bob = create(&store, "bob").await;
+    deposit(&store, alice.id, 1_000).await;
+    let now = Timestamp::now();
+    let later = now.plus_seconds(3600);
+    let live = session(alice.id, now);
+    store.create_session(&live).await.unwrap();
+    let mut keyed = change(alice.id, OperationKind::Deposit, 100);
+    keyed.idempotency = Some(stamp("k-1", "deposit 1", later));
+    keyed.session = in_session(&live, now);
+    assert!(matches!(
+        store.apply_change(&keyed).await.unwrap(),
+        Applied::Done(_)
+    ));
+
+    // Sessions that are not alice's own live one move nothing.
+    let bobs = session(bob.id, now);
+    store.create_session(&bobs).await.unwrap();
+    let mut expired = session(alice.id, now.plus_seconds(-7200));
+    expired.expires_at = now.plus_seconds(-3600);
+    store.create_session(&expired).await.unwrap();
+    let unknown = session(alice.id, now);
+    for (s, what) in [
+        (&bobs, "another user's session"),
+        (&expired, "an expired session"),
+        (&unknown, "a session never created"),
+    ] {
+        let mut c = change(alice.id, OperationKind::Deposit, 1);
+        c.session = in_session(s, now);
+        not_live(store.apply_change(&c).await, what);
+        let mut t = transfer(alice.id, "bob", 1);
+        t.session = in_session(s, now);
+        not_live(store.transfer(&t).await, what);
+    }
+
+    // Once revoked, the session's refusal comes before every other answer: a recorded key,
+    // insufficient funds, an unknown recipient, a transfer to oneself.
+    assert!(store.revoke_session(alice.id, live.id, now).await.unwrap());
+    not_live(store.apply_change(&keyed).await, "replay of a recorded key");
+    let mut overdraw = change(alice.id, OperationKind::Withdrawal, 1_000_000);
+    overdraw.session = in_session(&live, now);
+    not_live(
+        store.apply_change(&overdraw).await,
+        "withdrawal above balance",
+    );
+    for (to, minor) in [("bob", 1), ("bob", 1_000_000), ("nobody", 1), ("alice", 1)] {
+        let mut t = transfer(alice.id, to, minor);
+        t.idempotency = Some(stamp("k-2", "transfer", later));
+        t.session = in_session(&live, now);
+        not_live(store.transfer(&t).await, to);
+    }
+    assert!(
+        store
+            .idempotent_record(alice.id, &IdempotencyKey::parse(b"k-2").unwrap(), now)
+            .await
+            .unwrap()
+            .is_none(),
+        "a refused movement records no key"
+    );
+    assert_eq!(balance(&store, alice.id).await, 1_100);
+    assert_eq!(balance(&store, bob.id).await, 0);
+    assert_ledger_consistent(&store, alice.id).await;
+    assert_ledger_consistent(&store, bob.id).await;
+}
+
+pub async fn movements_record_their_sessions_use_when_due(store: Arc<dyn Store>) {
+    let alice = create(&store, "alice").await;
+    create(&store, "bob").await;
+    deposit(&store, alice.id, 1_000).await;
+    let now = Timestamp::now();
+    let mut idle = session(alice.id, now.plus_seconds(-600));
+    idle.expires_at = now.plus_seconds(3600);
+    store.create_session(&idle).await.unwrap();
+    let last_used = |s: &SessionRecord| {
+        let store = Arc::clone(&store);
+        let (user, id) = (s.user, s.id);
+        async move { store.session(user, id).await.unwrap().unwrap().last_used_at }
+    };
+
+    // Last used ten minutes ago: the movement records its use.
+    let mut c = change(alice.id, OperationKind::Withdrawal, 1);
+    c.now = now;
+    c.session = in_session(&idle, now);
+    assert!(matches!(
+        store.apply_change(&c).await.unwrap(),
+        Applied::Done(_)
+    ));
+    assert_eq!(last_used(&idle).await, now);
+    // Ten seconds later the use is recent: nothing is written to the session.
+    let soon = now.plus_seconds(10);
+    let mut t = transfer(alice.id, "bob", 1);
+    t.now = soon;
+    t.session = in_session(&idle, soon);
+    assert!(matches!(
+        store.transfer(&t).await.unwrap(),
+        Applied::Done(_)
+    ));
+    assert_eq!(last_used(&idle).await, now);
+    // Two minutes later a transfer records it again.
+    let later = now.plus_seconds(120);
+    let mut t = transfer(alice.id, "bob", 1);
+    t.now = later;
+    t.session = in_session(&idle, later);
+    assert!(matches!(
+        store.transfer(&t).await.unwrap(),
+        Applied::Done(_)
+    ));
+    assert_eq!(last_used(&idle).await, later);
+    assert_eq!(balance(&store, alice.id).await, 997);
+}
+
+pub async fn movements_racing_a_revocation_stop_at_it(store: Arc<dyn Store>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let alice = create(&store, "alice").await;
+    create(&store, "bob").await;
+    deposit(&store, alice.id, 10_000).await;
+    let now = Timestamp::now();
+    let s = session(alice.id, now);
+    store.create_session(&s).await.unwrap();
+    let revoked = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let (task_store, task_revoked) = (Arc::clone(&store), Arc::clone(&revoked));
+        let (id, used) = (alice.id, in_session(&s, now));
+        tasks.push(tokio::spawn(async move {
+            let after_revocation = task_revoked.load(Ordering::SeqCst);
+            let result = if i % 2 == 0 {
+                let mut c = change(id, OperationKind::Withdrawal, 10);
+                c.session = used;
+                task_store.apply_change(&c).await
+            } else {
+                let mut t = transfer(id, "bob", 10);
+                t.session = used;
+                task_store.transfer(&t).await
+            };
+            (after_revocation, result)
+        }));
+        if i == 20 {
+            assert!(store.revoke_session(alice.id, s.id, now).await.unwrap());
+            revoked.store(true, Ordering::SeqCst);
+        }
+    }
+    let mut moved = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            (false, Ok(Applied::Done(_))) => moved += 1,
+            (_, Err(StoreError::SessionNotLive)) => {}
+            (true, other) => panic!("a movement begun after the revocation answered: {other:?}"),
+            (false, other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(balance(&store, alice.id).await, 10_000 - 10 * moved);
+    assert_ledger_consistent(&store, alice.id).await;
+    let mut c = change(alice.id, OperationKind::Deposit, 1);
+    c.session = in_session(&s, Timestamp::now());
+    not_live(store.apply_change(&c).await, "after the race");
 }
 
 pub async fn sessions_are_listed_newest_first_and_revoked_only_by_their_owner(

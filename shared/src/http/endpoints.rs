@@ -32,6 +32,25 @@ async fn principal(app: &App, req: &Req) -> Result<Principal, ApiError> {
     Ok(principal)
 }
 
+/// The caller of a money movement: the token is verified here, its session by the store inside
+/// the movement's own atomic step (one read fewer per movement, and no moment between the check
+/// and the movement in which a revocation could slip). A request refused before it reaches the
+/// store is first given the session's own verdict by [`session_first`], so a revoked session
+/// still hears `invalid_token` before anything about its request.
+fn mover(app: &App, req: &Req) -> Result<Principal, ApiError> {
+    let principal = auth::verify_access(app, req.bearer()?)?;
+    tracing::Span::current().record("user_id", tracing::field::display(principal.user));
+    Ok(principal)
+}
+
+/// `refused`, unless the caller's session is not live: then that answer comes first.
+async fn session_first(app: &App, req: &Req, refused: ApiError) -> ApiError {
+    match principal(app, req).await {
+        Ok(_) => refused,
+        Err(e) => e,
+    }
+}
+
 fn missing_after_check() -> ApiError {
     ApiError::internal("a field passed validation but has no value")
 }
@@ -176,7 +195,16 @@ fn movement_reply(movement: Movement) -> Result<Reply, ApiError> {
 }
 
 async fn change(app: &App, req: &Req, kind: OperationKind) -> Result<Reply, ApiError> {
-    let principal = principal(app, req).await?;
+    let principal = mover(app, req)?;
+    let request = match change_request(req, kind) {
+        Ok(request) => request,
+        Err(refused) => return Err(session_first(app, req, refused).await),
+    };
+    let movement = money::change_balance(app, principal, request).await?;
+    movement_reply(movement)
+}
+
+fn change_request(req: &Req, kind: OperationKind) -> Result<ChangeRequest, ApiError> {
     let idempotency_key = req.idempotency_key()?;
     let mut body = req.json_object(false)?;
     let amount = body.required("amount", json_amount);
@@ -185,18 +213,12 @@ async fn change(app: &App, req: &Req, kind: OperationKind) -> Result<Reply, ApiE
     let (Some(amount), Some(description)) = (amount, description) else {
         return Err(missing_after_check());
     };
-    let movement = money::change_balance(
-        app,
-        principal.user,
-        ChangeRequest {
-            kind,
-            amount,
-            description,
-            idempotency_key,
-        },
-    )
-    .await?;
-    movement_reply(movement)
+    Ok(ChangeRequest {
+        kind,
+        amount,
+        description,
+        idempotency_key,
+    })
 }
 
 pub(super) async fn deposit(app: &App, req: &Req) -> Result<Reply, ApiError> {
@@ -208,7 +230,16 @@ pub(super) async fn withdraw(app: &App, req: &Req) -> Result<Reply, ApiError> {
 }
 
 pub(super) async fn transfer(app: &App, req: &Req) -> Result<Reply, ApiError> {
-    let principal = principal(app, req).await?;
+    let principal = mover(app, req)?;
+    let request = match transfer_request(req) {
+        Ok(request) => request,
+        Err(refused) => return Err(session_first(app, req, refused).await),
+    };
+    let movement = money::transfer(app, principal, request).await?;
+    movement_reply(movement)
+}
+
+fn transfer_request(req: &Req) -> Result<TransferRequest, ApiError> {
     let idempotency_key = req.idempotency_key()?;
     let mut body = req.json_object(false)?;
     let to = body.required("to", |raw| {
@@ -227,18 +258,12 @@ pub(super) async fn transfer(app: &App, req: &Req) -> Result<Reply, ApiError> {
     let (Some(to), Some(amount), Some(description)) = (to, amount, description) else {
         return Err(missing_after_check());
     };
-    let movement = money::transfer(
-        app,
-        principal.user,
-        TransferRequest {
-            to,
-            amount,
-            description,
-            idempotency_key,
-        },
-    )
-    .await?;
-    movement_reply(movement)
+    Ok(TransferRequest {
+        to,
+        amount,
+        description,
+        idempotency_key,
+    })
 }
 
 /// Parses `limit`, `cursor`, `type`, `since`, `until`; unknown parameters are ignored.

@@ -9,7 +9,8 @@ use crate::domain::{
 };
 use crate::error::{ApiError, FieldErrors};
 use crate::store::{
-    Attempt, NewUser, RotateOutcome, Rotation, SessionRecord, ThrottlePolicy, UserRecord,
+    Attempt, NewUser, RotateOutcome, Rotation, SessionRecord, SessionUse, ThrottlePolicy,
+    UserRecord,
 };
 
 /// Sessions record use at most this often, so authenticated reads do not each cost a write.
@@ -216,6 +217,27 @@ fn verify(
         tracing::info!(reason = %e, "token rejected");
         ApiError::InvalidToken
     })
+}
+
+/// The principal an access token names, from its signature, claims and type alone: its session
+/// is not looked at. Only for the money movements, which hand the session to the store to be
+/// checked inside the movement's own atomic step ([`session_use`]); everything else uses
+/// [`authenticate`].
+pub fn verify_access(app: &App, access_token: &str) -> Result<Principal, ApiError> {
+    let token = verify(app, access_token, TokenType::Access, app.clock.now())?;
+    Ok(Principal {
+        user: token.user,
+        session: token.session,
+    })
+}
+
+/// The principal's session as a money movement carries it to the store: checked there, and its
+/// use recorded at most once per touch interval.
+pub fn session_use(principal: Principal, now: Timestamp) -> SessionUse {
+    SessionUse {
+        id: principal.session,
+        touch_before: Timestamp::from_millis(now.millis() - TOUCH_INTERVAL_SECONDS * 1000),
+    }
 }
 
 /// Resolves an access token to a principal: the signature, claims and type must hold and its

@@ -23,6 +23,8 @@ impl From<StoreError> for ApiError {
             StoreError::SelfTransfer => ApiError::SelfTransfer,
             // An authenticated user without an account means their session outlived them.
             StoreError::AccountNotFound => ApiError::InvalidToken,
+            // The session of a money movement, checked in the movement's own step.
+            StoreError::SessionNotLive => ApiError::InvalidToken,
             StoreError::Unavailable(source) => ApiError::ServiceUnavailable(source),
             StoreError::Internal(source) => ApiError::Internal(source),
         }

@@ -7,6 +7,7 @@ use crate::domain::{
     UserId, username_key,
 };
 use crate::error::ApiError;
+use crate::service::auth::{Principal, session_use};
 use crate::store::{
     Account, Applied, BalanceChange, HistoryQuery, IdempotencyStamp, IdempotentRecord, Operation,
     StoreError, TransferCommand,
@@ -40,23 +41,24 @@ pub struct ChangeRequest {
     pub idempotency_key: Option<IdempotencyKey>,
 }
 
-/// Deposits into or withdraws from the caller's account.
+/// Deposits into or withdraws from the caller's account, if their session is live.
+///
+/// A retry with a recorded key is answered by the store's atomic step itself (the key is
+/// claimed there first), so the common case of a fresh key costs no extra read.
 #[tracing::instrument(skip_all, fields(kind = request.kind.as_str()))]
 pub async fn change_balance(
     app: &App,
-    user: UserId,
+    principal: Principal,
     request: ChangeRequest,
 ) -> Result<Movement, ApiError> {
     let now = app.clock.now();
+    let user = principal.user;
     let fingerprint = RequestFingerprint::of(&[
         request.kind.as_str(),
         &request.amount.minor().to_string(),
         description_part(&request.description),
     ]);
     let stamp = stamp(app, request.idempotency_key, fingerprint, now);
-    if let Some(replay) = recorded(app, user, stamp.as_ref(), now).await? {
-        return Ok(replay);
-    }
     let applied = app
         .store
         .apply_change(&BalanceChange {
@@ -67,6 +69,7 @@ pub async fn change_balance(
             operation_id: OperationId::new(),
             now,
             idempotency: stamp.clone(),
+            session: Some(session_use(principal, now)),
         })
         .await
         .map_err(|e| with_amount(e, request.amount))?;
@@ -86,14 +89,16 @@ pub struct TransferRequest {
     pub idempotency_key: Option<IdempotencyKey>,
 }
 
-/// Moves money from the caller to another active user, both sides in one atomic step.
+/// Moves money from the caller to another active user, both sides in one atomic step, if the
+/// caller's session is live.
 #[tracing::instrument(skip_all)]
 pub async fn transfer(
     app: &App,
-    user: UserId,
+    principal: Principal,
     request: TransferRequest,
 ) -> Result<Movement, ApiError> {
     let now = app.clock.now();
+    let user = principal.user;
     let to_key = username_key(&request.to);
     let fingerprint = RequestFingerprint::of(&[
         "transfer",
@@ -102,9 +107,6 @@ pub async fn transfer(
         description_part(&request.description),
     ]);
     let stamp = stamp(app, request.idempotency_key, fingerprint, now);
-    if let Some(replay) = recorded(app, user, stamp.as_ref(), now).await? {
-        return Ok(replay);
-    }
     let applied = app
         .store
         .transfer(&TransferCommand {
@@ -117,6 +119,7 @@ pub async fn transfer(
             in_operation_id: OperationId::new(),
             now,
             idempotency: stamp.clone(),
+            session: Some(session_use(principal, now)),
         })
         .await
         .map_err(|e| with_amount(e, request.amount))?;
@@ -141,29 +144,13 @@ fn stamp(
     })
 }
 
-/// The fast path for retries: a recorded key answers without touching any balance.
-async fn recorded(
-    app: &App,
-    user: UserId,
-    stamp: Option<&IdempotencyStamp>,
-    now: Timestamp,
-) -> Result<Option<Movement>, ApiError> {
-    let Some(stamp) = stamp else {
-        return Ok(None);
-    };
-    match app.store.idempotent_record(user, &stamp.key, now).await? {
-        Some(record) => replay(record, stamp).map(Some),
-        None => Ok(None),
-    }
-}
-
 fn settle(applied: Applied, stamp: Option<&IdempotencyStamp>) -> Result<Movement, ApiError> {
     match (applied, stamp) {
         (Applied::Done(operation), _) => Ok(Movement {
             operation,
             replayed: false,
         }),
-        // A racing request with the same key won inside the store's atomic step.
+        // The key was recorded by an earlier request (or a racing one that committed first).
         (Applied::AlreadyRecorded(record), Some(stamp)) => replay(record, stamp),
         (Applied::AlreadyRecorded(_), None) => Err(ApiError::internal(
             "store reported a recorded key for a request without one",

@@ -49,7 +49,7 @@ use rand::RngExt;
 use super::{
     Account, Applied, Attempt, AuditAction, AuditEntry, AuditPage, AuditParty, BalanceChange,
     Counterparty, HistoryPage, HistoryQuery, IdempotencyStamp, IdempotentRecord, NewUser,
-    Operation, RotateOutcome, Rotation, SessionRecord, StatusChange, Store, StoreError,
+    Operation, RotateOutcome, Rotation, SessionRecord, SessionUse, StatusChange, Store, StoreError,
     ThrottlePolicy, TransferCommand, UserPage, UserQuery, UserRecord, UserSummary,
 };
 use crate::domain::{
@@ -511,15 +511,93 @@ impl DynamoStore {
             .build())
     }
 
+    /// Reads a movement's session (strongly consistent): `SessionNotLive` unless it is live.
+    /// `Some(true)` when its use is due to be recorded; `None` without a session.
+    async fn live_session(
+        &self,
+        user: UserId,
+        session: Option<&SessionUse>,
+        now: Timestamp,
+    ) -> Result<Option<bool>, StoreError> {
+        let Some(session) = session else {
+            return Ok(None);
+        };
+        let record = self
+            .get(key(user_pk(user), &format!("SESSION#{}", session.id)))
+            .await?
+            .map(|item| session_from_item(&item))
+            .transpose()?
+            .filter(|s| s.user == user && s.is_active(now))
+            .ok_or(StoreError::SessionNotLive)?;
+        Ok(Some(record.last_used_at < session.touch_before))
+    }
+
+    /// The session's part of a movement's transaction: the condition that it is still live
+    /// (a revocation committed after the read above cancels the movement), recording its use
+    /// when `touch` (a condition check costs the same capacity as the update).
+    fn session_guard(
+        &self,
+        user: UserId,
+        session: &SessionUse,
+        touch: bool,
+        now: Timestamp,
+    ) -> Result<TransactWriteItem, StoreError> {
+        const LIVE: &str =
+            "attribute_exists(PK) AND attribute_not_exists(revoked_at) AND expires_at > :now";
+        let session_key = key(user_pk(user), &format!("SESSION#{}", session.id));
+        let item = TransactWriteItem::builder();
+        Ok(if touch {
+            item.update(
+                Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(session_key))
+                    .update_expression("SET last_used_at = :now")
+                    .condition_expression(LIVE)
+                    .expression_attribute_values(":now", n(now.millis()))
+                    .build()
+                    .map_err(StoreError::internal)?,
+            )
+        } else {
+            item.condition_check(
+                ConditionCheck::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(session_key))
+                    .condition_expression(LIVE)
+                    .expression_attribute_values(":now", n(now.millis()))
+                    .build()
+                    .map_err(StoreError::internal)?,
+            )
+        }
+        .build())
+    }
+
+    /// Appends the session guard (when the movement has a session) to a movement's items and
+    /// returns its position.
+    fn guard_session(
+        &self,
+        items: &mut Vec<TransactWriteItem>,
+        user: UserId,
+        session: Option<&SessionUse>,
+        touch: Option<bool>,
+        now: Timestamp,
+    ) -> Result<Option<usize>, StoreError> {
+        let Some(session) = session else {
+            return Ok(None);
+        };
+        items.push(self.session_guard(user, session, touch.unwrap_or(true), now)?);
+        Ok(Some(items.len() - 1))
+    }
+
     /// Commits a money movement's transaction. `Some` ends the primitive (done, or the key was
-    /// already recorded); `None` asks for another attempt after a conflict. `key_item` is the
-    /// position of the idempotency `Put` among `items`.
+    /// already recorded); `None` asks for another attempt after a conflict. `key` is the stamp
+    /// with the position of its idempotency `Put` among `items`, `session_item` the position of
+    /// the session guard, whose failure comes first.
     async fn commit_movement(
         &self,
         items: Vec<TransactWriteItem>,
         op: &Operation,
-        stamp: Option<&IdempotencyStamp>,
-        key_item: usize,
+        key: Option<(&IdempotencyStamp, usize)>,
+        session_item: Option<usize>,
         attempt: u32,
         what: &str,
     ) -> Result<Option<Applied>, StoreError> {
@@ -528,7 +606,10 @@ impl DynamoStore {
             Err(Cancelled::Other(e)) => return Err(e),
             Err(cancelled) => cancelled,
         };
-        if let Some(stamp) = stamp
+        if session_item.is_some_and(|i| cancelled.failed(i)) {
+            return Err(StoreError::SessionNotLive);
+        }
+        if let Some((stamp, key_item)) = key
             && cancelled.failed(key_item)
         {
             if let Some(record) = self
@@ -1129,7 +1210,11 @@ impl Store for DynamoStore {
     async fn apply_change(&self, c: &BalanceChange) -> Result<Applied, StoreError> {
         let stamp = c.idempotency.as_ref();
         for attempt in 0..MAX_ATTEMPTS {
-            let Some(item) = self.account_item(c.user).await? else {
+            let (touch, item) = tokio::try_join!(
+                self.live_session(c.user, c.session.as_ref(), c.now),
+                self.account_item(c.user)
+            )?;
+            let Some(item) = item else {
                 return Err(StoreError::AccountNotFound);
             };
             let read = account_state(&item)?;
@@ -1177,8 +1262,17 @@ impl Store for DynamoStore {
             if let Some(stamp) = stamp {
                 items.push(self.idempotency_put(c.user, stamp, &op, c.now)?);
             }
+            let session_item =
+                self.guard_session(&mut items, c.user, c.session.as_ref(), touch, c.now)?;
             if let Some(applied) = self
-                .commit_movement(items, &op, stamp, 2, attempt, "balance change")
+                .commit_movement(
+                    items,
+                    &op,
+                    stamp.map(|s| (s, 2)),
+                    session_item,
+                    attempt,
+                    "balance change",
+                )
                 .await?
             {
                 return Ok(applied);
@@ -1191,10 +1285,11 @@ impl Store for DynamoStore {
 
     async fn transfer(&self, t: &TransferCommand) -> Result<Applied, StoreError> {
         let stamp = t.idempotency.as_ref();
-        let recipient = match self
-            .get(key(format!("USERNAME#{}", t.to_username_key), "USERNAME"))
-            .await?
-        {
+        let (mut touch, guard) = tokio::try_join!(
+            self.live_session(t.from, t.session.as_ref(), t.now),
+            self.get(key(format!("USERNAME#{}", t.to_username_key), "USERNAME"))
+        )?;
+        let recipient = match guard {
             Some(guard) => parse_id(get_s(&guard, "user_id")?, "user_id", UserId::parse)?,
             None => {
                 return self
@@ -1208,8 +1303,18 @@ impl Store for DynamoStore {
                 .await;
         }
         for attempt in 0..MAX_ATTEMPTS {
-            let (sender_item, recipient_item) =
-                tokio::try_join!(self.account_item(t.from), self.account_item(recipient))?;
+            let (sender_item, recipient_item) = if attempt == 0 {
+                tokio::try_join!(self.account_item(t.from), self.account_item(recipient))?
+            } else {
+                // Another attempt: the session may have been revoked meanwhile.
+                let (now_touch, sender_item, recipient_item) = tokio::try_join!(
+                    self.live_session(t.from, t.session.as_ref(), t.now),
+                    self.account_item(t.from),
+                    self.account_item(recipient)
+                )?;
+                touch = now_touch;
+                (sender_item, recipient_item)
+            };
             let Some(sender_item) = sender_item else {
                 return Err(StoreError::AccountNotFound);
             };
@@ -1284,8 +1389,17 @@ impl Store for DynamoStore {
             if let Some(stamp) = stamp {
                 items.push(self.idempotency_put(t.from, stamp, &out, t.now)?);
             }
+            let session_item =
+                self.guard_session(&mut items, t.from, t.session.as_ref(), touch, t.now)?;
             if let Some(applied) = self
-                .commit_movement(items, &out, stamp, 4, attempt, "transfer")
+                .commit_movement(
+                    items,
+                    &out,
+                    stamp.map(|s| (s, 4)),
+                    session_item,
+                    attempt,
+                    "transfer",
+                )
                 .await?
             {
                 return Ok(applied);

@@ -117,6 +117,19 @@ pub enum Applied {
     AlreadyRecorded(IdempotentRecord),
 }
 
+/// The session a money movement is made in. The store checks, inside the movement's atomic
+/// step and before anything else (a recorded key included), that it is the mover's own, not
+/// revoked and not expired — so a session revoked or a user deactivated before the movement
+/// commits cannot move money, and a refused session learns nothing about the account — and
+/// records its use when it was last used before `touch_before`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionUse {
+    /// The session of the caller's access token.
+    pub id: SessionId,
+    /// Record the use (`last_used_at` = the movement's time) if the last one is older.
+    pub touch_before: Timestamp,
+}
+
 /// A deposit or a withdrawal.
 #[derive(Debug, Clone)]
 pub struct BalanceChange {
@@ -134,6 +147,9 @@ pub struct BalanceChange {
     pub now: Timestamp,
     /// Recorded atomically with the change when present.
     pub idempotency: Option<IdempotencyStamp>,
+    /// The session the request came in (`None` only for callers acting without one, such as
+    /// tests seeding balances): the change happens only while it is live.
+    pub session: Option<SessionUse>,
 }
 
 /// A transfer between two accounts.
@@ -157,6 +173,9 @@ pub struct TransferCommand {
     pub now: Timestamp,
     /// Recorded atomically with the transfer when present.
     pub idempotency: Option<IdempotencyStamp>,
+    /// The sender's session (`None` only for callers acting without one): the transfer
+    /// happens only while it is live.
+    pub session: Option<SessionUse>,
 }
 
 /// A new user and the facts the store must keep unique.
@@ -427,6 +446,9 @@ pub enum StoreError {
     /// The account does not exist.
     #[error("account not found")]
     AccountNotFound,
+    /// The movement's session is revoked, expired or not the mover's; nothing was applied.
+    #[error("session not live")]
+    SessionNotLive,
     /// The store cannot be reached or is overloaded; nothing was applied.
     #[error("store unavailable")]
     Unavailable(#[source] Source),
@@ -520,12 +542,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn account(&self, user: UserId) -> Result<Option<Account>, StoreError>;
 
     /// Applies a deposit or withdrawal with its operation record and idempotency record in one
-    /// conditional step. An unexpired key already recorded wins over every other condition:
-    /// the result is `AlreadyRecorded` and nothing moves.
+    /// conditional step. A session that is not live (`SessionNotLive`) wins over every other
+    /// condition; then an unexpired key already recorded: the result is `AlreadyRecorded` and
+    /// nothing moves.
     async fn apply_change(&self, change: &BalanceChange) -> Result<Applied, StoreError>;
 
     /// Applies a transfer — both balances, both operation records, the idempotency record — in
-    /// one conditional step, with the same precedence of a recorded key as `apply_change`.
+    /// one conditional step, with the same precedence of the session and of a recorded key as
+    /// `apply_change`.
     async fn transfer(&self, transfer: &TransferCommand) -> Result<Applied, StoreError>;
 
     /// Reads an unexpired idempotency record.

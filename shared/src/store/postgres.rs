@@ -17,6 +17,8 @@
 //! but sent as one prepared call, so each is one round trip and one implicit transaction
 //! instead of BEGIN, three to seven statements and COMMIT, each waiting for the last. A
 //! refusal comes back as an error with a LightTech SQLSTATE, which also undoes the key claim.
+//! Their first step checks and locks the caller's session (migration 4), so the request needs
+//! no read of it beforehand and a revocation cannot slip between the check and the movement.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -30,7 +32,7 @@ use uuid::Uuid;
 use super::{
     Account, Applied, Attempt, AuditAction, AuditEntry, AuditPage, AuditParty, BalanceChange,
     Counterparty, HistoryPage, HistoryQuery, IdempotencyStamp, IdempotentRecord, NewUser,
-    Operation, RotateOutcome, Rotation, SessionRecord, StatusChange, Store, StoreError,
+    Operation, RotateOutcome, Rotation, SessionRecord, SessionUse, StatusChange, Store, StoreError,
     ThrottlePolicy, TransferCommand, UserPage, UserQuery, UserRecord, UserSummary,
 };
 use crate::domain::{
@@ -48,6 +50,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (
         3,
         include_str!("../../migrations/postgres/0003_money_functions.sql"),
+    ),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_movement_sessions.sql"),
     ),
 ];
 
@@ -534,13 +540,15 @@ async fn take_login_attempt_tx(
     })
 }
 
-/// `lighttech_apply_change` (migration 3): the whole balance change in one statement.
+/// `lighttech_apply_change` (migrations 3 and 4): the session check and the whole balance
+/// change in one statement.
 const APPLY_CHANGE: &str = "SELECT outcome, balance_after, seq FROM lighttech_apply_change(\
-     $1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+     $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
-/// `lighttech_transfer` (migration 3): the whole transfer in one statement.
+/// `lighttech_transfer` (migrations 3 and 4): the session check and the whole transfer in one
+/// statement.
 const TRANSFER: &str = "SELECT outcome, balance_after, seq, recipient_id, recipient_username \
-     FROM lighttech_transfer($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+     FROM lighttech_transfer($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 
 /// A refusal raised by the money functions (their `LT` SQLSTATEs), or the error as it is.
 fn refusal(e: tokio_postgres::Error) -> Failure {
@@ -558,9 +566,18 @@ fn refusal(e: tokio_postgres::Error) -> Failure {
         "LT003" => StoreError::AccountNotFound,
         "LT004" => StoreError::RecipientNotFound,
         "LT005" => StoreError::SelfTransfer,
+        "LT006" => StoreError::SessionNotLive,
         _ => return Failure::from(e),
     };
     Failure::Fail(refused)
+}
+
+/// The session as the money functions take it: id and touch threshold (both NULL without).
+fn session_params(session: Option<&SessionUse>) -> (Option<Uuid>, Option<i64>) {
+    match session {
+        Some(s) => (Some(s.id.0), Some(s.touch_before.millis())),
+        None => (None, None),
+    }
 }
 
 /// The key's stamp as the money functions take it: key, fingerprint, expiry (all NULL without).
@@ -628,8 +645,11 @@ async fn apply_change_once(
             StoreError::internal(format!("{} is not a balance change", c.kind.as_str())).into(),
         );
     }
+    let (session, touch_before) = session_params(c.session.as_ref());
     let (key, fingerprint, key_expires) = stamp_params(c.idempotency.as_ref());
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
+        &session,
+        &touch_before,
         &c.user.0,
         &c.kind.as_str(),
         &c.amount.minor(),
@@ -674,8 +694,11 @@ async fn transfer_once(
     client: &deadpool_postgres::Object,
     t: &TransferCommand,
 ) -> Result<Applied, Failure> {
+    let (session, touch_before) = session_params(t.session.as_ref());
     let (key, fingerprint, key_expires) = stamp_params(t.idempotency.as_ref());
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 14] = [
+        &session,
+        &touch_before,
         &t.from.0,
         &t.to_username_key,
         &t.amount.minor(),

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use super::{
     Account, Applied, Attempt, AuditAction, AuditEntry, AuditPage, AuditParty, BalanceChange,
     Counterparty, HistoryPage, HistoryQuery, IdempotencyStamp, IdempotentRecord, NewUser,
-    Operation, RotateOutcome, Rotation, SessionRecord, StatusChange, Store, StoreError,
+    Operation, RotateOutcome, Rotation, SessionRecord, SessionUse, StatusChange, Store, StoreError,
     ThrottlePolicy, TransferCommand, UserPage, UserQuery, UserRecord, UserSummary,
 };
 use crate::domain::{
@@ -440,6 +440,42 @@ fn insert_operation(txn: &Connection, op: &Operation) -> Result<(), StoreError> 
 }
 
 /// The unexpired record for a key, read inside the caller's transaction or connection.
+/// Refuses a movement whose session is not live (`SessionNotLive`) and records its use when due;
+/// runs first in the movement's transaction.
+fn use_session(
+    conn: &Connection,
+    user: UserId,
+    session: Option<&SessionUse>,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let Some(session) = session else {
+        return Ok(());
+    };
+    let last_used: Option<i64> = conn
+        .prepare_cached(
+            "SELECT last_used_at FROM sessions \
+             WHERE id = ?1 AND user_id = ?2 AND revoked_at IS NULL AND expires_at > ?3",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![session.id.to_string(), user.to_string(), now.millis()],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .map_err(map_err)?;
+    match last_used {
+        None => Err(StoreError::SessionNotLive),
+        Some(used) if used < session.touch_before.millis() => {
+            conn.prepare_cached("UPDATE sessions SET last_used_at = ?1 WHERE id = ?2")
+                .and_then(|mut s| s.execute(params![now.millis(), session.id.to_string()]))
+                .map_err(map_err)?;
+            Ok(())
+        }
+        Some(_) => Ok(()),
+    }
+}
+
 fn find_idempotent(
     conn: &Connection,
     user: UserId,
@@ -908,6 +944,7 @@ impl Store for SqliteStore {
     async fn apply_change(&self, change: &BalanceChange) -> Result<Applied, StoreError> {
         let c = change.clone();
         self.write(move |txn| {
+            use_session(txn, c.user, c.session.as_ref(), c.now)?;
             if let Some(stamp) = &c.idempotency
                 && let Some(existing) = find_idempotent(txn, c.user, stamp.key.as_str(), c.now)?
             {
@@ -947,6 +984,7 @@ impl Store for SqliteStore {
     async fn transfer(&self, transfer: &TransferCommand) -> Result<Applied, StoreError> {
         let t = transfer.clone();
         self.write(move |txn| {
+            use_session(txn, t.from, t.session.as_ref(), t.now)?;
             if let Some(stamp) = &t.idempotency
                 && let Some(existing) = find_idempotent(txn, t.from, stamp.key.as_str(), t.now)?
             {

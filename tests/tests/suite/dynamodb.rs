@@ -47,6 +47,7 @@ async fn transaction_conflicts_are_retried_and_counted() {
             operation_id: OperationId::new(),
             now: Timestamp::now(),
             idempotency: None,
+            session: None,
         };
         match store.apply_change(&change).await {
             Ok(Applied::Done(_)) => applied += 1,
@@ -89,6 +90,7 @@ async fn endless_conflicts_end_as_unavailable_with_nothing_applied() {
         operation_id: OperationId::new(),
         now: Timestamp::now(),
         idempotency: None,
+        session: None,
     };
     assert!(matches!(
         failing.apply_change(&change).await,
