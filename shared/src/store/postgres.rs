@@ -55,6 +55,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         4,
         include_str!("../../migrations/postgres/0004_movement_sessions.sql"),
     ),
+    (
+        5,
+        include_str!("../../migrations/postgres/0005_movement_foreign_keys.sql"),
+    ),
 ];
 
 /// Attempts at a transaction that failed with a serialization failure or deadlock.
