@@ -511,14 +511,14 @@ impl DynamoStore {
             .build())
     }
 
-    /// Reads a movement's session (strongly consistent): `SessionNotLive` unless it is live.
-    /// `Some(true)` when its use is due to be recorded; `None` without a session.
+    /// Reads a movement's session (strongly consistent): `SessionNotLive` unless it is live;
+    /// `None` for a movement without a session.
     async fn live_session(
         &self,
         user: UserId,
         session: Option<&SessionUse>,
         now: Timestamp,
-    ) -> Result<Option<bool>, StoreError> {
+    ) -> Result<Option<LiveSession>, StoreError> {
         let Some(session) = session else {
             return Ok(None);
         };
@@ -529,24 +529,31 @@ impl DynamoStore {
             .transpose()?
             .filter(|s| s.user == user && s.is_active(now))
             .ok_or(StoreError::SessionNotLive)?;
-        Ok(Some(record.last_used_at < session.touch_before))
+        Ok(Some(LiveSession {
+            id: session.id,
+            touch: record.last_used_at < session.touch_before,
+        }))
     }
 
-    /// The session's part of a movement's transaction: the condition that it is still live
-    /// (a revocation committed after the read above cancels the movement), recording its use
-    /// when `touch` (a condition check costs the same capacity as the update).
-    fn session_guard(
+    /// Appends the session's part of a movement's transaction (when it has a session) and
+    /// returns its position: the condition that the session is still live (a revocation
+    /// committed after the read cancels the movement), as an `Update` recording its use when
+    /// that is due (a condition check costs the same capacity as the update).
+    fn guard_session(
         &self,
+        items: &mut Vec<TransactWriteItem>,
         user: UserId,
-        session: &SessionUse,
-        touch: bool,
+        session: Option<&LiveSession>,
         now: Timestamp,
-    ) -> Result<TransactWriteItem, StoreError> {
+    ) -> Result<Option<usize>, StoreError> {
         const LIVE: &str =
             "attribute_exists(PK) AND attribute_not_exists(revoked_at) AND expires_at > :now";
+        let Some(session) = session else {
+            return Ok(None);
+        };
         let session_key = key(user_pk(user), &format!("SESSION#{}", session.id));
         let item = TransactWriteItem::builder();
-        Ok(if touch {
+        let item = if session.touch {
             item.update(
                 Update::builder()
                     .table_name(&self.table)
@@ -567,24 +574,8 @@ impl DynamoStore {
                     .build()
                     .map_err(StoreError::internal)?,
             )
-        }
-        .build())
-    }
-
-    /// Appends the session guard (when the movement has a session) to a movement's items and
-    /// returns its position.
-    fn guard_session(
-        &self,
-        items: &mut Vec<TransactWriteItem>,
-        user: UserId,
-        session: Option<&SessionUse>,
-        touch: Option<bool>,
-        now: Timestamp,
-    ) -> Result<Option<usize>, StoreError> {
-        let Some(session) = session else {
-            return Ok(None);
         };
-        items.push(self.session_guard(user, session, touch.unwrap_or(true), now)?);
+        items.push(item.build());
         Ok(Some(items.len() - 1))
     }
 
@@ -660,6 +651,14 @@ impl DynamoStore {
             )
             .build())
     }
+}
+
+/// A movement's session as read before its transaction: live, and whether its use is due to be
+/// recorded.
+#[derive(Debug, Clone, Copy)]
+struct LiveSession {
+    id: SessionId,
+    touch: bool,
 }
 
 /// What a primitive read of an account before its conditional write.
@@ -1210,7 +1209,7 @@ impl Store for DynamoStore {
     async fn apply_change(&self, c: &BalanceChange) -> Result<Applied, StoreError> {
         let stamp = c.idempotency.as_ref();
         for attempt in 0..MAX_ATTEMPTS {
-            let (touch, item) = tokio::try_join!(
+            let (session, item) = tokio::try_join!(
                 self.live_session(c.user, c.session.as_ref(), c.now),
                 self.account_item(c.user)
             )?;
@@ -1262,8 +1261,7 @@ impl Store for DynamoStore {
             if let Some(stamp) = stamp {
                 items.push(self.idempotency_put(c.user, stamp, &op, c.now)?);
             }
-            let session_item =
-                self.guard_session(&mut items, c.user, c.session.as_ref(), touch, c.now)?;
+            let session_item = self.guard_session(&mut items, c.user, session.as_ref(), c.now)?;
             if let Some(applied) = self
                 .commit_movement(
                     items,
@@ -1285,7 +1283,7 @@ impl Store for DynamoStore {
 
     async fn transfer(&self, t: &TransferCommand) -> Result<Applied, StoreError> {
         let stamp = t.idempotency.as_ref();
-        let (mut touch, guard) = tokio::try_join!(
+        let (mut session, guard) = tokio::try_join!(
             self.live_session(t.from, t.session.as_ref(), t.now),
             self.get(key(format!("USERNAME#{}", t.to_username_key), "USERNAME"))
         )?;
@@ -1307,12 +1305,12 @@ impl Store for DynamoStore {
                 tokio::try_join!(self.account_item(t.from), self.account_item(recipient))?
             } else {
                 // Another attempt: the session may have been revoked meanwhile.
-                let (now_touch, sender_item, recipient_item) = tokio::try_join!(
+                let (reread, sender_item, recipient_item) = tokio::try_join!(
                     self.live_session(t.from, t.session.as_ref(), t.now),
                     self.account_item(t.from),
                     self.account_item(recipient)
                 )?;
-                touch = now_touch;
+                session = reread;
                 (sender_item, recipient_item)
             };
             let Some(sender_item) = sender_item else {
@@ -1389,8 +1387,7 @@ impl Store for DynamoStore {
             if let Some(stamp) = stamp {
                 items.push(self.idempotency_put(t.from, stamp, &out, t.now)?);
             }
-            let session_item =
-                self.guard_session(&mut items, t.from, t.session.as_ref(), touch, t.now)?;
+            let session_item = self.guard_session(&mut items, t.from, session.as_ref(), t.now)?;
             if let Some(applied) = self
                 .commit_movement(
                     items,
