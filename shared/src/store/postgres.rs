@@ -1,6 +1,7 @@
 //! The PostgreSQL store (also Aurora PostgreSQL): one transaction per primitive.
 //!
-//! Isolation is READ COMMITTED with the conditions inside the writes and explicit row locks:
+//! Isolation is READ COMMITTED — set by the store on every connection, whatever the server's,
+//! database's or role's default — with the conditions inside the writes and explicit row locks:
 //! a balance change is one `UPDATE … WHERE balance >= $amount RETURNING …` (PostgreSQL
 //! re-checks the `WHERE` against the newest row version after waiting for a concurrent
 //! writer, so two withdrawals can never both pass); a transfer first locks both account rows
@@ -9,7 +10,7 @@
 //! busy account with aborts to retry; row locks make it wait instead. A racing request with the
 //! same idempotency key blocks on the key's unique index until the first commits, then sees it.
 //! Serialization and deadlock failures (which the design should never produce) are still
-//! retried a bounded number of times. Migrations are embedded and applied by `--init`; every
+//! retried a bounded number of times, and counted ([`PgStore::serialization_failures`]). Migrations are embedded and applied by `--init`; every
 //! start checks the schema version.
 //!
 //! The money movements (deposit, withdrawal, transfer) run as server-side functions
@@ -21,6 +22,7 @@
 //! no read of it beforehand and a revocation cannot slip between the check and the movement.
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -64,6 +66,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
 /// Attempts at a transaction that failed with a serialization failure or deadlock.
 const MAX_ATTEMPTS: u32 = 5;
 
+/// The session's transaction isolation, as a server option of the startup packet (the space
+/// escaped as PostgreSQL's option syntax wants).
+const READ_COMMITTED: &str = r"-c default_transaction_isolation=read\ committed";
+
 type Tx<'a> = deadpool_postgres::Transaction<'a>;
 
 /// Runs `$step(&tx)` (an async fn returning `Result<T, Failure>`) in a READ COMMITTED
@@ -85,6 +91,7 @@ macro_rules! in_tx {
             match outcome {
                 Failure::Fail(e) => break Err(e),
                 Failure::Retry(e) => {
+                    $store.retried.fetch_add(1, Ordering::Relaxed);
                     attempt += 1;
                     if attempt >= MAX_ATTEMPTS {
                         break Err(map_pg(e));
@@ -108,6 +115,7 @@ macro_rules! in_statement {
                 Ok(value) => break Ok(value),
                 Err(Failure::Fail(e)) => break Err(e),
                 Err(Failure::Retry(e)) => {
+                    $store.retried.fetch_add(1, Ordering::Relaxed);
                     attempt += 1;
                     if attempt >= MAX_ATTEMPTS {
                         break Err(map_pg(e));
@@ -126,6 +134,8 @@ pub struct PgStore {
     pool: Pool,
     /// `host:port/db`, to name the server in connection errors (never the password).
     target: String,
+    /// Serialization failures and deadlocks met so far; see [`PgStore::serialization_failures`].
+    retried: AtomicU64,
 }
 
 fn map_pg(e: tokio_postgres::Error) -> StoreError {
@@ -280,6 +290,17 @@ impl PgStore {
             config.connect_timeout(Duration::from_secs(3));
         }
         config.application_name("lighttech");
+        // The locking design (see the module documentation) assumes READ COMMITTED: under
+        // REPEATABLE READ or SERIALIZABLE a writer that waited for a row lock would fail with a
+        // serialization error instead of re-checking the newest row. It is set in the startup
+        // packet, so it costs no round trip and holds for the money functions' implicit
+        // transactions too, whatever default the server, database or role has (a client
+        // setting outranks those). Any `options` the URL gives are kept; this one comes last.
+        let options = match config.get_options() {
+            Some(given) if !given.trim().is_empty() => format!("{given} {READ_COMMITTED}"),
+            _ => READ_COMMITTED.to_owned(),
+        };
+        config.options(&options);
         let target = format!(
             "{}:{}/{}",
             config
@@ -309,7 +330,18 @@ impl PgStore {
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(StoreError::internal)?;
-        Ok(PgStore { pool, target })
+        Ok(PgStore {
+            pool,
+            target,
+            retried: AtomicU64::new(0),
+        })
+    }
+
+    /// How many serialization failures and deadlocks this store has met (each one retried, or
+    /// the last one given up on). With READ COMMITTED and the ordered row locks they should not
+    /// happen at all, so the PostgreSQL tests assert that this stays 0 under contention.
+    pub fn serialization_failures(&self) -> u64 {
+        self.retried.load(Ordering::Relaxed)
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
