@@ -103,6 +103,21 @@ pub fn emulator_sdk_config(endpoint: &str) -> aws_config::SdkConfig {
         .build()
 }
 
+/// Creates a Secrets Manager secret with this string value in the emulator; returns its ARN.
+pub async fn create_emulated_secret(name: &str, value: &str) -> String {
+    let sdk = emulator_sdk_config(&dynamodb_endpoint());
+    aws_sdk_secretsmanager::Client::new(&sdk)
+        .create_secret()
+        .name(name)
+        .secret_string(value)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("cannot create secret {name:?} in the emulator: {e:?}"))
+        .arn()
+        .expect("the emulator returns the new secret's ARN")
+        .to_owned()
+}
+
 /// A DynamoDB store on a fresh table of its own (transaction cost in moto grows with table
 /// size, and tests must not see each other's items).
 pub async fn dynamo_store() -> lighttech::store::dynamo::DynamoStore {

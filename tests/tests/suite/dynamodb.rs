@@ -161,25 +161,14 @@ async fn a_missing_table_is_a_clear_start_up_error() {
     assert!(text.contains("--init"), "{text}");
 }
 
-async fn create_secret(name: &str, value: &str) -> String {
-    let sdk = emulator_sdk_config(&dynamodb_endpoint());
-    let client = aws_sdk_secretsmanager::Client::new(&sdk);
-    client
-        .create_secret()
-        .name(name)
-        .secret_string(value)
-        .send()
-        .await
-        .unwrap()
-        .arn()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test]
 async fn the_signing_key_is_read_from_secrets_manager_once_at_start() {
     let key = "k".repeat(48);
-    let arn = create_secret(&format!("lt-key-{}", uuid::Uuid::new_v4().simple()), &key).await;
+    let arn = lighttech_tests::create_emulated_secret(
+        &format!("lt-key-{}", uuid::Uuid::new_v4().simple()),
+        &key,
+    )
+    .await;
     let sdk = emulator_sdk_config(&dynamodb_endpoint());
     let fetched = lighttech::aws::fetch_secret_key(&sdk, &arn).await.unwrap();
     assert_eq!(fetched.expose(), key.as_bytes());
@@ -215,7 +204,7 @@ async fn the_signing_key_is_read_from_secrets_manager_once_at_start() {
 #[tokio::test]
 async fn a_short_or_missing_secret_fails_the_start_clearly() {
     let sdk = emulator_sdk_config(&dynamodb_endpoint());
-    let arn = create_secret(
+    let arn = lighttech_tests::create_emulated_secret(
         &format!("lt-short-{}", uuid::Uuid::new_v4().simple()),
         "too-short",
     )
