@@ -1,5 +1,5 @@
 //! Cold start of every function binary, measured the way Lambda experiences it: each spawn is a
-//! fresh process against a stand-in Runtime API on loopback (`tests/support/runtime_api.rs`),
+//! fresh process against a stand-in Runtime API on loopback (`tests/lambda/support/runtime_api.rs`),
 //! on the embedded SQLite store. Two numbers per spawn:
 //!
 //! - **init**: process spawn until the runtime first asks for an event

@@ -35,7 +35,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "LIGHTTECH_DATA_DIR",
         default: Some("./.lighttech"),
-        doc: "Where the local server keeps its generated signing key (and the default SQLite file)",
+        doc: "Where the local server keeps its generated signing key (file `secret_key`); the SQLite file is wherever DATABASE_URL says",
     },
     Variable {
         name: "SECRET_KEY",

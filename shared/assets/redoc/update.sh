@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Re-fetches the vendored ReDoc bundle from the npm registry (the package only, no
 # dependencies: `npm install redoc` needs the internet beyond the registry) and checks it against
-# the integrity hash npm publishes. The version is pinned here; tests/tests/openapi.rs pins the
+# the integrity hash npm publishes. The version is pinned here; tests/tests/suite/openapi.rs pins the
 # bundle's sha256, so a change must update both.
 #
 #   shared/assets/redoc/update.sh

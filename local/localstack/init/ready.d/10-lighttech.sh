@@ -9,7 +9,7 @@
 #     signing key (64 hex characters); the api service reads it through SECRET_KEY_ARN.
 #
 # Mounted into /etc/localstack/init/ready.d/; LocalStack runs it only if it is executable.
-# Checked statically by tests/tests/compose.rs.
+# Checked statically by tests/tests/suite/compose.rs.
 set -euo pipefail
 
 # LocalStack 4 gives init hooks no AWS credentials of their own. These put the table and the
