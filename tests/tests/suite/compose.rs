@@ -21,6 +21,14 @@ const TABLE: &str = "lighttech";
 const SECRET: &str = "lighttech/signing-key";
 /// The AWS SDK's credential chain: passed to the api, though no LightTech configuration.
 const AWS_CREDENTIALS: [&str; 2] = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
+/// Variables `.env.example` lists besides the configuration's (`VARIABLES`): read by a tool or
+/// by the AWS SDK, never by `Config`. Each with a file that reads or passes it, so the list
+/// cannot outlive its reason.
+const TOOL_VARIABLES: [(&str, &str); 3] = [
+    ("AWS_ACCESS_KEY_ID", COMPOSE_FILE),
+    ("AWS_SECRET_ACCESS_KEY", COMPOSE_FILE),
+    ("LIGHTTECH_SUPERUSER_PASSWORD", "local/src/main.rs"),
+];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -632,7 +640,27 @@ fn variable_line(line: &str) -> Option<(&str, &str, bool)> {
 }
 
 #[test]
-fn the_env_example_lists_exactly_the_configuration_variables_each_with_a_comment() {
+fn the_tool_variables_are_read_where_named_and_are_no_configuration() {
+    for (name, reader) in TOOL_VARIABLES {
+        assert!(
+            !VARIABLES.iter().any(|v| v.name == name),
+            "{name} is in lighttech::config::VARIABLES: drop it from TOOL_VARIABLES"
+        );
+        assert!(
+            read(reader).contains(name),
+            "{reader} no longer reads or passes {name}: drop it from TOOL_VARIABLES and .env.example"
+        );
+    }
+    for name in AWS_CREDENTIALS {
+        assert!(
+            TOOL_VARIABLES.iter().any(|(n, _)| *n == name),
+            "{name} is passed to the api, so .env.example lists it (TOOL_VARIABLES)"
+        );
+    }
+}
+
+#[test]
+fn the_env_example_lists_exactly_the_configuration_and_tool_variables_each_with_a_comment() {
     let example = read(".env.example");
     let lines: Vec<&str> = example.lines().collect();
     let mut listed = BTreeMap::new();
@@ -652,11 +680,23 @@ fn the_env_example_lists_exactly_the_configuration_variables_each_with_a_comment
         );
     }
     let listed_names: BTreeSet<&str> = listed.keys().copied().collect();
-    let config_names: BTreeSet<&str> = VARIABLES.iter().map(|v| v.name).collect();
+    let expected: BTreeSet<&str> = VARIABLES
+        .iter()
+        .map(|v| v.name)
+        .chain(TOOL_VARIABLES.iter().map(|(name, _)| *name))
+        .collect();
     assert_eq!(
-        listed_names, config_names,
-        ".env.example must list exactly lighttech::config::VARIABLES"
+        listed_names, expected,
+        ".env.example must list exactly lighttech::config::VARIABLES and TOOL_VARIABLES"
     );
+    for (name, _) in TOOL_VARIABLES {
+        assert_eq!(
+            listed[name],
+            ("", true),
+            ".env.example lists {name} commented out and empty: it has no LightTech default, \
+             and no credential or password belongs in the file"
+        );
+    }
     for v in VARIABLES {
         let (value, commented) = listed[v.name];
         match v.default {
