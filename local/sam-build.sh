@@ -76,13 +76,17 @@ for name in sorted(os.listdir(build)):
     rows.append((name, os.path.getsize(bootstrap), len(buffer.getvalue())))
 if not rows:
     sys.exit("sam build produced no bootstrap")
-print(f"{'function':<28} {'bootstrap':>12} {'zip':>12}")
-for name, size, zipped in rows:
-    print(f"{name:<28} {size / 2**20:>10.2f}MB {zipped / 2**20:>10.2f}MB")
-over = [name for name, _, zipped in rows if zipped >= 5 * 2**20]
+# Exact bytes, and decimal megabytes (1 MB = 1,000,000 bytes).
+def size(n):
+    return f"{n:>12,} B {n / 1e6:>6.2f} MB"
+print(f"{'function':<28} {'bootstrap':>24} {'zip':>24}")
+for name, bootstrap_size, zipped in rows:
+    print(f"{name:<28} {size(bootstrap_size)} {size(zipped)}")
+BUDGET = 5_000_000  # bytes: LightTech's zip budget, 5 MB
+over = [f"{name} ({zipped:,} B)" for name, _, zipped in rows if zipped > BUDGET]
 if mode == "release" and over:
     sys.exit(
-        f"over LightTech's 5 MB zip budget: {', '.join(over)} (the build itself succeeded and "
-        "is in .aws-sam/build; Lambda accepts up to 50 MB zipped)"
+        f"over LightTech's zip budget of {BUDGET:,} bytes (5 MB): {', '.join(over)} (the build "
+        "itself succeeded and is in .aws-sam/build; Lambda accepts up to 50 MB zipped)"
     )
 PY
