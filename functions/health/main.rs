@@ -1,8 +1,9 @@
-//! The `health` Lambda function: `GET /api/health/` of API.md.
+//! The `health` Lambda function: `GET /api/health/` of API.md. It needs the store alone: it
+//! reads no signing key, so its policy grants nothing on the secret.
 
 use lighttech::http::Function;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    lighttech::lambda::run(Function::Health).await
+    lighttech::lambda::run_store_only(Function::Health).await
 }

@@ -92,6 +92,20 @@ impl App {
     }
 }
 
+/// Opens the store `DATABASE_URL` names and nothing else: no signing key is read or fetched (the
+/// `health` function, [`crate::lambda::run_store_only`]). The AWS SDK is configured only for
+/// DynamoDB.
+pub async fn start_store(
+    config: &Config,
+    options: StartOptions,
+) -> Result<Arc<dyn Store>, StartupError> {
+    let sdk = match config.store {
+        StoreUrl::Dynamo(_) => Some(crate::aws::sdk_config().await),
+        _ => None,
+    };
+    open_store(config, sdk.as_ref(), options).await
+}
+
 /// Redis when `REDIS_URL` is set, the in-process cache otherwise.
 fn history_cache(config: &Config) -> Arc<dyn HistoryCache> {
     let ttl = std::time::Duration::from_secs(config.history_cache_ttl_seconds);

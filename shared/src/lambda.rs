@@ -5,13 +5,19 @@ use std::sync::Arc;
 
 use lambda_http::service_fn;
 
-use crate::app::{App, StartOptions};
+use crate::app::{App, StartOptions, start_store};
 use crate::config::Config;
-use crate::http::{Function, Scope, handle, handle_stateless};
+use crate::http::{Function, Needs, Scope, handle, handle_stateless, handle_store_only};
 
 /// Builds the application state once (cold start) and serves this function's routes until the
 /// runtime stops. A start-up failure prints one line naming the problem and exits non-zero.
 pub async fn run(function: Function) -> Result<(), lambda_http::Error> {
+    if function.needs() != Needs::App {
+        fail(
+            function,
+            "this function needs less than the application state: start it with `run_store_only` or `run_stateless`",
+        );
+    }
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => fail(function, &e.to_string()),
@@ -37,6 +43,43 @@ pub async fn run(function: Function) -> Result<(), lambda_http::Error> {
     .await
 }
 
+/// The entry point of a function whose routes need the store alone (`health`): the whole
+/// configuration is read and checked, the store opened, and no signing key is read or fetched,
+/// so the function needs no permission on the secret.
+pub async fn run_store_only(function: Function) -> Result<(), lambda_http::Error> {
+    if function.needs() != Needs::Store {
+        fail(
+            function,
+            "this function needs more than the store: start it with `run` or `run_stateless`",
+        );
+    }
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => fail(function, &e.to_string()),
+    };
+    crate::telemetry::init(config.debug);
+    let store = match start_store(
+        &config,
+        StartOptions {
+            init: false,
+            generate_key: false,
+            check_store: false,
+        },
+    )
+    .await
+    {
+        Ok(store) => store,
+        Err(e) => fail(function, &e.to_string()),
+    };
+    lambda_http::run(service_fn(move |request| {
+        let store = Arc::clone(&store);
+        async move {
+            Ok::<_, Infallible>(handle_store_only(store.as_ref(), request, function).await)
+        }
+    }))
+    .await
+}
+
 /// The entry point of a function whose routes need no application state (`docs`,
 /// `admin-page`): no configuration beyond logging, no store, no signing key. It never
 /// references the store, so none of it is linked into the binary.
@@ -44,7 +87,7 @@ pub async fn run_stateless(function: Function) -> Result<(), lambda_http::Error>
     if !function.stateless() {
         fail(
             function,
-            "this function needs the application state: start it with `run`",
+            "this function needs the store: start it with `run` or `run_store_only`",
         );
     }
     let debug = match crate::config::debug_from_env() {

@@ -69,7 +69,7 @@ async fn every_function_binary_serves_its_routes_through_the_runtime_api() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_function_without_a_signing_key_reports_its_init_error_and_exits_unless_stateless() {
+async fn a_function_without_a_signing_key_reports_its_init_error_and_exits_unless_it_needs_none() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let env: Vec<(String, String)> = fleet_env(dir.path())
         .into_iter()
@@ -77,9 +77,10 @@ async fn a_function_without_a_signing_key_reports_its_init_error_and_exits_unles
         .collect();
     for function in Function::ALL {
         let mut lambda = start(function, &env, dir.path()).await;
-        if function.stateless() {
-            // The documentation and the admin page need no key: they start and serve.
-            // The first route (docs has several GET routes): the schema, or the admin page.
+        if !function.needs_signing_key() {
+            // The documentation, the admin page and health need no key: they start and serve.
+            // The first route (docs has several GET routes): the schema, the admin page, or
+            // health, which answers 200 from the store.
             let route = function.routes().next().expect("a route");
             let event = Event::new(&route_key(route), route.pattern);
             let response = lambda.invoke(&event.to_json()).await;

@@ -24,6 +24,7 @@ use tracing::Instrument;
 use crate::app::App;
 use crate::error::ApiError;
 use crate::service::auth::ClientInfo;
+use crate::store::Store;
 pub use docs::enable_docs_ui;
 use request::{MAX_BODY_BYTES, Req};
 use response::{Reply, problem};
@@ -32,8 +33,21 @@ use response::{Reply, problem};
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// An endpoint that uses the application state (the store, the keys, the cache).
 type Endpoint = for<'a> fn(&'a App, &'a Req) -> BoxFuture<'a, Result<Reply, ApiError>>;
+/// An endpoint that needs the store and nothing else (no signing key): the health check.
+type StoreEndpoint = for<'a> fn(&'a dyn Store, &'a Req) -> BoxFuture<'a, Result<Reply, ApiError>>;
 /// An endpoint that needs no application state: the documentation and the admin page.
 type StatelessEndpoint = fn(&Req) -> Result<Reply, ApiError>;
+
+/// What a route's endpoint needs, and so what its function's binary builds at cold start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Needs {
+    /// Nothing: static pages and the OpenAPI document ([`crate::lambda::run_stateless`]).
+    Nothing,
+    /// The store alone, no signing key ([`crate::lambda::run_store_only`]).
+    Store,
+    /// The whole application state, the signing key included ([`crate::lambda::run`]).
+    App,
+}
 
 /// The Lambda functions: one per endpoint of API.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -124,10 +138,26 @@ impl Function {
     /// with `Allow` when the path exists under other methods, as the local server does.
     pub const FALLBACK: Function = Function::Docs;
 
+    /// What this function's routes need: its binary starts with [`crate::lambda::run_stateless`]
+    /// ([`Needs::Nothing`]), [`crate::lambda::run_store_only`] ([`Needs::Store`]) or
+    /// [`crate::lambda::run`] ([`Needs::App`]).
+    pub fn needs(self) -> Needs {
+        match self {
+            Function::AdminPage | Function::Docs => Needs::Nothing,
+            Function::Health => Needs::Store,
+            _ => Needs::App,
+        }
+    }
+
     /// Whether this function serves its routes without application state (no store, no signing
     /// key): the binary then starts with [`crate::lambda::run_stateless`].
     pub fn stateless(self) -> bool {
-        matches!(self, Function::AdminPage | Function::Docs)
+        self.needs() == Needs::Nothing
+    }
+
+    /// Whether this function needs the signing key (it issues or verifies tokens or cursors).
+    pub fn needs_signing_key(self) -> bool {
+        self.needs() == Needs::App
     }
 
     /// The routes this function serves.
@@ -144,8 +174,8 @@ pub struct Route {
     pub method: Method,
     /// Path with `{name}` placeholders and a trailing slash (optional on input).
     pub pattern: &'static str,
-    /// Served without application state (see [`handle_stateless`]).
-    pub stateless: bool,
+    /// What its endpoint needs (see [`handle_stateless`], [`handle_store_only`]).
+    pub needs: Needs,
 }
 
 impl std::fmt::Debug for Route {
@@ -161,9 +191,11 @@ impl std::fmt::Debug for Route {
 }
 
 /// The route table, written once: it defines [`ROUTES`] (what exists: the OpenAPI document and
-/// the template tests read it), `ENDPOINTS` (what serves each route, in the same order) and
-/// `stateless_endpoint`. The route specs hold no function pointers, so a binary that only
-/// describes the routes or serves the stateless ones does not link the store.
+/// the template tests read it), `ENDPOINTS` (what serves each route, in the same order),
+/// `store_endpoint` and `stateless_endpoint`. An endpoint is of one of three kinds: `app` (the
+/// whole application state), `store` (the store alone) or `stateless` (nothing). The route specs
+/// hold no function pointers, so a binary that only describes the routes or serves the stateless
+/// ones does not link the store.
 macro_rules! routes {
     ($($function:ident $method:ident $pattern:literal => $kind:ident $endpoint:path;)*) => {
         /// Every route of API.md.
@@ -172,12 +204,19 @@ macro_rules! routes {
                 function: Function::$function,
                 method: Method::$method,
                 pattern: $pattern,
-                stateless: routes!(@stateless $kind),
+                needs: routes!(@needs $kind),
             },
         )*];
 
         /// `ENDPOINTS[i]` serves `ROUTES[i]`.
         static ENDPOINTS: &[Endpoint] = &[$(routes!(@endpoint $kind $endpoint),)*];
+
+        /// The store-only endpoint of `ROUTES[index]`, if that route needs the store alone.
+        fn store_endpoint(index: usize) -> Option<StoreEndpoint> {
+            let endpoints: &[Option<StoreEndpoint>] =
+                &[$(routes!(@store_endpoint $kind $endpoint),)*];
+            endpoints.get(index).copied().flatten()
+        }
 
         /// The stateless endpoint of `ROUTES[index]`, if that route is stateless.
         fn stateless_endpoint(index: usize) -> Option<StatelessEndpoint> {
@@ -186,14 +225,23 @@ macro_rules! routes {
             endpoints.get(index).copied().flatten()
         }
     };
-    (@stateless app) => { false };
-    (@stateless stateless) => { true };
+    (@needs app) => { Needs::App };
+    (@needs store) => { Needs::Store };
+    (@needs stateless) => { Needs::Nothing };
     (@endpoint app $endpoint:path) => { |app, req| Box::pin($endpoint(app, req)) };
+    (@endpoint store $endpoint:path) => {
+        |app, req| Box::pin($endpoint(app.store.as_ref(), req))
+    };
     (@endpoint stateless $endpoint:path) => {
         |_, req| Box::pin(std::future::ready($endpoint(req)))
     };
-    (@stateless_endpoint app $endpoint:path) => { None };
+    (@store_endpoint store $endpoint:path) => {{
+        let endpoint: StoreEndpoint = |store, req| Box::pin($endpoint(store, req));
+        Some(endpoint)
+    }};
+    (@store_endpoint $other:ident $endpoint:path) => { None };
     (@stateless_endpoint stateless $endpoint:path) => { Some($endpoint as StatelessEndpoint) };
+    (@stateless_endpoint $other:ident $endpoint:path) => { None };
 }
 
 routes! {
@@ -209,7 +257,7 @@ routes! {
     Withdraw POST "/api/balance/v1/withdraw/" => app endpoints::withdraw;
     Transfer POST "/api/balance/v1/transfer/" => app endpoints::transfer;
     Operations GET "/api/balance/v1/operations/" => app endpoints::operations;
-    Health GET "/api/health/" => app endpoints::health;
+    Health GET "/api/health/" => store endpoints::health;
     AdminUsers GET "/api/admin/v1/users/" => app endpoints::admin_list_users;
     AdminUsers GET "/api/admin/v1/users/{id}/" => app endpoints::admin_user;
     AdminUsers GET "/api/admin/v1/users/{id}/operations/" => app endpoints::admin_user_operations;
@@ -329,6 +377,18 @@ impl Endpoints for App {
     }
 }
 
+/// The store-only endpoints alone, on a store.
+struct StoreOnly<'s>(&'s dyn Store);
+
+impl Endpoints for StoreOnly<'_> {
+    fn call<'a>(&'a self, index: usize, req: &'a Req) -> BoxFuture<'a, Result<Reply, ApiError>> {
+        match store_endpoint(index) {
+            Some(endpoint) => endpoint(self.0, req),
+            None => Box::pin(std::future::ready(Err(ApiError::NotFound))),
+        }
+    }
+}
+
 /// The stateless endpoints alone.
 struct Stateless;
 
@@ -342,6 +402,16 @@ impl Endpoints for Stateless {
 /// Serves one request: route, run, render. Never fails and never panics on input.
 pub async fn handle(app: &App, request: lambda_http::Request, scope: Scope) -> Response<Body> {
     serve(app, request, scope).await
+}
+
+/// Serves one request of a function whose routes need the store alone (`health`), with no
+/// signing key.
+pub async fn handle_store_only(
+    store: &dyn Store,
+    request: lambda_http::Request,
+    function: Function,
+) -> Response<Body> {
+    serve(&StoreOnly(store), request, Scope::Function(function)).await
 }
 
 /// Serves one request of a function whose routes are all stateless (`docs`, `admin-page`),
@@ -498,28 +568,54 @@ mod tests {
     }
 
     #[test]
-    fn stateless_routes_have_stateless_endpoints_and_no_function_mixes_kinds() {
+    fn each_route_has_the_endpoint_of_its_kind_and_no_function_mixes_kinds() {
         for (index, route) in ROUTES.iter().enumerate() {
             assert_eq!(
                 stateless_endpoint(index).is_some(),
-                route.stateless,
+                route.needs == Needs::Nothing,
+                "{route:?}"
+            );
+            assert_eq!(
+                store_endpoint(index).is_some(),
+                route.needs == Needs::Store,
                 "{route:?}"
             );
         }
         for f in Function::ALL {
-            let kinds: std::collections::BTreeSet<bool> = f.routes().map(|r| r.stateless).collect();
-            assert_eq!(kinds.len(), 1, "{f:?} mixes stateless and stateful routes");
-            assert_eq!(
-                f.stateless(),
-                kinds.contains(&true),
-                "{f:?}: Function::stateless disagrees with its routes"
+            let kinds: std::collections::BTreeSet<Needs> = f.routes().map(|r| r.needs).collect();
+            assert_eq!(kinds.len(), 1, "{f:?} mixes routes of different needs");
+            assert!(
+                kinds.contains(&f.needs()),
+                "{f:?}: Function::needs disagrees with its routes"
             );
+            assert_eq!(f.stateless(), f.needs() == Needs::Nothing, "{f:?}");
+            assert_eq!(f.needs_signing_key(), f.needs() == Needs::App, "{f:?}");
         }
-        assert_eq!(
-            Function::ALL.iter().filter(|f| f.stateless()).count(),
-            2,
-            "docs and admin-page"
-        );
+        let of = |needs| {
+            Function::ALL
+                .into_iter()
+                .filter(|f| f.needs() == needs)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(of(Needs::Nothing), [Function::AdminPage, Function::Docs]);
+        assert_eq!(of(Needs::Store), [Function::Health]);
+    }
+
+    #[tokio::test]
+    async fn a_store_only_function_serves_its_routes_and_nothing_else() {
+        let dir = std::env::temp_dir().join(format!("lt-http-{}", uuid::Uuid::new_v4()));
+        let store = crate::store::sqlite::SqliteStore::open(dir.join("h.db"))
+            .await
+            .unwrap();
+        let request = |path: &str| http::Request::get(path).body(Body::Empty).unwrap();
+        let ok = handle_store_only(&store, request("/api/health/"), Function::Health).await;
+        assert_eq!(ok.status(), 200);
+        assert_eq!(ok.body().as_ref(), br#"{"status":"ok"}"#);
+        // Another function's route is not served from this binary.
+        let other = handle_store_only(&store, request("/api/balance/v1/"), Function::Health).await;
+        assert_eq!(other.status(), 404);
+        drop(store);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

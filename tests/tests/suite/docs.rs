@@ -1,7 +1,7 @@
 //! The README stays true: its configuration table and function table match the code.
 
 use lighttech::config::VARIABLES;
-use lighttech::http::{Function, ROUTES};
+use lighttech::http::{Function, Needs, ROUTES};
 
 fn readme() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
@@ -82,6 +82,18 @@ fn every_function_has_a_binary() {
             main.contains(&format!("{f:?})")),
             "{} runs another function",
             f.name()
+        );
+        // Each binary starts with the entry point that builds exactly what its routes need.
+        let entry = match f.needs() {
+            Needs::Nothing => "run_stateless",
+            Needs::Store => "run_store_only",
+            Needs::App => "run",
+        };
+        assert!(
+            main.contains(&format!("lighttech::lambda::{entry}(Function::{f:?})")),
+            "{} must start with lighttech::lambda::{entry} ({:?})",
+            f.name(),
+            f.needs()
         );
     }
 }
