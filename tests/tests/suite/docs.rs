@@ -97,3 +97,51 @@ fn every_function_has_a_binary() {
         );
     }
 }
+
+/// The methods of the `Store` trait, read from its source.
+fn store_methods() -> std::collections::BTreeSet<String> {
+    let source = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/src/store/mod.rs"
+    ))
+    .unwrap();
+    let body = source
+        .split_once("pub trait Store:")
+        .expect("shared/src/store/mod.rs defines the Store trait")
+        .1;
+    let body = &body[..body.find("\n}\n").expect("the end of the Store trait")];
+    body.lines()
+        .filter_map(|l| l.trim().strip_prefix("async fn "))
+        .map(|l| l.split('(').next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_readme_store_table_covers_every_store_method() {
+    let methods = store_methods();
+    assert!(methods.len() > 10, "{methods:?}");
+    assert!(methods.contains("ping") && methods.contains("audit_log"));
+    let readme = readme();
+    let section = readme
+        .split_once("### The store: one atomic primitive per method")
+        .expect("the README's store section")
+        .1;
+    let section = section.split("\n## ").next().unwrap_or_default();
+    let rows: std::collections::BTreeSet<String> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        rows, methods,
+        "the README's store table has a row for each method of the Store trait, and no other"
+    );
+    for line in section.lines().filter(|l| l.starts_with("| `")) {
+        let cells = line.split(" | ").count();
+        assert_eq!(
+            cells, 5,
+            "method, step, SQLite, PostgreSQL, DynamoDB: {line}"
+        );
+    }
+}
