@@ -2,7 +2,8 @@
 //!
 //! Every change to an account bumps its version in the same atomic write. A history read first
 //! fetches the current version (one strongly consistent point read), then looks up a key made
-//! of the user, that version and the whole query. A hit is therefore exactly as fresh as the
+//! of the user, that version, the whole query and the fingerprint of the key that signs the
+//! page's cursors. A hit is therefore exactly as fresh as the
 //! store: any write since the page was cached changed the version, so it changed the key.
 //! Nothing is ever invalidated; old entries simply stop being asked for and age out.
 //!
@@ -66,12 +67,22 @@ pub struct PageKey {
 impl PageKey {
     /// Derives the key from everything the page depends on.
     /// `audience` separates pages whose bodies differ for the same data (an administrator's
-    /// copy of a page carries cursors of another kind than the user's own).
-    pub fn new(user: UserId, version: u64, query: &PageQuery<'_>, audience: u8) -> PageKey {
+    /// copy of a page carries cursors of another kind than the user's own). `signer` is the
+    /// fingerprint of the key that signs the page's `next_cursor`
+    /// ([`crate::auth::CursorCodec::fingerprint`], never the key): after a key rotation, or
+    /// between two deployments sharing one cache, a page never hands out a cursor that this
+    /// process would refuse, and an `ETag` issued under the old key no longer matches.
+    pub fn new(
+        user: UserId,
+        version: u64,
+        query: &PageQuery<'_>,
+        audience: u8,
+        signer: &str,
+    ) -> PageKey {
         let mut kinds: Vec<&str> = query.kinds.iter().map(|k| k.as_str()).collect();
         kinds.sort_unstable();
         let canonical = format!(
-            "v1|{audience}|{user}|{version}|{}|{}|{}|{}|{}",
+            "v2|{signer}|{audience}|{user}|{version}|{}|{}|{}|{}|{}",
             query.limit,
             query.before_seq.map_or_else(String::new, |b| b.to_string()),
             kinds.join(","),
@@ -303,6 +314,8 @@ impl FillTimer {
 mod tests {
     use super::*;
 
+    const SIGNER: &str = "0123456789abcdef";
+
     fn query(limit: u32) -> PageQuery<'static> {
         PageQuery {
             limit,
@@ -316,22 +329,38 @@ mod tests {
     #[test]
     fn every_part_of_the_query_and_the_version_changes_the_key() {
         let user = UserId::new();
-        let base = PageKey::new(user, 7, &query(20), 1);
-        assert_eq!(base, PageKey::new(user, 7, &query(20), 1));
-        assert_ne!(base, PageKey::new(user, 8, &query(20), 1));
-        assert_ne!(base, PageKey::new(UserId::new(), 7, &query(20), 1));
-        assert_ne!(base, PageKey::new(user, 7, &query(21), 1));
+        let base = PageKey::new(user, 7, &query(20), 1, SIGNER);
+        assert_eq!(base, PageKey::new(user, 7, &query(20), 1, SIGNER));
+        assert_ne!(base, PageKey::new(user, 8, &query(20), 1, SIGNER));
+        assert_ne!(base, PageKey::new(UserId::new(), 7, &query(20), 1, SIGNER));
+        assert_ne!(base, PageKey::new(user, 7, &query(21), 1, SIGNER));
         let mut q = query(20);
         q.before_seq = Some(5);
-        assert_ne!(base, PageKey::new(user, 7, &q, 1));
+        assert_ne!(base, PageKey::new(user, 7, &q, 1, SIGNER));
         let kinds = [OperationKind::Deposit];
         let mut q = query(20);
         q.kinds = &kinds;
-        assert_ne!(base, PageKey::new(user, 7, &q, 1));
+        assert_ne!(base, PageKey::new(user, 7, &q, 1, SIGNER));
         let mut q = query(20);
         q.since = Some(Timestamp::from_millis(1));
-        assert_ne!(base, PageKey::new(user, 7, &q, 1));
-        assert_ne!(base, PageKey::new(user, 7, &query(20), 2));
+        assert_ne!(base, PageKey::new(user, 7, &q, 1, SIGNER));
+        assert_ne!(base, PageKey::new(user, 7, &query(20), 2, SIGNER));
+    }
+
+    #[test]
+    fn pages_signed_with_another_key_have_another_key_and_etag() {
+        let user = UserId::new();
+        let page = PageKey::new(user, 7, &query(20), 1, SIGNER);
+        let other = PageKey::new(user, 7, &query(20), 1, "fedcba9876543210");
+        assert_ne!(page.cache_key(), other.cache_key());
+        assert_ne!(page.etag(), other.etag());
+        assert!(!other.matches(&page.etag()));
+        let rotated = crate::auth::CursorCodec::new([2; 32]);
+        let original = crate::auth::CursorCodec::new([1; 32]);
+        assert_ne!(
+            PageKey::new(user, 7, &query(20), 1, original.fingerprint()),
+            PageKey::new(user, 7, &query(20), 1, rotated.fingerprint()),
+        );
     }
 
     #[test]
@@ -342,12 +371,15 @@ mod tests {
         let (mut qa, mut qb) = (query(5), query(5));
         qa.kinds = &a;
         qb.kinds = &b;
-        assert_eq!(PageKey::new(user, 1, &qa, 1), PageKey::new(user, 1, &qb, 1));
+        assert_eq!(
+            PageKey::new(user, 1, &qa, 1, SIGNER),
+            PageKey::new(user, 1, &qb, 1, SIGNER)
+        );
     }
 
     #[test]
     fn if_none_match_accepts_lists_weak_tags_and_star() {
-        let key = PageKey::new(UserId::new(), 3, &query(20), 1);
+        let key = PageKey::new(UserId::new(), 3, &query(20), 1, SIGNER);
         let etag = key.etag();
         assert!(key.matches(&etag));
         assert!(key.matches(&format!("\"other\", {etag}")));

@@ -66,12 +66,14 @@ macro_rules! api_suite {
             paging_through_cached_pages_equals_paging_through_the_store,
             two_caches_sharing_one_store_never_serve_stale_pages,
             equal_queries_of_different_users_never_share_a_page,
+            a_shared_cache_never_serves_cursors_signed_with_another_key,
             admin_routes_refuse_anonymous_and_non_staff_callers,
             staff_list_and_search_users_with_balances,
             staff_see_one_user_and_their_history,
             deactivation_takes_effect_at_once_and_reactivation_restores_access,
             staff_cannot_deactivate_themselves,
             every_admin_action_is_in_the_audit_trail,
+            refused_admin_calls_are_not_audited,
             the_admin_page_is_self_contained,
         );
     };
@@ -1961,6 +1963,77 @@ pub async fn equal_queries_of_different_users_never_share_a_page(t: TestApp) {
     assert_eq!(history(&t, &bob, "", Some(&etag)).await.status, 200);
 }
 
+pub async fn a_shared_cache_never_serves_cursors_signed_with_another_key(t: TestApp) {
+    // The same store and the same cache (in-process or Redis, as configured), but another
+    // signing key: a rotated key, or a second deployment on the same Redis prefix.
+    let secret = crate::test_secret();
+    let key = lighttech::config::SecretKey::new(secret.clone().into_bytes()).unwrap();
+    let rotated = TestApp {
+        app: std::sync::Arc::new(
+            lighttech::App::new(t.app.config.clone(), t.app.store.clone(), &key)
+                .with_cache(t.app.cache.clone())
+                .with_clock(t.clock.clone()),
+        ),
+        secret,
+        ..t.clone()
+    };
+    let alice = t.user("alice").await;
+    for amount in ["1", "2", "3"] {
+        t.deposit(&alice, amount).await;
+    }
+    let first = history(&t, &alice, "?limit=2", None).await;
+    first.expect(200, "");
+    assert_eq!(
+        history(&t, &alice, "?limit=2", None)
+            .await
+            .header("x-cache")
+            .as_deref(),
+        Some("hit"),
+        "the page is cached"
+    );
+    let old_etag = first.header("etag").unwrap();
+
+    // Tokens are signed with the key too: alice logs in again under the new one.
+    let (access, _) = rotated.login("alice").await;
+    let alice_now = TestUser {
+        access,
+        ..alice.clone()
+    };
+    let page = history(&rotated, &alice_now, "?limit=2", None).await;
+    page.expect(200, "");
+    assert_eq!(
+        page.header("x-cache").as_deref(),
+        Some("miss"),
+        "a page holding cursors of another key is not served"
+    );
+    assert_eq!(page.json()["results"], first.json()["results"]);
+    assert_ne!(page.json()["next_cursor"], first.json()["next_cursor"]);
+    let cursor = page.json()["next_cursor"].as_str().unwrap().to_owned();
+    let rest = history(
+        &rotated,
+        &alice_now,
+        &format!("?limit=2&cursor={cursor}"),
+        None,
+    )
+    .await;
+    rest.expect(200, "");
+    assert_eq!(rest.json()["results"][0]["amount"], "1.00");
+    // An ETag issued under the old key does not revalidate a page with other cursors.
+    let revalidated = history(&rotated, &alice_now, "?limit=2", Some(&old_etag)).await;
+    revalidated.expect(200, "");
+    assert_ne!(
+        revalidated.header("etag").as_deref(),
+        Some(old_etag.as_str())
+    );
+    // And the old key's deployment still gets its own pages, with cursors it accepts.
+    let again = history(&t, &alice, "?limit=2", None).await;
+    assert_eq!(again.header("x-cache").as_deref(), Some("hit"));
+    let cursor = again.json()["next_cursor"].as_str().unwrap().to_owned();
+    history(&t, &alice, &format!("?limit=2&cursor={cursor}"), None)
+        .await
+        .expect(200, "");
+}
+
 const ADMIN: &str = "/api/admin/v1";
 
 async fn admin_get(t: &TestApp, token: &str, path: &str) -> Resp {
@@ -2326,6 +2399,126 @@ pub async fn every_admin_action_is_in_the_audit_trail(t: TestApp) {
             ("user.history".to_owned(), alice_target.clone()),
             ("user.view".to_owned(), alice_target),
             ("users.list".to_owned(), None),
+        ]
+    );
+    // Reading the trail is an action too: each of the three pages read above is recorded,
+    // after its page was read (so no page listed the read that fetched it).
+    let r = admin_get(&t, &root.access, "/audit/?limit=4").await;
+    r.expect(200, "");
+    let newest: Vec<(String, Value)> = r.json()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["target"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        newest,
+        [
+            ("audit.list".to_owned(), Value::Null),
+            ("audit.list".to_owned(), Value::Null),
+            ("audit.list".to_owned(), Value::Null),
+            (
+                "user.reactivate".to_owned(),
+                json!({"id": alice.id, "username": "alice"})
+            ),
+        ]
+    );
+}
+
+/// The actions in the audit trail, newest first, with their target's username.
+async fn audit_actions(t: &TestApp, staff: &TestUser) -> Vec<(String, Option<String>)> {
+    let r = admin_get(t, &staff.access, "/audit/?limit=100").await;
+    r.expect(200, "");
+    r.json()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["target"]["username"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+pub async fn refused_admin_calls_are_not_audited(t: TestApp) {
+    let root = t.staff("root").await;
+    let alice = t.user("alice").await;
+    for amount in ["1", "2"] {
+        t.deposit(&alice, amount).await;
+    }
+    // Alice's own cursor, which is not an administrator's.
+    let own = history(&t, &alice, "?limit=1", None).await;
+    let own_cursor = own.json()["next_cursor"].as_str().unwrap().to_owned();
+    let operations = format!("/users/{}/operations/", alice.id);
+    for query in [
+        "?limit=0".to_owned(),
+        "?limit=101".to_owned(),
+        "?limit=x".to_owned(),
+        "?cursor=garbage".to_owned(),
+        format!("?cursor={own_cursor}"),
+        "?type=bogus".to_owned(),
+        "?since=yesterday".to_owned(),
+        "?since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z".to_owned(),
+    ] {
+        admin_get(&t, &root.access, &format!("{operations}{query}"))
+            .await
+            .expect(400, "validation_error");
+    }
+    for path in [
+        format!("/users/{}/operations/", UserId::new()),
+        format!("/users/{}/operations/?limit=0", UserId::new()),
+        format!("/users/{}/", UserId::new()),
+        "/users/not-a-uuid/operations/".to_owned(),
+    ] {
+        admin_get(&t, &root.access, &path)
+            .await
+            .expect(404, "not_found");
+    }
+    for path in [
+        "/users/?limit=0",
+        "/users/?cursor=garbage",
+        "/audit/?limit=0",
+        "/audit/?cursor=garbage",
+    ] {
+        admin_get(&t, &root.access, path)
+            .await
+            .expect(400, "validation_error");
+    }
+    // A non-staff caller's attempts are not actions either.
+    admin_get(&t, &alice.access, &operations)
+        .await
+        .expect(403, "forbidden");
+    let recorded = audit_actions(&t, &root).await;
+    assert!(recorded.is_empty(), "{recorded:?}");
+
+    // What is served is recorded, once per request: a page, and its revalidation (`304`).
+    let served = admin_get(&t, &root.access, &format!("{operations}?limit=1")).await;
+    served.expect(200, "");
+    let etag = served.header("etag").unwrap();
+    let auth = format!("Bearer {}", root.access);
+    let r = t
+        .send(
+            Method::GET,
+            &format!("{ADMIN}{operations}?limit=1"),
+            &[("authorization", &auth), ("if-none-match", &etag)],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 304);
+    let alice_target = Some("alice".to_owned());
+    assert_eq!(
+        audit_actions(&t, &root).await,
+        [
+            ("user.history".to_owned(), alice_target.clone()),
+            ("user.history".to_owned(), alice_target),
+            ("audit.list".to_owned(), None),
         ]
     );
 }

@@ -36,6 +36,7 @@ pub enum CursorKind {
 #[derive(Clone)]
 pub struct CursorCodec {
     key: [u8; 32],
+    fingerprint: String,
 }
 
 impl std::fmt::Debug for CursorCodec {
@@ -47,7 +48,25 @@ impl std::fmt::Debug for CursorCodec {
 impl CursorCodec {
     /// From a derived 32-byte key.
     pub fn new(key: [u8; 32]) -> Self {
-        Self { key }
+        let mut codec = Self {
+            key,
+            fingerprint: String::new(),
+        };
+        // A MAC of a constant: it names the key without revealing anything of it.
+        let tag = codec
+            .tag(b"lighttech/cursor-key-fingerprint")
+            .finalize()
+            .into_bytes();
+        codec.fingerprint = tag[..8].iter().map(|b| format!("{b:02x}")).collect();
+        codec
+    }
+
+    /// Names the signing key (16 hex digits; the key cannot be recovered from it). Whatever
+    /// stores cursors signed with this key — the cached history pages — is keyed by it too, so
+    /// after a key rotation, or with two deployments sharing one cache, no page hands out
+    /// cursors another key signed.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     fn tag(&self, body: &[u8]) -> Hmac<Sha256> {
@@ -132,6 +151,19 @@ mod tests {
         let alice = UserId::new();
         let c = CursorCodec::new([8; 32]).encode(alice, 42);
         assert_eq!(codec().decode(alice, &c), None);
+    }
+
+    #[test]
+    fn the_fingerprint_names_the_key_without_revealing_it() {
+        let key = [7; 32];
+        let fingerprint = codec().fingerprint().to_owned();
+        assert_eq!(fingerprint.len(), 16);
+        assert!(fingerprint.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(CursorCodec::new(key).fingerprint(), fingerprint, "stable");
+        assert_ne!(CursorCodec::new([8; 32]).fingerprint(), fingerprint);
+        let key_hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(!key_hex.contains(&fingerprint));
+        assert!(!format!("{:?}", codec()).contains(&fingerprint));
     }
 
     #[test]

@@ -319,17 +319,42 @@ fn history_request(req: &Req) -> Result<HistoryRequest, ApiError> {
 /// then the page keyed by (user, version, query) from the cache, or from the store on a miss.
 pub(super) async fn operations(app: &App, req: &Req) -> Result<Reply, ApiError> {
     let principal = principal(app, req).await?;
-    history_read(app, req, principal.user, CursorKind::History).await
+    let query = HistoryQuery::parse(app, req, principal.user, CursorKind::History)?;
+    history_read(app, req, principal.user, &query).await
+}
+
+/// A history request checked in full (parameters, and the cursor against its kind and subject)
+/// before anything is read or recorded.
+struct HistoryQuery {
+    request: HistoryRequest,
+    before_seq: Option<u64>,
+    kind: CursorKind,
+}
+
+impl HistoryQuery {
+    fn parse(
+        app: &App,
+        req: &Req,
+        subject: UserId,
+        kind: CursorKind,
+    ) -> Result<HistoryQuery, ApiError> {
+        let request = history_request(req)?;
+        let before_seq = money::cursor_position(app, kind, subject, request.cursor.as_deref())?;
+        Ok(HistoryQuery {
+            request,
+            before_seq,
+            kind,
+        })
+    }
 }
 
 async fn history_read(
     app: &App,
     req: &Req,
     subject: UserId,
-    kind: CursorKind,
+    query: &HistoryQuery,
 ) -> Result<Reply, ApiError> {
-    let request = history_request(req)?;
-    let before_seq = money::cursor_position(app, kind, subject, request.cursor.as_deref())?;
+    let (request, before_seq, kind) = (&query.request, query.before_seq, query.kind);
     let version = match app.store.account(subject).await? {
         Some(account) => account.version,
         None if kind == CursorKind::History => return Err(ApiError::InvalidToken),
@@ -346,6 +371,7 @@ async fn history_read(
             until: request.until,
         },
         kind as u8,
+        app.cursors.fingerprint(),
     );
     let etag = key.etag();
     let span = tracing::Span::current();
@@ -382,7 +408,7 @@ async fn history_read(
         }
     }
     let timer = FillTimer::start();
-    let page = money::history(app, kind, subject, before_seq, &request).await?;
+    let page = money::history(app, kind, subject, before_seq, request).await?;
     let body = serde_json::to_vec(&Page {
         results: page.operations.iter().map(OperationView::from).collect(),
         next_cursor: page.next_cursor,
@@ -506,8 +532,12 @@ pub(super) async fn admin_user(app: &App, req: &Req) -> Result<Reply, ApiError> 
 pub(super) async fn admin_user_operations(app: &App, req: &Req) -> Result<Reply, ApiError> {
     let staff = staff(app, req).await?;
     let id = target_user(req)?;
-    admin::audit_history_read(app, &staff, id).await?;
-    history_read(app, req, id, CursorKind::AdminHistory).await
+    let target = admin::target(app, id).await?;
+    let query = HistoryQuery::parse(app, req, id, CursorKind::AdminHistory)?;
+    // Recorded only once the page (or its `304`) is ready: a refused request read nothing.
+    let reply = history_read(app, req, id, &query).await?;
+    admin::audit_history_read(app, &staff, &target).await?;
+    Ok(reply)
 }
 
 async fn admin_set_active(app: &App, req: &Req, active: bool) -> Result<Reply, ApiError> {

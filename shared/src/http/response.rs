@@ -427,7 +427,8 @@ pub struct AuditView {
     pub id: String,
     /// Who.
     pub actor: PartyView,
-    /// What (`users.list`, `user.view`, `user.history`, `user.deactivate`, `user.reactivate`).
+    /// What (`users.list`, `user.view`, `user.history`, `user.deactivate`, `user.reactivate`,
+    /// `audit.list`).
     pub action: &'static str,
     /// Whom, if anyone.
     pub target: Option<PartyView>,

@@ -1,6 +1,8 @@
-//! Administration: staff look users up, read their history, deactivate and reactivate them.
-//! Every call is written to the audit trail before its result is returned, so no
-//! administrator reads or changes anything unrecorded.
+//! Administration: staff look users up, read their history, deactivate and reactivate them,
+//! and read the audit trail. Every call that is served is written to the audit trail before its
+//! result is returned, so no administrator reads or changes anything unrecorded; a refused call
+//! (bad parameters or cursor, an unknown user, a self-deactivation) is not an action and is not
+//! recorded.
 
 use crate::app::App;
 use crate::auth::CursorKind;
@@ -108,15 +110,25 @@ pub async fn user_detail(
     Ok(found)
 }
 
-/// Records that a staff member is reading a user's history; `not_found` for unknown users.
-pub async fn audit_history_read(app: &App, staff: &UserRecord, id: UserId) -> Result<(), ApiError> {
-    let user = app.store.user_by_id(id).await?.ok_or(ApiError::NotFound)?;
+/// The user an admin route names; `not_found` for unknown users.
+pub async fn target(app: &App, id: UserId) -> Result<UserRecord, ApiError> {
+    app.store.user_by_id(id).await?.ok_or(ApiError::NotFound)
+}
+
+/// Records that a staff member read `user`'s history. Called once the page has been read, so a
+/// request refused for its parameters or cursor, or one the store could not answer, is not
+/// recorded: it read nothing.
+pub async fn audit_history_read(
+    app: &App,
+    staff: &UserRecord,
+    user: &UserRecord,
+) -> Result<(), ApiError> {
     app.store
         .append_audit(&entry(
             app,
             staff,
             AuditAction::ViewHistory,
-            Some(&user),
+            Some(user),
             None,
         ))
         .await?;
@@ -173,6 +185,12 @@ pub async fn audit_log(
         })
         .transpose()?;
     let page = app.store.audit_log(limit, before.as_deref()).await?;
+    // Reading the trail is an admin action too. Recorded after the page was read, so the page
+    // does not list the read that fetched it (the next one does), and a refused or failed read
+    // is not recorded.
+    app.store
+        .append_audit(&entry(app, staff, AuditAction::ListAudit, None, None))
+        .await?;
     let next = page
         .next_before
         .map(|b| app.cursors.encode_position(CursorKind::Audit, staff.id, &b));

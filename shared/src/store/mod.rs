@@ -342,16 +342,19 @@ pub enum AuditAction {
     Deactivate,
     /// Reactivated a user.
     Reactivate,
+    /// Read a page of the audit trail.
+    ListAudit,
 }
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [AuditAction; 5] = [
+    pub const ALL: [AuditAction; 6] = [
         AuditAction::ListUsers,
         AuditAction::ViewUser,
         AuditAction::ViewHistory,
         AuditAction::Deactivate,
         AuditAction::Reactivate,
+        AuditAction::ListAudit,
     ];
 
     /// The wire and storage name.
@@ -362,6 +365,7 @@ impl AuditAction {
             AuditAction::ViewHistory => "user.history",
             AuditAction::Deactivate => "user.deactivate",
             AuditAction::Reactivate => "user.reactivate",
+            AuditAction::ListAudit => "audit.list",
         }
     }
 
