@@ -14,6 +14,7 @@ use std::sync::LazyLock;
 use http::Method;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{
     HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem, PathsBuilder,
@@ -21,8 +22,8 @@ use utoipa::openapi::path::{
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::{ResponseBuilder, ResponsesBuilder};
 use utoipa::openapi::schema::{
-    ArrayBuilder, ComponentsBuilder, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, SchemaType,
-    Type,
+    AllOfBuilder, ArrayBuilder, ComponentsBuilder, ObjectBuilder, OneOfBuilder, Schema,
+    SchemaFormat, SchemaType, Type,
 };
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::tag::TagBuilder;
@@ -36,7 +37,8 @@ use super::response::{
     OperationView, PartyView, RefreshView, RegisteredView, SessionView,
 };
 use super::{ROUTES, Route};
-use crate::domain::OperationKind;
+use crate::domain::{Money, OperationKind};
+use crate::error::{ApiError, FieldErrors};
 
 /// Registration body.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -529,7 +531,8 @@ fn describe(route: &Route) -> Describe {
             ..base(
                 "admin",
                 "A user's history",
-                "Same query and shape as the user's own history.",
+                "Same query and shape as the user's own history. A page served (or revalidated \
+                 with `304`) is recorded in the audit trail; a refused request is not.",
                 Access::Staff,
             )
         },
@@ -564,7 +567,10 @@ fn describe(route: &Route) -> Describe {
             ..base(
                 "admin",
                 "Audit trail",
-                "Every admin action, newest first.",
+                "Every admin action, newest first: searches, views of a user or their history, \
+                 status changes and reads of this trail (`audit.list`, recorded once its page \
+                 is read, so a page lists the reads before it). Refused requests are not \
+                 actions and are not recorded.",
                 Access::Staff,
             )
         },
@@ -758,21 +764,70 @@ fn components() -> utoipa::openapi::Components {
     builder.build()
 }
 
-fn problem_response(status: u16, codes: &[&str]) -> utoipa::openapi::Response {
+/// The error an example shows for `code`: the real error, with data that reads naturally.
+fn example_error(code: &str, field: &str) -> Option<ApiError> {
+    let error = ApiError::one_of_each()
+        .into_iter()
+        .find(|e| e.code() == code)?;
+    Some(match error {
+        ApiError::Validation(_) => {
+            let mut errors = FieldErrors::new();
+            errors.add(field, "This field is invalid.");
+            ApiError::Validation(errors)
+        }
+        ApiError::InsufficientFunds { .. } => ApiError::InsufficientFunds {
+            balance: Money::from_minor(1_000),
+            amount: Money::from_minor(2_500),
+        },
+        ApiError::MethodNotAllowed(_) => ApiError::MethodNotAllowed(vec![Method::GET]),
+        other => other,
+    })
+}
+
+/// The problem body the API renders for an error (as `response::problem` does).
+fn problem_body(error: &ApiError) -> serde_json::Value {
+    let mut body = json!({
+        "type": "about:blank",
+        "title": error.title(),
+        "status": error.status(),
+        "detail": error.detail(),
+        "code": error.code(),
+    });
+    if let ApiError::Validation(errors) = error {
+        body["errors"] = json!(errors.as_map());
+    }
+    body
+}
+
+/// One error response: the problem schema with `code` narrowed to the codes this operation can
+/// answer with this status, and one named example per code. `field` names the field a
+/// `validation_error` example points at.
+fn problem_response(status: u16, codes: &[&str], field: &str) -> utoipa::openapi::Response {
     let mut description = format!("{}: {}.", status_text(status), codes.join(", "));
     description = description.replace(": .", ".");
-    let example = json!({
-        "type": "about:blank",
-        "title": status_text(status),
-        "status": status,
-        "detail": "…",
-        "code": codes.first().copied().unwrap_or("internal_error"),
+    let schema = AllOfBuilder::new().item(schema_ref("Problem")).item(
+        ObjectBuilder::new().property(
+            "code",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(codes.iter().copied())),
+        ),
+    );
+    let examples = codes.iter().filter_map(|code| {
+        let error = example_error(code, field)?;
+        Some((
+            (*code).to_owned(),
+            ExampleBuilder::new()
+                .summary(error.title())
+                .value(Some(problem_body(&error)))
+                .build(),
+        ))
     });
     let mut builder = response_with_id(ResponseBuilder::new().description(description)).content(
         "application/problem+json",
         ContentBuilder::new()
-            .schema(Some(schema_ref("Problem")))
-            .example(Some(example))
+            .schema(Some(schema))
+            .examples_from_iter(examples)
             .build(),
     );
     builder = match status {
@@ -787,6 +842,134 @@ fn problem_response(status: u16, codes: &[&str]) -> utoipa::openapi::Response {
     builder.build()
 }
 
+const EXAMPLE_USER_ID: &str = "0192f5c1-7a3e-7c2b-9d41-5b8e2f6a1c30";
+const EXAMPLE_OTHER_ID: &str = "0192f5c1-9b20-7e11-8a52-3f4d6c7b8e90";
+const EXAMPLE_AT: &str = "2026-11-28T07:00:00.123Z";
+const EXAMPLE_JWT: &str =
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIwMTkyZjVjMSJ9.c2lnbmF0dXJl";
+const EXAMPLE_CURSOR: &str = "AQGSFcF6PnwrnUFbjiFqHDAAAAAAAAAAAw8n2Hc5T3Gm";
+
+fn example_operation() -> serde_json::Value {
+    json!({
+        "id": "0192f5c2-0a11-7f00-b2c3-4d5e6f708192",
+        "type": "transfer_out",
+        "amount": "25.00",
+        "balance_after": "75.00",
+        "counterparty": {"id": EXAMPLE_OTHER_ID, "username": "bob"},
+        "transfer_id": "0192f5c2-0a11-7f00-b2c3-4d5e6f708193",
+        "description": "rent",
+        "created_at": EXAMPLE_AT,
+    })
+}
+
+fn example_admin_user() -> serde_json::Value {
+    json!({
+        "id": EXAMPLE_USER_ID,
+        "username": "alice",
+        "email": "alice@example.com",
+        "is_staff": false,
+        "is_active": true,
+        "balance": "125.00",
+        "created_at": EXAMPLE_AT,
+    })
+}
+
+/// An example body of a success response with the named schema.
+fn success_example(schema: &str) -> serde_json::Value {
+    match schema {
+        "RegisteredView" => json!({
+            "id": EXAMPLE_USER_ID,
+            "username": "alice",
+            "email": "alice@example.com",
+            "balance": "0.00",
+            "created_at": EXAMPLE_AT,
+        }),
+        "LoginView" => json!({
+            "access": EXAMPLE_JWT,
+            "refresh": EXAMPLE_JWT,
+            "token_type": "Bearer",
+            "expires_in": 600,
+        }),
+        "RefreshView" => json!({"access": EXAMPLE_JWT, "refresh": EXAMPLE_JWT}),
+        "MeView" => json!({
+            "id": EXAMPLE_USER_ID,
+            "username": "alice",
+            "email": "alice@example.com",
+            "is_staff": false,
+            "created_at": EXAMPLE_AT,
+        }),
+        "SessionList" => json!({"results": [{
+            "id": "0192f5c1-7b00-7a00-8000-0123456789ab",
+            "created_at": EXAMPLE_AT,
+            "last_used_at": EXAMPLE_AT,
+            "user_agent": "curl/8.5.0",
+            "ip": "203.0.113.7",
+            "current": true,
+        }]}),
+        "BalanceView" => json!({"balance": "125.00", "currency": "RUB", "updated_at": EXAMPLE_AT}),
+        "OperationView" => example_operation(),
+        "OperationPage" => json!({"results": [example_operation()], "next_cursor": EXAMPLE_CURSOR}),
+        "HealthView" => json!({"status": "ok"}),
+        "AdminUserView" => example_admin_user(),
+        "AdminUserPage" => json!({"results": [example_admin_user()], "next_cursor": null}),
+        "AuditPage" => json!({"results": [{
+            "id": "0192f5c3-1c22-7d00-a1b2-c3d4e5f60718",
+            "actor": {"id": EXAMPLE_OTHER_ID, "username": "root"},
+            "action": "user.deactivate",
+            "target": {"id": EXAMPLE_USER_ID, "username": "alice"},
+            "at": EXAMPLE_AT,
+        }], "next_cursor": EXAMPLE_CURSOR}),
+        other => panic!("no example for the success body {other}"),
+    }
+}
+
+/// An example of a body served as-is, by content type.
+fn raw_example(content_type: &str) -> serde_json::Value {
+    match content_type {
+        "application/json" => {
+            json!("{\"openapi\":\"3.1.0\",\"info\":{\"title\":\"LightTech API\"},\"paths\":{}}")
+        }
+        "text/html" => json!("<!doctype html><html lang=\"en\">…</html>"),
+        "text/javascript" => {
+            json!("/*! For license information please see redoc.standalone.js.LICENSE.txt */…")
+        }
+        _ => json!("…"),
+    }
+}
+
+/// The name of an operation's success example: its summary in snake case.
+fn example_name(summary: &str) -> String {
+    summary
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == ' ')
+        .map(|c| {
+            if c == ' ' {
+                '_'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect()
+}
+
+/// The field a `validation_error` example of this operation names.
+fn validation_field(d: &Describe) -> &'static str {
+    match d.body {
+        Some(("RegisterRequest" | "LoginRequest", _)) => "username",
+        Some(("RefreshRequest" | "LogoutRequest", _)) => "refresh",
+        Some(("MoneyRequest" | "TransferRequest", _)) => "amount",
+        Some(_) => "reason",
+        None => d
+            .params
+            .iter()
+            .find_map(|p| match p {
+                Param::Query(name, ..) => Some(*name),
+                _ => None,
+            })
+            .unwrap_or("body"),
+    }
+}
+
 fn operation(route: &Route, d: &Describe) -> utoipa::openapi::path::Operation {
     // Which codes can this operation answer?
     let mut codes: Vec<&str> = vec![
@@ -799,7 +982,9 @@ fn operation(route: &Route, d: &Describe) -> utoipa::openapi::path::Operation {
     if d.body.is_some() {
         codes.extend(["invalid_json", "validation_error", "unsupported_media_type"]);
     }
-    if !d.params.is_empty() {
+    // Path parameters are matched, not validated (a bad id is `not_found`); query and header
+    // parameters are.
+    if d.params.iter().any(|p| !matches!(p, Param::Path(..))) {
         codes.push("validation_error");
     }
     if d.access != Access::Public {
@@ -822,13 +1007,31 @@ fn operation(route: &Route, d: &Describe) -> utoipa::openapi::path::Operation {
         Body::Schema(name) => {
             success = success.content(
                 "application/json",
-                ContentBuilder::new().schema(Some(schema_ref(name))).build(),
+                ContentBuilder::new()
+                    .schema(Some(schema_ref(name)))
+                    .examples_from_iter([(
+                        example_name(d.summary),
+                        ExampleBuilder::new()
+                            .summary(d.summary)
+                            .value(Some(success_example(name)))
+                            .build(),
+                    )])
+                    .build(),
             );
         }
         Body::Raw(content_type) => {
             success = success.content(
                 *content_type,
-                ContentBuilder::new().schema(Some(string())).build(),
+                ContentBuilder::new()
+                    .schema(Some(string()))
+                    .examples_from_iter([(
+                        example_name(d.summary),
+                        ExampleBuilder::new()
+                            .summary(d.summary)
+                            .value(Some(raw_example(content_type)))
+                            .build(),
+                    )])
+                    .build(),
             );
         }
         Body::None => {}
@@ -865,7 +1068,10 @@ fn operation(route: &Route, d: &Describe) -> utoipa::openapi::path::Operation {
         );
     }
     for (status, codes) in &by_status {
-        responses = responses.response(status.to_string(), problem_response(*status, codes));
+        responses = responses.response(
+            status.to_string(),
+            problem_response(*status, codes, validation_field(d)),
+        );
     }
 
     let mut op = OperationBuilder::new()

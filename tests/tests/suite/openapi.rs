@@ -1,5 +1,6 @@
-//! The OpenAPI document describes exactly the routes the router serves, with the contract's
-//! errors and headers; the documentation pages are served with every asset embedded.
+//! The OpenAPI document describes exactly the routes the router serves (checked by sending
+//! requests to the local server, not by comparing the route table with itself), with the
+//! contract's errors and headers; the documentation pages are served with every asset embedded.
 
 use std::collections::BTreeSet;
 
@@ -7,8 +8,9 @@ use http::Method;
 use lighttech::ApiError;
 use lighttech::http::openapi::{DOCUMENT_JSON, documented_codes};
 use lighttech::http::{ROUTES, enable_docs_ui};
-use lighttech_tests::{TestApp, sqlite_fixture};
-use serde_json::Value;
+use lighttech_tests::wire::{Server, request};
+use lighttech_tests::{PASSWORD, TestApp, sqlite_fixture};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 fn document() -> Value {
@@ -25,19 +27,221 @@ fn operations(doc: &Value) -> Vec<(String, String, Value)> {
     out
 }
 
-#[test]
-fn the_document_lists_every_route_the_router_serves_and_nothing_else() {
+/// A concrete path for a route pattern: `{id}` and `{file}` filled with values that exist, so
+/// an answer of `404` or `405` can only mean the route itself is missing.
+fn concrete(pattern: &str, ids: &Ids) -> String {
+    let id = if pattern.starts_with("/api/auth/v1/sessions/") {
+        &ids.session
+    } else {
+        &ids.user
+    };
+    pattern
+        .replace("{id}", id)
+        .replace("{file}", "swagger-initializer.js")
+}
+
+/// Ids that exist in the app the probes run against.
+struct Ids {
+    /// A user the admin routes act on.
+    user: String,
+    /// A session of the staff member, spare for `DELETE sessions/{id}/`.
+    session: String,
+}
+
+/// The field names of a JSON body, and of the first item of its `results`.
+fn shape(body: &Value) -> (BTreeSet<String>, BTreeSet<String>) {
+    let keys = |v: &Value| {
+        v.as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    (keys(body), keys(&body["results"][0]))
+}
+
+/// The routes the README's table of Lambda functions lists (written by hand, not generated).
+fn readme_routes() -> BTreeSet<(String, String)> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("read README.md");
+    let start = readme
+        .find("### Lambda functions")
+        .expect("README.md has a Lambda functions section");
+    let mut routes = BTreeSet::new();
+    for line in readme[start..]
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+    {
+        for cell in line.split('`').skip(1).step_by(2) {
+            if let Some((method, path)) = cell.split_once(' ')
+                && path.starts_with('/')
+            {
+                routes.insert((method.to_owned(), path.to_owned()));
+            }
+        }
+    }
+    assert!(routes.len() > 20, "the README table was found: {routes:?}");
+    routes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_document_and_the_router_serve_exactly_the_same_routes() {
+    enable_docs_ui();
     let doc = document();
     assert_eq!(doc["openapi"], "3.1.0");
     let documented: BTreeSet<(String, String)> = operations(&doc)
         .into_iter()
         .map(|(m, p, _)| (m, p))
         .collect();
-    let served: BTreeSet<(String, String)> = ROUTES
+
+    let t = TestApp::new(sqlite_fixture().await).await;
+    let root = t.staff("root").await;
+    let alice = t.user("alice").await;
+    // The admin routes act on erin, who never logs in (deactivation ends every session).
+    let erin = t.register("erin").await;
+    t.register("dave").await;
+    t.deposit(&alice, "100").await;
+    // Spare sessions for the calls that end one.
+    let (for_logout, _) = t.login("root").await;
+    let (for_revoke, _) = t.login("root").await;
+    let (_, for_refresh) = t.login("dave").await;
+    let sessions = t.get("/api/auth/v1/sessions/", Some(&for_revoke)).await;
+    let session = sessions.json()["results"]
+        .as_array()
+        .unwrap()
         .iter()
-        .map(|r| (r.method.to_string(), r.pattern.to_owned()))
-        .collect();
-    assert_eq!(documented, served);
+        .find(|s| s["current"] == true)
+        .and_then(|s| s["id"].as_str())
+        .unwrap()
+        .to_owned();
+    let ids = Ids {
+        user: erin["id"].as_str().unwrap().to_owned(),
+        session,
+    };
+    let server = Server::spawn(t.app.clone()).await;
+
+    // Every documented operation, sent through the local server with valid input, is served
+    // by its handler: it answers the operation's documented success status.
+    for (method, pattern, op) in operations(&doc) {
+        let (token, body): (&str, Value) = match (method.as_str(), pattern.as_str()) {
+            ("POST", "/api/auth/v1/register/") => (
+                "",
+                json!({"username": "carol", "email": "carol@example.com", "password": PASSWORD}),
+            ),
+            ("POST", "/api/auth/v1/login/") => {
+                ("", json!({"username": "alice", "password": PASSWORD}))
+            }
+            ("POST", "/api/auth/v1/token/refresh/") => ("", json!({ "refresh": for_refresh })),
+            ("POST", "/api/auth/v1/logout/") => (&for_logout, Value::Null),
+            ("POST", "/api/balance/v1/deposit/" | "/api/balance/v1/withdraw/") => {
+                (&alice.access, json!({"amount": "1"}))
+            }
+            ("POST", "/api/balance/v1/transfer/") => {
+                (&alice.access, json!({"to": "root", "amount": "1"}))
+            }
+            ("GET", "/api/balance/v1/" | "/api/balance/v1/operations/") => {
+                (&alice.access, Value::Null)
+            }
+            _ => (&root.access, Value::Null),
+        };
+        let auth = format!("Bearer {token}");
+        let mut headers = vec![("Content-Type", "application/json")];
+        if !token.is_empty() {
+            headers.push(("Authorization", auth.as_str()));
+        }
+        let body = if body.is_null() {
+            Vec::new()
+        } else {
+            body.to_string().into_bytes()
+        };
+        let path = concrete(&pattern, &ids);
+        let r = request(server.addr, &method, &path, &headers, &body).await;
+        let success: Vec<u16> = op["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter_map(|s| s.parse().ok())
+            .filter(|s| (200..300).contains(s))
+            .collect();
+        assert!(
+            success.contains(&r.status),
+            "{method} {path} (documented as {pattern}) answered {} (documented success: \
+             {success:?}): {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+        // The documented example has the fields of the real answer.
+        let media = &op["responses"][r.status.to_string()]["content"]["application/json"];
+        if media["schema"]["$ref"].is_string() {
+            let example = &media["examples"]
+                .as_object()
+                .unwrap()
+                .values()
+                .next()
+                .unwrap()["value"];
+            let (real, real_item) = shape(&r.json());
+            let (documented, documented_item) = shape(example);
+            assert_eq!(documented, real, "{method} {pattern}: the example's fields");
+            if !real_item.is_empty() {
+                assert_eq!(
+                    documented_item, real_item,
+                    "{method} {pattern}: the example's result fields"
+                );
+            }
+        }
+    }
+
+    // What the router serves, asked of the router itself: a method no route has gets `405`
+    // with `Allow` naming every method served on the path, or `404` when none is. Asked for
+    // every documented path, every path of the route table and every route the README lists,
+    // with and without the trailing slash.
+    let mut candidates: BTreeSet<String> = documented.iter().map(|(_, p)| p.clone()).collect();
+    candidates.extend(ROUTES.iter().map(|r| r.pattern.to_owned()));
+    let listed = readme_routes();
+    candidates.extend(listed.iter().map(|(_, p)| p.clone()));
+    let mut served = BTreeSet::new();
+    for pattern in &candidates {
+        let path = concrete(pattern, &ids);
+        let mut allowed = None;
+        for form in [path.clone(), path.trim_end_matches('/').to_owned()] {
+            let r = request(server.addr, "PROPFIND", &form, &[], b"").await;
+            let methods: BTreeSet<String> = match r.status {
+                404 => BTreeSet::new(),
+                405 => r
+                    .header("allow")
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(|m| m.trim().to_owned())
+                    .collect(),
+                other => panic!("PROPFIND {form} answered {other}"),
+            };
+            match &allowed {
+                None => allowed = Some(methods),
+                Some(first) => assert_eq!(first, &methods, "{form} and {path} differ"),
+            }
+        }
+        served.extend(
+            allowed
+                .unwrap_or_default()
+                .into_iter()
+                .map(|m| (m, pattern.clone())),
+        );
+    }
+    server.stop().await;
+    let undocumented: Vec<_> = served.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "served but not documented: {undocumented:?}"
+    );
+    let unserved: Vec<_> = documented.difference(&served).collect();
+    assert!(
+        unserved.is_empty(),
+        "documented but not served: {unserved:?}"
+    );
+    let missing: Vec<_> = listed.difference(&served).collect();
+    assert!(
+        missing.is_empty(),
+        "listed in the README but not served: {missing:?}"
+    );
 }
 
 #[test]
@@ -54,7 +258,7 @@ fn every_response_names_its_request_id_and_every_error_is_a_problem() {
             );
             if status.starts_with('4') || status.starts_with('5') {
                 assert_eq!(
-                    response["content"]["application/problem+json"]["schema"]["$ref"],
+                    response["content"]["application/problem+json"]["schema"]["allOf"][0]["$ref"],
                     "#/components/schemas/Problem",
                     "{method} {path} {status}"
                 );
@@ -67,6 +271,137 @@ fn every_response_names_its_request_id_and_every_error_is_a_problem() {
             );
         }
     }
+}
+
+/// The codes an error response allows, from its schema.
+fn allowed_codes(response: &Value) -> Vec<String> {
+    let all_of = response["content"]["application/problem+json"]["schema"]["allOf"]
+        .as_array()
+        .expect("allOf");
+    assert_eq!(all_of.len(), 2, "{all_of:?}");
+    all_of[1]["properties"]["code"]["enum"]
+        .as_array()
+        .expect("a code enum")
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn each_error_response_allows_only_its_operations_codes_with_an_example_of_each() {
+    let doc = document();
+    let errors: Vec<ApiError> = ApiError::one_of_each();
+    let mut union: BTreeSet<String> = BTreeSet::new();
+    for (method, path, op) in operations(&doc) {
+        let mut per_operation = BTreeSet::new();
+        for (status, response) in op["responses"].as_object().unwrap() {
+            let status: u16 = status.parse().unwrap();
+            if status < 400 {
+                continue;
+            }
+            let codes = allowed_codes(response);
+            assert!(!codes.is_empty(), "{method} {path} {status}");
+            let examples = response["content"]["application/problem+json"]["examples"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{method} {path} {status} has no examples"));
+            let named: BTreeSet<&String> = examples.keys().collect();
+            assert_eq!(
+                named,
+                codes.iter().collect(),
+                "{method} {path} {status}: one example per code"
+            );
+            for code in &codes {
+                let error = errors
+                    .iter()
+                    .find(|e| e.code() == code)
+                    .unwrap_or_else(|| panic!("{code} is not a code of the contract"));
+                assert_eq!(error.status(), status, "{method} {path}: {code}");
+                let value = &examples[code]["value"];
+                assert_eq!(value["code"], code.as_str());
+                assert_eq!(value["status"], status);
+                assert_eq!(value["title"], error.title());
+                assert_eq!(value["type"], "about:blank");
+                assert!(value["detail"].is_string());
+                assert_eq!(
+                    value["errors"].is_object(),
+                    code == "validation_error",
+                    "{method} {path}: `errors` only with validation_error"
+                );
+                per_operation.insert(code.clone());
+            }
+        }
+        // Every operation answers these, and none answers everything.
+        for code in [
+            "not_found",
+            "method_not_allowed",
+            "internal_error",
+            "service_unavailable",
+        ] {
+            assert!(per_operation.contains(code), "{method} {path} lacks {code}");
+        }
+        assert!(
+            per_operation.len() < errors.len(),
+            "{method} {path} allows every code"
+        );
+        union.extend(per_operation);
+    }
+    // Between them the operations can answer every code of the contract.
+    let all: BTreeSet<String> = errors.iter().map(|e| e.code().to_owned()).collect();
+    assert_eq!(union, all);
+    // Some operation-specific narrowing, as the contract describes it.
+    let codes_of = |path: &str, method: &str, status: &str| {
+        allowed_codes(&doc["paths"][path][method]["responses"][status])
+    };
+    assert_eq!(
+        codes_of("/api/balance/v1/withdraw/", "post", "422"),
+        ["insufficient_funds", "idempotency_key_mismatch"]
+    );
+    assert_eq!(
+        codes_of("/api/auth/v1/login/", "post", "401"),
+        ["invalid_credentials"]
+    );
+    assert_eq!(
+        codes_of("/api/balance/v1/transfer/", "post", "404"),
+        ["not_found", "recipient_not_found"]
+    );
+    assert!(
+        doc["paths"]["/api/admin/v1/users/{id}/"]["get"]["responses"]
+            .get("400")
+            .is_none(),
+        "a path parameter is matched, not validated"
+    );
+}
+
+#[test]
+fn every_success_response_with_a_body_has_an_example() {
+    let doc = document();
+    let mut seen = 0;
+    for (method, path, op) in operations(&doc) {
+        for (status, response) in op["responses"].as_object().unwrap() {
+            if !status.starts_with('2') {
+                continue;
+            }
+            let Some(content) = response["content"].as_object() else {
+                assert_eq!(status, "204", "{method} {path} {status} has no body");
+                continue;
+            };
+            for (content_type, media) in content {
+                let examples = media["examples"].as_object().unwrap_or_else(|| {
+                    panic!("{method} {path} {status} {content_type} has no example")
+                });
+                assert_eq!(examples.len(), 1, "{method} {path}");
+                let value = &examples.values().next().unwrap()["value"];
+                if content_type == "application/json" && media["schema"]["$ref"].as_str().is_some()
+                {
+                    assert!(value.is_object(), "{method} {path}: {value}");
+                } else {
+                    assert!(value.is_string(), "{method} {path}: {value}");
+                }
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen > 15, "{seen}");
 }
 
 #[test]
