@@ -1,5 +1,6 @@
 //! The history cache in Redis: the whole API suite with the Redis cache on (on the embedded
-//! store), keys under the configured prefix, and what happens when Redis stops or hangs.
+//! store and on PostgreSQL), keys under the configured prefix, and what happens when Redis
+//! stops or hangs.
 
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
@@ -10,6 +11,12 @@ use lighttech_tests::{TestApp, redis_env, redis_url, sqlite_fixture};
 use serde_json::json;
 
 lighttech_tests::api_suite!(sqlite_fixture, env = redis_env());
+
+/// The same suite with the Redis cache in front of PostgreSQL.
+mod postgres {
+    use lighttech_tests::{postgres_fixture, redis_env};
+    lighttech_tests::api_suite!(postgres_fixture, env = redis_env());
+}
 
 async fn history(t: &TestApp, token: &str) -> lighttech_tests::Resp {
     t.get("/api/balance/v1/operations/", Some(token)).await
