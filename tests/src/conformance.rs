@@ -51,6 +51,8 @@ macro_rules! store_conformance_suite {
             racing_idempotent_transfers_move_money_once,
             users_are_listed_by_username_and_searched_in_username_and_email,
             deactivation_revokes_sessions_blocks_new_ones_and_refuses_transfers_in,
+            deactivation_ends_more_sessions_than_one_transaction_holds_at_once,
+            logins_racing_a_deactivation_leave_no_live_session,
             status_changes_and_reads_are_audited_newest_first,
         );
     };
@@ -1473,6 +1475,194 @@ pub async fn deactivation_revokes_sessions_blocks_new_ones_and_refuses_transfers
             .await
             .unwrap()
             .is_none()
+    );
+}
+
+/// Every way a session is used fails: read, refresh, deposit, transfer.
+async fn assert_session_dead(store: &Arc<dyn Store>, s: &SessionRecord, now: Timestamp) {
+    let stored = store.session(s.user, s.id).await.unwrap().unwrap();
+    assert!(
+        !stored.is_active(now) && stored.revoked_at.is_some(),
+        "session {} still live: {stored:?}",
+        s.id
+    );
+    assert_eq!(
+        store
+            .rotate_session(&rotation(s, s.refresh_jti, now))
+            .await
+            .unwrap(),
+        RotateOutcome::Inactive,
+        "session {} still refreshes",
+        s.id
+    );
+}
+
+async fn assert_session_moves_nothing(store: &Arc<dyn Store>, s: &SessionRecord, now: Timestamp) {
+    let mut c = change(s.user, OperationKind::Withdrawal, 1);
+    c.session = in_session(s, now);
+    not_live(store.apply_change(&c).await, "withdrawal in a dead session");
+    let mut keyed = change(s.user, OperationKind::Deposit, 1);
+    keyed.idempotency = Some(stamp(
+        &format!("dead-{}", s.id),
+        "deposit",
+        now.plus_seconds(3600),
+    ));
+    keyed.session = in_session(s, now);
+    not_live(
+        store.apply_change(&keyed).await,
+        "deposit in a dead session",
+    );
+    let mut t = transfer(s.user, "bob", 1);
+    t.session = in_session(s, now);
+    not_live(store.transfer(&t).await, "transfer in a dead session");
+}
+
+pub async fn deactivation_ends_more_sessions_than_one_transaction_holds_at_once(
+    store: Arc<dyn Store>,
+) {
+    const SESSIONS: usize = 110;
+    let admin = create(&store, "admin").await;
+    let alice = create(&store, "alice").await;
+    let bob = create(&store, "bob").await;
+    deposit(&store, alice.id, 5_000).await;
+    let now = Timestamp::now();
+    let mut sessions = Vec::with_capacity(SESSIONS);
+    for i in 0..SESSIONS {
+        let s = session(alice.id, now.plus_seconds(-(i as i64)));
+        assert!(store.create_session(&s).await.unwrap());
+        sessions.push(s);
+    }
+    assert_eq!(
+        store.active_sessions(alice.id, now).await.unwrap().len(),
+        SESSIONS
+    );
+    // Before: the newest and the oldest session both move money.
+    for s in [&sessions[0], &sessions[SESSIONS - 1]] {
+        let mut c = change(alice.id, OperationKind::Withdrawal, 1);
+        c.session = in_session(s, now);
+        assert!(matches!(
+            store.apply_change(&c).await.unwrap(),
+            Applied::Done(_)
+        ));
+    }
+    let bobs = session(bob.id, now);
+    assert!(store.create_session(&bobs).await.unwrap());
+
+    store
+        .set_user_active(&status(&admin, &alice, false))
+        .await
+        .unwrap()
+        .expect("alice exists");
+    assert!(
+        store
+            .active_sessions(alice.id, now)
+            .await
+            .unwrap()
+            .is_empty(),
+        "no live session remains"
+    );
+    for s in &sessions {
+        assert_session_dead(&store, s, now).await;
+    }
+    for s in sessions.iter().step_by(27) {
+        assert_session_moves_nothing(&store, s, now).await;
+    }
+    assert_eq!(balance(&store, alice.id).await, 4_998, "nothing moved");
+    // Another user's session is untouched.
+    assert!(
+        store
+            .session(bob.id, bobs.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_active(now)
+    );
+
+    // Reactivation brings none of them back; a new login works.
+    store
+        .set_user_active(&status(&admin, &alice, true))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        store
+            .active_sessions(alice.id, now)
+            .await
+            .unwrap()
+            .is_empty(),
+        "revoked sessions stay revoked"
+    );
+    for s in [
+        &sessions[0],
+        &sessions[SESSIONS / 2],
+        &sessions[SESSIONS - 1],
+    ] {
+        assert_session_dead(&store, s, now).await;
+        assert_session_moves_nothing(&store, s, now).await;
+        assert!(
+            !store.revoke_session(alice.id, s.id, now).await.unwrap(),
+            "already inactive"
+        );
+    }
+    let fresh = session(alice.id, now);
+    assert!(store.create_session(&fresh).await.unwrap());
+    let mut c = change(alice.id, OperationKind::Withdrawal, 1);
+    c.session = in_session(&fresh, now);
+    assert!(matches!(
+        store.apply_change(&c).await.unwrap(),
+        Applied::Done(_)
+    ));
+    assert_eq!(
+        store
+            .active_sessions(alice.id, now)
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect::<Vec<_>>(),
+        [fresh.id]
+    );
+    assert_eq!(balance(&store, alice.id).await, 4_997);
+    assert_ledger_consistent(&store, alice.id).await;
+}
+
+pub async fn logins_racing_a_deactivation_leave_no_live_session(store: Arc<dyn Store>) {
+    let admin = create(&store, "admin").await;
+    let alice = create(&store, "alice").await;
+    let now = Timestamp::now();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let task_store = Arc::clone(&store);
+        let s = session(alice.id, now);
+        tasks.push(tokio::spawn(async move {
+            let created = task_store.create_session(&s).await.unwrap();
+            (s, created)
+        }));
+        if i == 10 {
+            store
+                .set_user_active(&status(&admin, &alice, false))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+    let mut refused = 0;
+    for task in tasks {
+        let (s, created) = task.await.unwrap();
+        if created {
+            assert_session_dead(&store, &s, now).await;
+        } else {
+            refused += 1;
+            assert!(store.session(s.user, s.id).await.unwrap().is_none());
+        }
+    }
+    assert!(refused > 0, "logins after the deactivation are refused");
+    assert!(
+        store
+            .active_sessions(alice.id, now)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }
 

@@ -9,17 +9,44 @@
 //! | item | `PK` | `SK` | attributes |
 //! |---|---|---|---|
 //! | user profile | `USER#<id>` | `PROFILE` | username, username_key, email, password_hash, is_staff, is_active, created_at; `GSI1PK=USERS`, `GSI1SK=<username_key>` |
-//! | account | `USER#<id>` | `ACCOUNT` | balance, version, updated_at, active, username |
+//! | account | `USER#<id>` | `ACCOUNT` | balance, version, updated_at, active, username, session_epoch, sessions_revoked_at |
 //! | operation | `USER#<id>` | `OP#<seq, 20 digits>` | id, kind, amount, balance_after, counterparty_id/_username, transfer_id, description, created_at |
 //! | idempotency record | `USER#<id>` | `IDEM#<key>` | fingerprint, expires_at, ttl, op (the operation, embedded) |
-//! | session | `USER#<id>` | `SESSION#<id>` | created_at, last_used_at, expires_at, refresh_jti, user_agent, ip, revoked_at, ttl |
+//! | session | `USER#<id>` | `SESSION#<id>` | epoch, created_at, last_used_at, expires_at, refresh_jti, user_agent, ip, revoked_at, ttl |
 //! | username guard | `USERNAME#<lower-cased>` | `USERNAME` | user_id |
 //! | email guard | `EMAIL#<email>` | `EMAIL` | user_id |
 //! | login throttle | `LOGIN#<lower-cased username>` | `LOGIN` | attempts, window_start, ttl |
 //! | audit entry | `AUDIT` | `<at, 15 digits>#<id>` | actor_id, actor_username, action, target_id, target_username, detail, at |
 //!
 //! A user's account, history, keys and sessions share the user's partition, so a history page
-//! is one `Query` and every session check is one strongly consistent `GetItem`.
+//! is one `Query` and every session check is one strongly consistent `BatchGetItem` of the
+//! session and the account.
+//!
+//! # Deactivation and the session epoch
+//!
+//! A user may have more live sessions than one transaction can revoke (100 items), so
+//! deactivation does not touch the sessions at all. The account carries `session_epoch` (absent
+//! means 0); every session copies the epoch current when it was created (`epoch`), and a session
+//! is live only while its epoch equals the account's and the account is active. Deactivation
+//! bumps the epoch in the same transaction that clears `is_active`/`active` and writes the audit
+//! entry, so every session of the user dies in that one step, however many there are, and stays
+//! dead after a reactivation (the epoch never goes back). What each check costs:
+//!
+//! - an authenticated request reads the session and the account in one strongly consistent
+//!   `BatchGetItem` (one round trip, one more read unit than the session alone; a profile flag
+//!   would cost the same read, but could not keep old sessions dead after a reactivation);
+//! - a money movement already reads the mover's account and conditions its update on the version
+//!   read: the update is also conditioned on the epoch, which costs nothing extra;
+//! - a login reads the account for its epoch and puts the session next to a `ConditionCheck`
+//!   that the account is still active at that epoch;
+//! - a refresh reads the account, then rotates the session on the condition that its epoch is the
+//!   one read; a deactivation that commits in between orders after the refresh, and the new
+//!   tokens die with the rest.
+//!
+//! Operations get `created_at = max(now, the account's updated_at)`, so within an account
+//! `created_at` never decreases with `seq` even across servers whose clocks differ: history can
+//! stop reading at the first operation older than `since`, and find where `until` falls by
+//! bisecting the sequence.
 //!
 //! # Atomicity
 //!
@@ -41,8 +68,8 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, GlobalSecondaryIndex,
-    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ScalarAttributeType,
-    SseSpecification, TimeToLiveSpecification, TransactWriteItem, Update,
+    KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType, Put,
+    ScalarAttributeType, SseSpecification, TimeToLiveSpecification, TransactWriteItem, Update,
 };
 use rand::RngExt;
 
@@ -69,8 +96,9 @@ pub const GSI1: &str = "GSI1";
 const MAX_ATTEMPTS: u32 = 40;
 /// Query round trips a filtered history page may take before returning what it has.
 const MAX_HISTORY_QUERIES: usize = 10;
-/// Items per `TransactWriteItems` (DynamoDB's limit).
-const MAX_TRANSACTION_ITEMS: usize = 100;
+/// Times one `TransactWriteItems` is sent again after DynamoDB refused the whole call as
+/// throttled (the SDK has already retried it with its own backoff by then).
+const MAX_THROTTLED_CALLS: u32 = 5;
 /// Sessions and login counters linger this long past expiry before TTL may delete them.
 const TTL_GRACE_SECONDS: i64 = 86_400;
 
@@ -79,8 +107,10 @@ const TTL_GRACE_SECONDS: i64 = 86_400;
 pub struct DynamoStats {
     /// Conditional writes retried after a version conflict or `TransactionConflict`.
     pub conflict_retries: std::sync::atomic::AtomicU64,
-    /// Retries after throttling.
+    /// Retries after throttling: of one item in a cancelled transaction, or of a whole call.
     pub throttle_retries: std::sync::atomic::AtomicU64,
+    /// DynamoDB round trips made by history reads (queries and bisection probes).
+    pub history_reads: std::sync::atomic::AtomicU64,
 }
 
 /// The DynamoDB-backed [`Store`].
@@ -91,6 +121,8 @@ pub struct DynamoStore {
     /// What the store retried so far.
     pub stats: DynamoStats,
     fault: Option<FaultInjector>,
+    /// How long `create_table` waits for the table to become `ACTIVE`.
+    table_wait: Duration,
 }
 
 /// Test hook: makes a fraction of transactions fail with `TransactionConflict` before they
@@ -192,6 +224,18 @@ where
     }
 }
 
+/// DynamoDB refusing a whole call for capacity or request rate: nothing was evaluated.
+fn is_throttle(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some(
+            "ProvisionedThroughputExceededException"
+                | "ThrottlingException"
+                | "RequestLimitExceeded"
+        )
+    )
+}
+
 fn is_transient(code: Option<&str>) -> bool {
     matches!(
         code,
@@ -213,6 +257,9 @@ enum Cancelled {
     Reasons(Vec<Option<String>>),
     /// A failure that is not a cancellation.
     Other(StoreError),
+    /// The whole call was refused as throttled (only as a reason to back off; `transact`
+    /// retries it itself).
+    Throttled,
 }
 
 impl Cancelled {
@@ -234,13 +281,22 @@ impl Cancelled {
                     )
                 )
             }),
-            Cancelled::Other(StoreError::Unavailable(_)) => false,
+            Cancelled::Throttled => true,
             Cancelled::Other(_) => false,
         }
     }
 
     fn throttled(&self) -> bool {
-        matches!(self, Cancelled::Reasons(r) if r.iter().any(|c| matches!(c.as_deref(), Some("ThrottlingError" | "ProvisionedThroughputExceeded"))))
+        match self {
+            Cancelled::Reasons(r) => r.iter().any(|c| {
+                matches!(
+                    c.as_deref(),
+                    Some("ThrottlingError" | "ProvisionedThroughputExceeded")
+                )
+            }),
+            Cancelled::Throttled => true,
+            Cancelled::Other(_) => false,
+        }
     }
 }
 
@@ -252,7 +308,14 @@ impl DynamoStore {
             table: table.into(),
             stats: DynamoStats::default(),
             fault: None,
+            table_wait: Duration::from_secs(60),
         }
+    }
+
+    /// How long `create_table` waits for the table to become `ACTIVE` before failing.
+    pub fn with_table_wait(mut self, wait: Duration) -> Self {
+        self.table_wait = wait;
+        self
     }
 
     /// Enables injected transaction conflicts (tests).
@@ -267,7 +330,7 @@ impl DynamoStore {
     }
 
     /// Creates the table exactly as `template.yaml` declares it, if it does not exist yet,
-    /// and turns on TTL. Point-in-time recovery is an account-level setting the template owns.
+    /// waits until it is `ACTIVE` and makes sure TTL is on (for an existing table too). Point-in-time recovery is an account-level setting the template owns.
     pub async fn create_table(&self) -> Result<(), StoreError> {
         let attr = |name: &str| {
             AttributeDefinition::builder()
@@ -311,10 +374,20 @@ impl DynamoStore {
             .await;
         match created {
             Ok(_) => {}
-            Err(e) if e.code() == Some("ResourceInUseException") => return Ok(()),
+            // Already there, or being created by another start right now: either way it must
+            // become ACTIVE and have TTL on before this start may serve.
+            Err(e) if e.code() == Some("ResourceInUseException") => {}
             Err(e) => return Err(sdk_error(e)),
         }
-        for _ in 0..120 {
+        self.wait_until_active().await?;
+        self.ensure_ttl().await
+    }
+
+    /// Waits until the table is `ACTIVE`, failing clearly after [`Self::with_table_wait`]'s
+    /// limit (60 s unless set).
+    async fn wait_until_active(&self) -> Result<(), StoreError> {
+        let deadline = tokio::time::Instant::now() + self.table_wait;
+        loop {
             let described = self
                 .client
                 .describe_table()
@@ -322,14 +395,51 @@ impl DynamoStore {
                 .send()
                 .await
                 .map_err(sdk_error)?;
-            let active = described
+            let status = described
                 .table()
                 .and_then(|t| t.table_status())
-                .is_some_and(|s| s.as_str() == "ACTIVE");
-            if active {
-                break;
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_else(|| "of unknown status".into());
+            if status == "ACTIVE" {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StoreError::unavailable(format!(
+                    "DynamoDB table {:?} is still {status} after {} s; it must be ACTIVE",
+                    self.table,
+                    self.table_wait.as_secs_f64()
+                )));
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Turns TTL on (attribute [`TTL_ATTRIBUTE`]) unless it is already on or being turned on;
+    /// TTL on another attribute, or being turned off, is an error to resolve by hand.
+    async fn ensure_ttl(&self) -> Result<(), StoreError> {
+        let described = self
+            .client
+            .describe_time_to_live()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        let description = described.time_to_live_description();
+        let status = description
+            .and_then(|d| d.time_to_live_status())
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_else(|| "DISABLED".into());
+        let attribute = description.and_then(|d| d.attribute_name());
+        match status.as_str() {
+            "ENABLED" | "ENABLING" if attribute == Some(TTL_ATTRIBUTE) => return Ok(()),
+            "DISABLED" => {}
+            _ => {
+                return Err(StoreError::internal(format!(
+                    "DynamoDB table {:?} has TTL {status} on attribute {:?}; it must be enabled on {TTL_ATTRIBUTE:?}",
+                    self.table,
+                    attribute.unwrap_or("")
+                )));
+            }
         }
         self.client
             .update_time_to_live()
@@ -380,6 +490,10 @@ impl DynamoStore {
         Ok(out.item().cloned())
     }
 
+    /// Sends one transaction. A whole call refused as throttled (not one cancelled item, which
+    /// the callers' loops handle) was rejected before any condition was evaluated, so the same
+    /// items are sent again, up to [`MAX_THROTTLED_CALLS`] times with the usual backoff and
+    /// counted as throttle retries, before it ends as `Unavailable`.
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), Cancelled> {
         if let Some(fault) = self.fault
             && rand::rng().random_bool(fault.conflict_rate.clamp(0.0, 1.0))
@@ -389,26 +503,96 @@ impl DynamoStore {
                 items.len()
             ]));
         }
-        match self
+        let mut throttled = 0;
+        loop {
+            let sent = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let err = match sent {
+                Ok(_) => return Ok(()),
+                Err(err) => err,
+            };
+            if let Some(TransactWriteItemsError::TransactionCanceledException(e)) =
+                err.as_service_error()
+            {
+                return Err(Cancelled::Reasons(
+                    e.cancellation_reasons()
+                        .iter()
+                        .map(|r| r.code().map(str::to_owned))
+                        .collect(),
+                ));
+            }
+            if is_throttle(err.code()) && throttled < MAX_THROTTLED_CALLS {
+                self.backoff(throttled, &Cancelled::Throttled).await;
+                throttled += 1;
+                continue;
+            }
+            return Err(Cancelled::Other(sdk_error(err)));
+        }
+    }
+
+    /// The newest sequence number at or below `top` (the whole history when `None`) whose
+    /// operation was created at or before `until`; `None` when there is none. One read when
+    /// `top` is already old enough (a later page), about log2(n) strongly consistent reads of
+    /// one attribute otherwise — far fewer than filtering out every newer operation.
+    async fn last_seq_until(
+        &self,
+        user: UserId,
+        until: Timestamp,
+        top: Option<u64>,
+    ) -> Result<Option<u64>, StoreError> {
+        let version = match top {
+            Some(top) => top,
+            None => match self.account(user).await? {
+                Some(account) => account.version,
+                None => return Ok(None),
+            },
+        };
+        // Invariant: `low` is 0 or at/before `until`; every sequence above `high` is after it.
+        let (mut low, mut high) = (0, version);
+        if high == 0 {
+            return Ok(None);
+        }
+        match self.operation_time(user, high).await? {
+            Some(at) if at <= until => return Ok(Some(high)),
+            Some(_) => high -= 1,
+            // Beyond the newest operation (a stale position): bisect the rest.
+            None => high -= 1,
+        }
+        while low < high {
+            let mid = low + (high - low).div_ceil(2);
+            match self.operation_time(user, mid).await? {
+                Some(at) if at <= until => low = mid,
+                _ => high = mid - 1,
+            }
+        }
+        Ok((low > 0).then_some(low))
+    }
+
+    /// When operation `seq` of `user` was created; `None` if there is no such operation.
+    async fn operation_time(
+        &self,
+        user: UserId,
+        seq: u64,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        use std::sync::atomic::Ordering;
+        self.stats.history_reads.fetch_add(1, Ordering::Relaxed);
+        let out = self
             .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user), &op_sk(seq))))
+            .projection_expression("created_at")
+            .consistent_read(true)
             .send()
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(err) => match err.as_service_error() {
-                Some(TransactWriteItemsError::TransactionCanceledException(e)) => {
-                    Err(Cancelled::Reasons(
-                        e.cancellation_reasons()
-                            .iter()
-                            .map(|r| r.code().map(str::to_owned))
-                            .collect(),
-                    ))
-                }
-                _ => Err(Cancelled::Other(sdk_error(err))),
-            },
-        }
+            .map_err(sdk_error)?;
+        out.item()
+            .map(|item| get_n(item, "created_at").map(Timestamp::from_millis))
+            .transpose()
     }
 
     /// Sleeps before retry `attempt` (full jitter, capped) and counts why.
@@ -426,6 +610,57 @@ impl DynamoStore {
 
     async fn account_item(&self, user: UserId) -> Result<Option<Item>, StoreError> {
         self.get(key(user_pk(user), "ACCOUNT")).await
+    }
+
+    /// A session item and its user's account, in one strongly consistent `BatchGetItem`.
+    async fn session_and_account(
+        &self,
+        user: UserId,
+        id: SessionId,
+    ) -> Result<(Option<Item>, Option<AccountState>), StoreError> {
+        let session_sk = format!("SESSION#{id}");
+        let mut wanted = vec![
+            key(user_pk(user), &session_sk),
+            key(user_pk(user), "ACCOUNT"),
+        ];
+        let (mut session, mut account) = (None, None);
+        for attempt in 0..MAX_ATTEMPTS {
+            let keys = KeysAndAttributes::builder()
+                .set_keys(Some(std::mem::take(&mut wanted)))
+                .consistent_read(true)
+                .build()
+                .map_err(StoreError::internal)?;
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, keys)
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            for item in out
+                .responses()
+                .and_then(|r| r.get(&self.table))
+                .into_iter()
+                .flatten()
+            {
+                if get_s(item, "SK")? == "ACCOUNT" {
+                    account = Some(account_state(item)?);
+                } else {
+                    session = Some(item.clone());
+                }
+            }
+            // Keys DynamoDB left unprocessed (throttling) are asked for again.
+            wanted = out
+                .unprocessed_keys()
+                .and_then(|u| u.get(&self.table))
+                .map(|k| k.keys().to_vec())
+                .unwrap_or_default();
+            if wanted.is_empty() {
+                return Ok((session, account));
+            }
+            self.backoff(attempt, &Cancelled::Throttled).await;
+        }
+        Err(StoreError::unavailable("session read kept being throttled"))
     }
 
     async fn idempotency_item(
@@ -511,27 +746,23 @@ impl DynamoStore {
             .build())
     }
 
-    /// Reads a movement's session (strongly consistent): `SessionNotLive` unless it is live;
-    /// `None` for a movement without a session.
-    async fn live_session(
+    /// Reads a movement's session (strongly consistent), to be judged by [`live_session`]
+    /// against the mover's account; `None` for a movement without a session.
+    async fn read_session(
         &self,
         user: UserId,
         session: Option<&SessionUse>,
-        now: Timestamp,
-    ) -> Result<Option<LiveSession>, StoreError> {
+    ) -> Result<Option<SessionRead>, StoreError> {
         let Some(session) = session else {
             return Ok(None);
         };
-        let record = self
+        let item = self
             .get(key(user_pk(user), &format!("SESSION#{}", session.id)))
-            .await?
-            .map(|item| session_from_item(&item))
-            .transpose()?
-            .filter(|s| s.user == user && s.is_active(now))
-            .ok_or(StoreError::SessionNotLive)?;
-        Ok(Some(LiveSession {
+            .await?;
+        Ok(Some(SessionRead {
             id: session.id,
-            touch: record.last_used_at < session.touch_before,
+            touch_before: session.touch_before,
+            item,
         }))
     }
 
@@ -580,9 +811,10 @@ impl DynamoStore {
     }
 
     /// Commits a money movement's transaction. `Some` ends the primitive (done, or the key was
-    /// already recorded); `None` asks for another attempt after a conflict. `key` is the stamp
-    /// with the position of its idempotency `Put` among `items`, `session_item` the position of
-    /// the session guard, whose failure comes first.
+    /// already recorded); `None` asks for another attempt after a conflict. `items[0]` is the
+    /// mover's account update; `key` is the stamp with the position of its idempotency `Put`
+    /// among `items`, `session_item` the position of the session guard, whose failure comes
+    /// first.
     async fn commit_movement(
         &self,
         items: Vec<TransactWriteItem>,
@@ -599,6 +831,12 @@ impl DynamoStore {
         };
         if session_item.is_some_and(|i| cancelled.failed(i)) {
             return Err(StoreError::SessionNotLive);
+        }
+        if session_item.is_some() && cancelled.failed(0) {
+            // The mover's account changed since the read — perhaps a deactivation, which ends
+            // the session and must win over a recorded key: re-read before deciding anything.
+            self.backoff(attempt, &cancelled).await;
+            return Ok(None);
         }
         if let Some((stamp, key_item)) = key
             && cancelled.failed(key_item)
@@ -619,7 +857,9 @@ impl DynamoStore {
         Ok(None)
     }
 
-    /// The account update, conditioned on the version read and on the business rule.
+    /// The account update, conditioned on the version read and on the business rule, and for
+    /// the mover of a movement made in a session on the session epoch read.
+    #[allow(clippy::too_many_arguments)]
     fn account_update(
         &self,
         user: UserId,
@@ -628,24 +868,42 @@ impl DynamoStore {
         rule: &str,
         amount: Money,
         now: Timestamp,
+        session: Option<&LiveSession>,
     ) -> Result<TransactWriteItem, StoreError> {
+        let mut condition = format!("version = :version AND {rule}");
+        if let Some(session) = session {
+            condition = format!(
+                "{condition} AND {}",
+                epoch_is("session_epoch", session.epoch)
+            );
+        }
+        let update = "SET balance = :balance, version = :next, updated_at = :now";
+        // DynamoDB refuses values that no expression uses: only the rule's own go in.
+        let mut values: Item = HashMap::from([
+            (":balance".into(), n(new_balance.minor())),
+            (":next".into(), n(read.version as i64 + 1)),
+            (":version".into(), n(read.version as i64)),
+            (":now".into(), n(now.millis())),
+        ]);
+        let optional = [
+            (":amount", n(amount.minor())),
+            (":ceiling", n(Money::MAX_BALANCE.minor() - amount.minor())),
+            (":active", AttributeValue::Bool(true)),
+            (":epoch", n(session.map_or(0, |s| s.epoch))),
+        ];
+        for (name, value) in optional {
+            if condition.contains(name) {
+                values.insert(name.into(), value);
+            }
+        }
         Ok(TransactWriteItem::builder()
             .update(
                 Update::builder()
                     .table_name(&self.table)
                     .set_key(Some(key(user_pk(user), "ACCOUNT")))
-                    .update_expression("SET balance = :balance, version = :next, updated_at = :now")
-                    .condition_expression(format!("version = :version AND {rule}"))
-                    .expression_attribute_values(":balance", n(new_balance.minor()))
-                    .expression_attribute_values(":next", n(read.version as i64 + 1))
-                    .expression_attribute_values(":version", n(read.version as i64))
-                    .expression_attribute_values(":now", n(now.millis()))
-                    .expression_attribute_values(":amount", n(amount.minor()))
-                    .expression_attribute_values(
-                        ":ceiling",
-                        n(Money::MAX_BALANCE.minor() - amount.minor()),
-                    )
-                    .expression_attribute_values(":active", AttributeValue::Bool(true))
+                    .update_expression(update)
+                    .condition_expression(condition)
+                    .set_expression_attribute_values(Some(values))
                     .build()
                     .map_err(StoreError::internal)?,
             )
@@ -653,12 +911,48 @@ impl DynamoStore {
     }
 }
 
-/// A movement's session as read before its transaction: live, and whether its use is due to be
-/// recorded.
+/// A movement's session as read before its transaction: live, whether its use is due to be
+/// recorded, and the account epoch it belongs to (the mover's account update is conditioned on
+/// it, so a deactivation committed after the read cancels the movement).
 #[derive(Debug, Clone, Copy)]
 struct LiveSession {
     id: SessionId,
     touch: bool,
+    epoch: i64,
+}
+
+/// A movement's session item as read, not yet judged.
+#[derive(Debug)]
+struct SessionRead {
+    id: SessionId,
+    touch_before: Timestamp,
+    item: Option<Item>,
+}
+
+/// `SessionNotLive` unless the movement's session is the mover's own, not revoked, not expired
+/// and of the current epoch of the mover's account, which is active; `None` for a movement
+/// without a session.
+fn live_session(
+    user: UserId,
+    read: Option<SessionRead>,
+    account: Option<&AccountState>,
+    now: Timestamp,
+) -> Result<Option<LiveSession>, StoreError> {
+    let Some(read) = read else {
+        return Ok(None);
+    };
+    let (Some(item), Some(account)) = (read.item.as_ref(), account) else {
+        return Err(StoreError::SessionNotLive);
+    };
+    let record = effective_session(item, Some(account))?;
+    if record.user != user || !record.is_active(now) {
+        return Err(StoreError::SessionNotLive);
+    }
+    Ok(Some(LiveSession {
+        id: read.id,
+        touch: record.last_used_at < read.touch_before,
+        epoch: account.session_epoch,
+    }))
 }
 
 /// What a primitive read of an account before its conditional write.
@@ -668,6 +962,11 @@ struct AccountState {
     version: u64,
     active: bool,
     username: String,
+    updated_at: Timestamp,
+    /// Sessions of other epochs are dead (see the module documentation).
+    session_epoch: i64,
+    /// When the last deactivation ended the sessions of the epochs before.
+    sessions_revoked_at: Option<Timestamp>,
 }
 
 fn account_state(item: &Item) -> Result<AccountState, StoreError> {
@@ -676,7 +975,40 @@ fn account_state(item: &Item) -> Result<AccountState, StoreError> {
         version: get_u64(item, "version")?,
         active: get_bool(item, "active")?,
         username: get_s(item, "username")?.to_owned(),
+        updated_at: Timestamp::from_millis(get_n(item, "updated_at")?),
+        session_epoch: opt_n(item, "session_epoch")?.unwrap_or(0),
+        sessions_revoked_at: opt_n(item, "sessions_revoked_at")?.map(Timestamp::from_millis),
     })
+}
+
+/// The condition that an item's epoch attribute (`session_epoch` on the account, `epoch` on a
+/// session) equals `:epoch`. Items written before epochs existed lack the attribute, which
+/// counts as epoch 0; a later epoch is always written explicitly.
+fn epoch_is(attribute: &str, epoch: i64) -> String {
+    if epoch == 0 {
+        format!("(attribute_not_exists({attribute}) OR {attribute} = :epoch)")
+    } else {
+        format!("{attribute} = :epoch")
+    }
+}
+
+/// A session as its account sees it: one of an inactive user, or from before the user's last
+/// deactivation (another epoch), is revoked as of that deactivation whatever its own item says.
+fn effective_session(
+    item: &Item,
+    account: Option<&AccountState>,
+) -> Result<SessionRecord, StoreError> {
+    let mut record = session_from_item(item)?;
+    let epoch = opt_n(item, "epoch")?.unwrap_or(0);
+    let current = account.is_some_and(|a| a.active && a.session_epoch == epoch);
+    if !current && record.revoked_at.is_none() {
+        record.revoked_at = Some(
+            account
+                .and_then(|a| a.sessions_revoked_at)
+                .unwrap_or(record.last_used_at),
+        );
+    }
+    Ok(record)
 }
 
 /// Both business rules, phrased for the condition expression (`:amount`, `:ceiling`).
@@ -742,9 +1074,10 @@ fn user_from_item(item: &Item) -> Result<UserRecord, StoreError> {
     })
 }
 
-fn session_item(sess: &SessionRecord) -> Item {
+fn session_item(sess: &SessionRecord, epoch: i64) -> Item {
     let mut item = key(user_pk(sess.user), &format!("SESSION#{}", sess.id));
     item.insert("id".into(), s(sess.id.to_string()));
+    item.insert("epoch".into(), n(epoch));
     item.insert("user_id".into(), s(sess.user.to_string()));
     item.insert("created_at".into(), n(sess.created_at.millis()));
     item.insert("last_used_at".into(), n(sess.last_used_at.millis()));
@@ -856,6 +1189,7 @@ impl Store for DynamoStore {
         account.insert("updated_at".into(), n(user.now.millis()));
         account.insert("active".into(), AttributeValue::Bool(true));
         account.insert("username".into(), s(user.username.as_str()));
+        account.insert("session_epoch".into(), n(0));
         let mut username_guard = key(format!("USERNAME#{}", user.username.key()), "USERNAME");
         username_guard.insert("user_id".into(), s(user.id.to_string()));
         let mut email_guard = key(format!("EMAIL#{}", user.email.as_str()), "EMAIL");
@@ -916,30 +1250,42 @@ impl Store for DynamoStore {
     }
 
     async fn create_session(&self, session: &SessionRecord) -> Result<bool, StoreError> {
-        // The profile's `is_active` is checked in the same transaction that puts the session;
-        // a deactivation sweeps sessions again after its own transaction commits.
-        let check = TransactWriteItem::builder()
-            .condition_check(
-                ConditionCheck::builder()
-                    .table_name(&self.table)
-                    .set_key(Some(key(user_pk(session.user), "PROFILE")))
-                    .condition_expression("is_active = :yes")
-                    .expression_attribute_values(":yes", AttributeValue::Bool(true))
-                    .build()
-                    .map_err(StoreError::internal)?,
-            )
-            .build();
-        let put = put_item(
-            &self.table,
-            session_item(session),
-            "attribute_not_exists(PK)",
-        )?;
+        // The session takes the account's current epoch, and is put only next to a check that
+        // the account is still active at that epoch: a deactivation committed in between (even
+        // one followed by a reactivation) cancels it.
         for attempt in 0..MAX_ATTEMPTS {
-            match self.transact(vec![check.clone(), put.clone()]).await {
+            let Some(account) = self.account_item(session.user).await? else {
+                return Ok(false);
+            };
+            let account = account_state(&account)?;
+            if !account.active {
+                return Ok(false);
+            }
+            let check = TransactWriteItem::builder()
+                .condition_check(
+                    ConditionCheck::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(key(user_pk(session.user), "ACCOUNT")))
+                        .condition_expression(format!(
+                            "active = :yes AND {}",
+                            epoch_is("session_epoch", account.session_epoch)
+                        ))
+                        .expression_attribute_values(":yes", AttributeValue::Bool(true))
+                        .expression_attribute_values(":epoch", n(account.session_epoch))
+                        .build()
+                        .map_err(StoreError::internal)?,
+                )
+                .build();
+            let put = put_item(
+                &self.table,
+                session_item(session, account.session_epoch),
+                "attribute_not_exists(PK)",
+            )?;
+            match self.transact(vec![check, put]).await {
                 Ok(()) => return Ok(true),
-                Err(c) if c.failed(0) => return Ok(false),
                 Err(Cancelled::Other(e)) => return Err(e),
-                Err(c) if c.retryable() => self.backoff(attempt, &c).await,
+                // The status changed since the read: read it again.
+                Err(c) if c.failed(0) || c.retryable() => self.backoff(attempt, &c).await,
                 Err(c) => {
                     return Err(StoreError::internal(format!("session not created: {c:?}")));
                 }
@@ -953,13 +1299,23 @@ impl Store for DynamoStore {
         user: UserId,
         id: SessionId,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        self.get(key(user_pk(user), &format!("SESSION#{id}")))
-            .await?
-            .map(|item| session_from_item(&item))
+        let (session, account) = self.session_and_account(user, id).await?;
+        session
+            .map(|item| effective_session(&item, account.as_ref()))
             .transpose()
     }
 
     async fn rotate_session(&self, r: &Rotation) -> Result<RotateOutcome, StoreError> {
+        // The account first: the rotation is conditioned on the session being of the epoch
+        // read. A deactivation committing after this read orders after the rotation, and the
+        // new tokens die with the session (see the module documentation).
+        let Some(account) = self.account_item(r.user).await? else {
+            return Ok(RotateOutcome::Inactive);
+        };
+        let account = account_state(&account)?;
+        if !account.active {
+            return Ok(RotateOutcome::Inactive);
+        }
         let session_key = key(user_pk(r.user), &format!("SESSION#{}", r.session));
         let rotated = self
             .client
@@ -969,9 +1325,10 @@ impl Store for DynamoStore {
             .update_expression(
                 "SET refresh_jti = :next, last_used_at = :now, expires_at = :expires, #ttl = :ttl",
             )
-            .condition_expression(
-                "refresh_jti = :presented AND attribute_not_exists(revoked_at) AND expires_at > :now",
-            )
+            .condition_expression(format!(
+                "refresh_jti = :presented AND attribute_not_exists(revoked_at) AND expires_at > :now AND {}",
+                epoch_is("epoch", account.session_epoch)
+            ))
             .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
             .expression_attribute_values(":next", s(r.next.to_string()))
             .expression_attribute_values(":presented", s(r.presented.to_string()))
@@ -981,6 +1338,7 @@ impl Store for DynamoStore {
                 ":ttl",
                 n(r.expires_at.unix_seconds() + TTL_GRACE_SECONDS),
             )
+            .expression_attribute_values(":epoch", n(account.session_epoch))
             .send()
             .await;
         match rotated {
@@ -988,10 +1346,11 @@ impl Store for DynamoStore {
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => {}
             Err(e) => return Err(sdk_error(e)),
         }
-        let Some(current) = self.get(session_key.clone()).await? else {
+        let (current, account) = self.session_and_account(r.user, r.session).await?;
+        let Some(current) = current else {
             return Ok(RotateOutcome::Inactive);
         };
-        if !session_from_item(&current)?.is_active(r.now) {
+        if !effective_session(&current, account.as_ref())?.is_active(r.now) {
             return Ok(RotateOutcome::Inactive);
         }
         // A validly signed token of this session that is no longer current was spent before:
@@ -1044,16 +1403,26 @@ impl Store for DynamoStore {
         id: SessionId,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
+        // A session of an older epoch is already inactive: it is not revoked again.
+        let Some(account) = self.account_item(user).await? else {
+            return Ok(false);
+        };
+        let account = account_state(&account)?;
+        if !account.active {
+            return Ok(false);
+        }
         let revoked = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user), &format!("SESSION#{id}"))))
             .update_expression("SET revoked_at = :now")
-            .condition_expression(
-                "attribute_exists(PK) AND attribute_not_exists(revoked_at) AND expires_at > :now",
-            )
+            .condition_expression(format!(
+                "attribute_exists(PK) AND attribute_not_exists(revoked_at) AND expires_at > :now AND {}",
+                epoch_is("epoch", account.session_epoch)
+            ))
             .expression_attribute_values(":now", n(now.millis()))
+            .expression_attribute_values(":epoch", n(account.session_epoch))
             .send()
             .await;
         match revoked {
@@ -1068,6 +1437,12 @@ impl Store for DynamoStore {
         user: UserId,
         now: Timestamp,
     ) -> Result<Vec<SessionRecord>, StoreError> {
+        let account = self
+            .account_item(user)
+            .await?
+            .as_ref()
+            .map(account_state)
+            .transpose()?;
         let mut sessions = Vec::new();
         let mut start: Option<Item> = None;
         loop {
@@ -1084,7 +1459,7 @@ impl Store for DynamoStore {
                 .await
                 .map_err(sdk_error)?;
             for item in out.items() {
-                let sess = session_from_item(item)?;
+                let sess = effective_session(item, account.as_ref())?;
                 if sess.is_active(now) {
                     sessions.push(sess);
                 }
@@ -1210,13 +1585,14 @@ impl Store for DynamoStore {
         let stamp = c.idempotency.as_ref();
         for attempt in 0..MAX_ATTEMPTS {
             let (session, item) = tokio::try_join!(
-                self.live_session(c.user, c.session.as_ref(), c.now),
+                self.read_session(c.user, c.session.as_ref()),
                 self.account_item(c.user)
             )?;
-            let Some(item) = item else {
+            let read = item.as_ref().map(account_state).transpose()?;
+            let session = live_session(c.user, session, read.as_ref(), c.now)?;
+            let Some(read) = read else {
                 return Err(StoreError::AccountNotFound);
             };
-            let read = account_state(&item)?;
             let (after, rule) = match c.kind {
                 OperationKind::Deposit => match read.balance.checked_credit(c.amount) {
                     Some(after) => (after, "balance <= :ceiling"),
@@ -1252,10 +1628,19 @@ impl Store for DynamoStore {
                 counterparty: None,
                 transfer_id: None,
                 description: c.description.clone(),
-                created_at: c.now,
+                // Never before the account's previous operation (see the module documentation).
+                created_at: c.now.max(read.updated_at),
             };
             let mut items = vec![
-                self.account_update(c.user, &read, after, rule, c.amount, c.now)?,
+                self.account_update(
+                    c.user,
+                    &read,
+                    after,
+                    rule,
+                    c.amount,
+                    op.created_at,
+                    session.as_ref(),
+                )?,
                 self.operation_put(&op)?,
             ];
             if let Some(stamp) = stamp {
@@ -1283,10 +1668,15 @@ impl Store for DynamoStore {
 
     async fn transfer(&self, t: &TransferCommand) -> Result<Applied, StoreError> {
         let stamp = t.idempotency.as_ref();
-        let (mut session, guard) = tokio::try_join!(
-            self.live_session(t.from, t.session.as_ref(), t.now),
-            self.get(key(format!("USERNAME#{}", t.to_username_key), "USERNAME"))
+        // The sender's account is read with the session: the session is judged against it,
+        // before anything about the recipient.
+        let (session_read, guard, mut sender_item) = tokio::try_join!(
+            self.read_session(t.from, t.session.as_ref()),
+            self.get(key(format!("USERNAME#{}", t.to_username_key), "USERNAME")),
+            self.account_item(t.from)
         )?;
+        let sender_read = sender_item.as_ref().map(account_state).transpose()?;
+        let mut session = live_session(t.from, session_read, sender_read.as_ref(), t.now)?;
         let recipient = match guard {
             Some(guard) => parse_id(get_s(&guard, "user_id")?, "user_id", UserId::parse)?,
             None => {
@@ -1300,25 +1690,26 @@ impl Store for DynamoStore {
                 .unless_recorded(t.from, stamp, t.now, StoreError::SelfTransfer)
                 .await;
         }
+        let mut recipient_item = self.account_item(recipient).await?;
         for attempt in 0..MAX_ATTEMPTS {
-            let (sender_item, recipient_item) = if attempt == 0 {
-                tokio::try_join!(self.account_item(t.from), self.account_item(recipient))?
-            } else {
-                // Another attempt: the session may have been revoked meanwhile.
-                let (reread, sender_item, recipient_item) = tokio::try_join!(
-                    self.live_session(t.from, t.session.as_ref(), t.now),
+            if attempt > 0 {
+                // Another attempt: the session may have been revoked (or the sender
+                // deactivated) meanwhile.
+                let (reread, sender_now, recipient_now) = tokio::try_join!(
+                    self.read_session(t.from, t.session.as_ref()),
                     self.account_item(t.from),
                     self.account_item(recipient)
                 )?;
-                session = reread;
-                (sender_item, recipient_item)
-            };
-            let Some(sender_item) = sender_item else {
+                let sender_read = sender_now.as_ref().map(account_state).transpose()?;
+                session = live_session(t.from, reread, sender_read.as_ref(), t.now)?;
+                (sender_item, recipient_item) = (sender_now, recipient_now);
+            }
+            let Some(sender_item) = sender_item.as_ref() else {
                 return Err(StoreError::AccountNotFound);
             };
-            let sender = account_state(&sender_item)?;
-            let recipient_state = match recipient_item {
-                Some(item) => account_state(&item)?,
+            let sender = account_state(sender_item)?;
+            let recipient_state = match recipient_item.as_ref() {
+                Some(item) => account_state(item)?,
                 None => {
                     return self
                         .unless_recorded(t.from, stamp, t.now, StoreError::RecipientNotFound)
@@ -1341,6 +1732,8 @@ impl Store for DynamoStore {
                     .unless_recorded(t.from, stamp, t.now, StoreError::BalanceLimitExceeded)
                     .await;
             };
+            // Never before either account's previous operation (see the module documentation).
+            let at = t.now.max(sender.updated_at).max(recipient_state.updated_at);
             let out = Operation {
                 id: t.out_operation_id,
                 user: t.from,
@@ -1354,7 +1747,7 @@ impl Store for DynamoStore {
                 }),
                 transfer_id: Some(t.transfer_id),
                 description: t.description.clone(),
-                created_at: t.now,
+                created_at: at,
             };
             let incoming = Operation {
                 id: t.in_operation_id,
@@ -1369,17 +1762,26 @@ impl Store for DynamoStore {
                 }),
                 transfer_id: Some(t.transfer_id),
                 description: t.description.clone(),
-                created_at: t.now,
+                created_at: at,
             };
             let mut items = vec![
-                self.account_update(t.from, &sender, sender_after, DEBIT_RULE, t.amount, t.now)?,
+                self.account_update(
+                    t.from,
+                    &sender,
+                    sender_after,
+                    DEBIT_RULE,
+                    t.amount,
+                    at,
+                    session.as_ref(),
+                )?,
                 self.account_update(
                     recipient,
                     &recipient_state,
                     recipient_after,
                     CREDIT_RULE,
                     t.amount,
-                    t.now,
+                    at,
+                    None,
                 )?,
                 self.operation_put(&out)?,
                 self.operation_put(&incoming)?,
@@ -1417,21 +1819,30 @@ impl Store for DynamoStore {
     }
 
     async fn history(&self, q: &HistoryQuery) -> Result<HistoryPage, StoreError> {
-        let upper = match q.before_seq {
-            Some(0) => {
-                return Ok(HistoryPage {
-                    operations: vec![],
-                    next_before: None,
-                });
-            }
-            Some(before) => op_sk(before - 1),
-            None => op_sk(u64::MAX / 2),
+        use std::sync::atomic::Ordering;
+        let empty = HistoryPage {
+            operations: vec![],
+            next_before: None,
         };
+        let mut top = match q.before_seq {
+            Some(0) => return Ok(empty),
+            Some(before) => Some(before - 1),
+            None => None,
+        };
+        if let Some(until) = q.until {
+            // The sort key is the sequence, not the time; but `created_at` never decreases with
+            // it, so the newest operation at or before `until` is found by bisection and the
+            // query starts there instead of filtering out everything newer.
+            match self.last_seq_until(q.user, until, top).await? {
+                Some(seq) => top = Some(seq),
+                None => return Ok(empty),
+            }
+        }
         let mut filters = Vec::new();
         let mut values: Item = HashMap::from([
             (":pk".into(), s(user_pk(q.user))),
             (":lo".into(), s(op_sk(1))),
-            (":hi".into(), s(upper)),
+            (":hi".into(), s(op_sk(top.unwrap_or(u64::MAX / 2)))),
         ]);
         let mut names = HashMap::new();
         if !q.kinds.is_empty() && q.kinds.len() < OperationKind::ALL.len() {
@@ -1447,24 +1858,32 @@ impl Store for DynamoStore {
             names.insert("#kind".to_owned(), "kind".to_owned());
             filters.push(format!("#kind IN ({})", placeholders.join(", ")));
         }
-        if let Some(since) = q.since {
-            values.insert(":since".into(), n(since.millis()));
-            filters.push("created_at >= :since".into());
-        }
         if let Some(until) = q.until {
+            // Kept although the bisection already placed the start: it costs no read.
             values.insert(":until".into(), n(until.millis()));
             filters.push("created_at <= :until".into());
         }
+        let filtered = !filters.is_empty();
+        let mut filter = filters.join(" AND ");
+        if let Some(since) = q.since {
+            // Reading newest first, the first operation older than `since` ends the history:
+            // the filter lets it through so that the loop sees it and stops.
+            if filtered {
+                values.insert(":since".into(), n(since.millis()));
+                filter = format!("({filter}) OR created_at < :since");
+            }
+        }
         let wanted = q.limit as usize + 1;
         // Unfiltered, a page is exactly one round trip; filtered, read in larger steps.
-        let step = if filters.is_empty() {
-            wanted as i32
-        } else {
+        let step = if filtered {
             (wanted as i32).max(100)
+        } else {
+            wanted as i32
         };
         let mut collected: Vec<Operation> = Vec::with_capacity(wanted);
         let mut start: Option<Item> = None;
         let mut last_evaluated: Option<u64> = None;
+        let mut exhausted = false;
         for _ in 0..MAX_HISTORY_QUERIES {
             let mut query = self
                 .client
@@ -1476,15 +1895,21 @@ impl Store for DynamoStore {
                 .consistent_read(true)
                 .limit(step)
                 .set_exclusive_start_key(start.take());
-            if !filters.is_empty() {
-                query = query.filter_expression(filters.join(" AND "));
+            if filtered {
+                query = query.filter_expression(filter.clone());
             }
             if !names.is_empty() {
                 query = query.set_expression_attribute_names(Some(names.clone()));
             }
+            self.stats.history_reads.fetch_add(1, Ordering::Relaxed);
             let out = query.send().await.map_err(sdk_error)?;
             for item in out.items() {
-                collected.push(operation_from_item(item)?);
+                let op = operation_from_item(item)?;
+                if q.since.is_some_and(|since| op.created_at < since) {
+                    exhausted = true;
+                    break;
+                }
+                collected.push(op);
                 if collected.len() == wanted {
                     break;
                 }
@@ -1501,13 +1926,15 @@ impl Store for DynamoStore {
                 }
                 None => None,
             };
-            if collected.len() >= wanted || last_evaluated.is_none() {
+            if exhausted || collected.len() >= wanted || last_evaluated.is_none() {
                 break;
             }
         }
         let next_before = if collected.len() > q.limit as usize {
             collected.truncate(q.limit as usize);
             collected.last().map(|o| o.seq)
+        } else if exhausted {
+            None
         } else {
             // A filtered scan that ran out of round trips: resume where it stopped.
             last_evaluated
@@ -1594,91 +2021,64 @@ impl Store for DynamoStore {
             return Ok(None);
         };
         let flag = AttributeValue::Bool(change.active);
-        let update = |sk: &str, attribute: &str| -> Result<TransactWriteItem, StoreError> {
-            Ok(TransactWriteItem::builder()
-                .update(
-                    Update::builder()
-                        .table_name(&self.table)
-                        .set_key(Some(key(user_pk(change.user), sk)))
-                        .update_expression(format!("SET {attribute} = :flag"))
-                        .condition_expression("attribute_exists(PK)")
-                        .expression_attribute_values(":flag", flag.clone())
-                        .build()
-                        .map_err(StoreError::internal)?,
+        let profile_update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(change.user), "PROFILE")))
+            .update_expression("SET is_active = :flag")
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_values(":flag", flag.clone())
+            .build()
+            .map_err(StoreError::internal)?;
+        // Deactivation also starts a new session epoch: every session of the user, however
+        // many, is dead from this transaction on, and stays dead after a reactivation.
+        let mut account_update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(change.user), "ACCOUNT")))
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_values(":flag", flag);
+        account_update = if change.active {
+            account_update.update_expression("SET active = :flag")
+        } else {
+            account_update
+                .update_expression(
+                    "SET active = :flag, session_epoch = if_not_exists(session_epoch, :zero) + :one, \
+                     sessions_revoked_at = :now",
                 )
-                .build())
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":now", n(change.now.millis()))
         };
-        let mut items = vec![
-            update("PROFILE", "is_active")?,
-            update("ACCOUNT", "active")?,
+        let items = vec![
+            TransactWriteItem::builder().update(profile_update).build(),
+            TransactWriteItem::builder()
+                .update(account_update.build().map_err(StoreError::internal)?)
+                .build(),
             put_item(
                 &self.table,
                 audit_item(&change.audit),
                 "attribute_not_exists(PK)",
             )?,
         ];
-        let mut revocations = Vec::new();
-        if !change.active {
-            for session in self.active_sessions(change.user, change.now).await? {
-                revocations.push(
-                    TransactWriteItem::builder()
-                        .update(
-                            Update::builder()
-                                .table_name(&self.table)
-                                .set_key(Some(key(
-                                    user_pk(change.user),
-                                    &format!("SESSION#{}", session.id),
-                                )))
-                                .update_expression(
-                                    "SET revoked_at = if_not_exists(revoked_at, :now)",
-                                )
-                                .expression_attribute_values(":now", n(change.now.millis()))
-                                .build()
-                                .map_err(StoreError::internal)?,
-                        )
-                        .build(),
-                );
-            }
-        }
-        // The status, the audit entry and (nearly always all) the session revocations in one
-        // transaction; a user with more live sessions than fit has the rest revoked right after.
-        let room = MAX_TRANSACTION_ITEMS - items.len();
-        let rest = revocations.split_off(revocations.len().min(room));
-        items.extend(revocations);
         for attempt in 0..MAX_ATTEMPTS {
             match self.transact(items.clone()).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    let mut user = user_from_item(&profile)?;
+                    user.is_active = change.active;
+                    return Ok(Some(user));
+                }
                 Err(Cancelled::Other(e)) => return Err(e),
                 Err(c) if c.failed(0) || c.failed(1) => return Ok(None),
-                Err(c) if c.retryable() && attempt + 1 < MAX_ATTEMPTS => {
-                    self.backoff(attempt, &c).await
-                }
+                Err(c) if c.retryable() => self.backoff(attempt, &c).await,
                 Err(c) => {
-                    return Err(StoreError::unavailable(format!(
+                    return Err(StoreError::internal(format!(
                         "status change cancelled: {c:?}"
                     )));
                 }
             }
         }
-        for chunk in rest.chunks(MAX_TRANSACTION_ITEMS) {
-            self.transact(chunk.to_vec()).await.map_err(|c| match c {
-                Cancelled::Other(e) => e,
-                other => {
-                    StoreError::unavailable(format!("session revocation cancelled: {other:?}"))
-                }
-            })?;
-        }
-        if !change.active {
-            // A login that passed its check just before the deactivation committed may have put
-            // a session the first sweep did not see; none can be put from now on.
-            for session in self.active_sessions(change.user, change.now).await? {
-                self.revoke_session(change.user, session.id, change.now)
-                    .await?;
-            }
-        }
-        let mut user = user_from_item(&profile)?;
-        user.is_active = change.active;
-        Ok(Some(user))
+        Err(StoreError::unavailable(
+            "the status change kept conflicting",
+        ))
     }
 
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {

@@ -193,6 +193,23 @@ pub fn needs_of(target: &str, body: &Value) -> Vec<Need> {
             resource: table_resource(body),
             leading_key: item_partition(body),
         }],
+        "BatchGetItem" => body["RequestItems"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .flat_map(|(table, request)| {
+                request["Keys"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|key| Need {
+                        action: "dynamodb:BatchGetItem".into(),
+                        resource: table.clone(),
+                        leading_key: string(&key["PK"]["S"]),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect(),
         "Query" => vec![Need {
             action: "dynamodb:Query".into(),
             resource: table_resource(body),

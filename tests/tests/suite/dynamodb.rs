@@ -323,3 +323,429 @@ async fn the_local_server_on_a_table_keeps_everything_across_a_restart() {
     assert_eq!(balances, ["24.50", "40.00"]);
     server.stop().await;
 }
+
+/// Reads one HTTP/1.1 request (head and `Content-Length` body) from a connection.
+async fn read_http_request(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length {
+                return Some(buf);
+            }
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return (!buf.is_empty()).then_some(buf);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A DynamoDB error answer as the service sends it.
+fn dynamodb_error(status: &str, kind: &str) -> Vec<u8> {
+    let body =
+        format!("{{\"__type\":\"com.amazonaws.dynamodb.v20120810#{kind}\",\"message\":\"test\"}}");
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/x-amz-json-1.0\r\nx-amzn-ErrorType: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A loopback endpoint that answers each DynamoDB call with `answer(operation)` when that gives
+/// a response, and forwards it to moto otherwise.
+struct DynamoProxy {
+    addr: std::net::SocketAddr,
+}
+
+impl DynamoProxy {
+    async fn start(answer: impl Fn(&str) -> Option<Vec<u8>> + Send + Sync + 'static) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let upstream: std::net::SocketAddr = dynamodb_endpoint()
+            .trim_start_matches("http://")
+            .parse()
+            .expect("a loopback moto address");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let answer = Arc::new(answer);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let answer = Arc::clone(&answer);
+                tokio::spawn(async move {
+                    let Some(request) = read_http_request(&mut client).await else {
+                        return;
+                    };
+                    let head = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                    let operation = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("x-amz-target: dynamodb_20120810."))
+                        .unwrap_or("")
+                        .trim()
+                        .to_owned();
+                    if let Some(response) = answer(&operation) {
+                        let _ = client.write_all(&response).await;
+                        return;
+                    }
+                    let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    if up.write_all(&request).await.is_err() {
+                        return;
+                    }
+                    let mut response = Vec::new();
+                    let _ = up.read_to_end(&mut response).await;
+                    let _ = client.write_all(&response).await;
+                });
+            }
+        });
+        DynamoProxy { addr }
+    }
+
+    /// A store on `table` through this proxy whose SDK client does not retry by itself, so
+    /// every error the proxy makes reaches the store.
+    fn store(&self, table: &str) -> DynamoStore {
+        let sdk = emulator_sdk_config(&format!("http://{}", self.addr));
+        let config = aws_sdk_dynamodb::config::Builder::from(&sdk)
+            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+            .build();
+        DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(config), table)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_call_throttles_of_a_transaction_are_retried_and_counted() {
+    use std::sync::atomic::AtomicUsize;
+    let healthy = Arc::new(dynamo_store().await);
+    let user =
+        lighttech_tests::conformance_user(&(healthy.clone() as Arc<dyn Store>), "alice").await;
+    // The next `throttles` transactions are refused whole, cycling through the three codes.
+    let throttles = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let (left, count) = (Arc::clone(&throttles), Arc::clone(&refused));
+    let proxy = DynamoProxy::start(move |operation| {
+        if operation != "transactwriteitems"
+            || left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_err()
+        {
+            return None;
+        }
+        let kind = [
+            "ThrottlingException",
+            "ProvisionedThroughputExceededException",
+            "RequestLimitExceeded",
+        ][count.fetch_add(1, Ordering::SeqCst) % 3];
+        Some(dynamodb_error("400 Bad Request", kind))
+    })
+    .await;
+    let store = proxy.store(healthy.table());
+    let deposit = || BalanceChange {
+        user,
+        kind: OperationKind::Deposit,
+        amount: Money::from_minor(100),
+        description: None,
+        operation_id: OperationId::new(),
+        now: Timestamp::now(),
+        idempotency: None,
+        session: None,
+    };
+
+    // Three refusals in a row: retried, counted, then applied once.
+    throttles.store(3, Ordering::SeqCst);
+    assert!(matches!(
+        store.apply_change(&deposit()).await,
+        Ok(Applied::Done(_))
+    ));
+    assert_eq!(refused.load(Ordering::SeqCst), 3);
+    assert_eq!(store.stats.throttle_retries.load(Ordering::Relaxed), 3);
+    let account = healthy.account(user).await.unwrap().unwrap();
+    assert_eq!((account.balance.minor(), account.version), (100, 1));
+
+    // Refused for good: a bounded number of retries, then `Unavailable` with nothing applied.
+    throttles.store(usize::MAX, Ordering::SeqCst);
+    assert!(matches!(
+        store.apply_change(&deposit()).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    let retried = store.stats.throttle_retries.load(Ordering::Relaxed) - 3;
+    assert!((1..=10).contains(&retried), "{retried} retries");
+    let account = healthy.account(user).await.unwrap().unwrap();
+    assert_eq!((account.balance.minor(), account.version), (100, 1));
+}
+
+#[tokio::test]
+async fn init_on_an_existing_table_turns_ttl_on_and_checks_it() {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        TimeToLiveSpecification,
+    };
+    let sdk = emulator_sdk_config(&dynamodb_endpoint());
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    let bare_table = |name: String| {
+        let client = client.clone();
+        async move {
+            let mut create = client
+                .create_table()
+                .table_name(&name)
+                .billing_mode(BillingMode::PayPerRequest);
+            for (attribute, kind) in [("PK", KeyType::Hash), ("SK", KeyType::Range)] {
+                create = create
+                    .attribute_definitions(
+                        AttributeDefinition::builder()
+                            .attribute_name(attribute)
+                            .attribute_type(ScalarAttributeType::S)
+                            .build()
+                            .unwrap(),
+                    )
+                    .key_schema(
+                        KeySchemaElement::builder()
+                            .attribute_name(attribute)
+                            .key_type(kind)
+                            .build()
+                            .unwrap(),
+                    );
+            }
+            create.send().await.unwrap();
+            name
+        }
+    };
+    let ttl_of = |name: String| {
+        let client = client.clone();
+        async move {
+            let d = client
+                .describe_time_to_live()
+                .table_name(name)
+                .send()
+                .await
+                .unwrap();
+            let d = d.time_to_live_description();
+            (
+                d.and_then(|d| d.time_to_live_status())
+                    .map(|s| s.as_str().to_owned()),
+                d.and_then(|d| d.attribute_name()).map(str::to_owned),
+            )
+        }
+    };
+
+    // A table created elsewhere without TTL: `--init` turns it on, and again is a no-op.
+    let table = bare_table(format!("lt-{}", uuid::Uuid::new_v4().simple())).await;
+    assert_ne!(ttl_of(table.clone()).await.0.as_deref(), Some("ENABLED"));
+    let store = DynamoStore::new(client.clone(), &table);
+    store.create_table().await.unwrap();
+    assert_eq!(
+        ttl_of(table.clone()).await,
+        (Some("ENABLED".into()), Some("ttl".into()))
+    );
+    store.create_table().await.unwrap();
+
+    // TTL on some other attribute is not silently accepted.
+    let other = bare_table(format!("lt-{}", uuid::Uuid::new_v4().simple())).await;
+    client
+        .update_time_to_live()
+        .table_name(&other)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name("expires")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let err = DynamoStore::new(client.clone(), &other)
+        .create_table()
+        .await
+        .unwrap_err();
+    let text = lighttech::telemetry::error_chain(&err);
+    assert!(text.contains("TTL") && text.contains("expires"), "{text}");
+}
+
+#[tokio::test]
+async fn init_fails_clearly_when_the_table_never_becomes_active() {
+    let proxy = DynamoProxy::start(|operation| match operation {
+        "createtable" => Some(dynamodb_error("400 Bad Request", "ResourceInUseException")),
+        "describetable" => {
+            let body = r#"{"Table":{"TableName":"stuck","TableStatus":"CREATING"}}"#;
+            Some(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .into_bytes(),
+            )
+        }
+        _ => Some(dynamodb_error("500 Internal Server Error", "InternalServerError")),
+    })
+    .await;
+    let store = proxy
+        .store("stuck")
+        .with_table_wait(std::time::Duration::from_secs(1));
+    let started = std::time::Instant::now();
+    let err = store.create_table().await.unwrap_err();
+    let text = lighttech::telemetry::error_chain(&err);
+    assert!(text.contains("still CREATING"), "{text}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+/// Writes `count` deposits of 0.01 straight into a user's partition, one second apart from
+/// `t0 + 1 s`, and brings the account to match: far quicker on moto than one transaction each.
+async fn seed_deposits(
+    store: &DynamoStore,
+    user: lighttech::domain::UserId,
+    t0: Timestamp,
+    count: u64,
+) {
+    use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+    let sdk = emulator_sdk_config(&dynamodb_endpoint());
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    let s = |v: String| AttributeValue::S(v);
+    let n = |v: i64| AttributeValue::N(v.to_string());
+    let at = |seq: u64| t0.plus_seconds(seq as i64).millis();
+    let seqs: Vec<u64> = (1..=count).collect();
+    for chunk in seqs.chunks(25) {
+        let writes = chunk
+            .iter()
+            .map(|&seq| {
+                let item = std::collections::HashMap::from([
+                    ("PK".to_owned(), s(format!("USER#{user}"))),
+                    ("SK".to_owned(), s(format!("OP#{seq:020}"))),
+                    ("user_id".to_owned(), s(user.to_string())),
+                    ("seq".to_owned(), n(seq as i64)),
+                    ("id".to_owned(), s(OperationId::new().to_string())),
+                    ("kind".to_owned(), s("deposit".into())),
+                    ("amount".to_owned(), n(1)),
+                    ("balance_after".to_owned(), n(seq as i64)),
+                    ("created_at".to_owned(), n(at(seq))),
+                ]);
+                WriteRequest::builder()
+                    .put_request(PutRequest::builder().set_item(Some(item)).build().unwrap())
+                    .build()
+            })
+            .collect();
+        let out = client
+            .batch_write_item()
+            .request_items(store.table(), writes)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            out.unprocessed_items().is_none_or(|u| u.is_empty()),
+            "moto left items unprocessed"
+        );
+    }
+    client
+        .update_item()
+        .table_name(store.table())
+        .key("PK", s(format!("USER#{user}")))
+        .key("SK", s("ACCOUNT".into()))
+        .update_expression("SET balance = :n, version = :n, updated_at = :at")
+        .expression_attribute_values(":n", n(count as i64))
+        .expression_attribute_values(":at", n(at(count)))
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn time_bounded_history_skips_what_cannot_match_instead_of_filtering_it() {
+    use lighttech::store::HistoryQuery;
+    const OPS: u64 = 1_500;
+    let store = Arc::new(dynamo_store().await);
+    let as_store: Arc<dyn Store> = store.clone();
+    let user = lighttech_tests::conformance_user(&as_store, "alice").await;
+    let t0 = Timestamp::from_millis(1_700_000_000_000);
+    seed_deposits(&store, user, t0, OPS).await;
+    let at = |seq: u64| t0.plus_seconds(seq as i64);
+    let reads = || store.stats.history_reads.load(Ordering::Relaxed);
+    let query = |limit, before_seq, kinds, since, until| HistoryQuery {
+        user,
+        limit,
+        before_seq,
+        kinds,
+        since,
+        until,
+    };
+    let seqs = |page: &lighttech::store::HistoryPage| -> Vec<u64> {
+        page.operations.iter().map(|o| o.seq).collect()
+    };
+
+    // `until` near the start: the query begins there, even with more than ten queries' worth
+    // of newer operations above it.
+    let before = reads();
+    let page = store
+        .history(&query(3, None, vec![], None, Some(at(5))))
+        .await
+        .unwrap();
+    assert_eq!(seqs(&page), [5, 4, 3]);
+    assert_eq!(page.next_before, Some(3));
+    let used = reads() - before;
+    assert!(used <= 14, "{used} round trips");
+    let page = store
+        .history(&query(3, Some(3), vec![], None, Some(at(5))))
+        .await
+        .unwrap();
+    assert_eq!(seqs(&page), [2, 1]);
+    assert_eq!(page.next_before, None);
+    // Before every operation: empty, no cursor.
+    let page = store
+        .history(&query(3, None, vec![], None, Some(at(0))))
+        .await
+        .unwrap();
+    assert!(page.operations.is_empty() && page.next_before.is_none());
+
+    // `since` near the end, with a kind nothing matches: one query, the end of the history.
+    let before = reads();
+    let page = store
+        .history(&query(
+            20,
+            None,
+            vec![OperationKind::Withdrawal],
+            Some(at(OPS - 5)),
+            None,
+        ))
+        .await
+        .unwrap();
+    assert!(page.operations.is_empty() && page.next_before.is_none());
+    assert_eq!(reads() - before, 1);
+    // Matching ones: exactly those, and no cursor once `since` is passed.
+    let page = store
+        .history(&query(
+            100,
+            None,
+            vec![OperationKind::Deposit],
+            Some(at(OPS - 9)),
+            None,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(seqs(&page), ((OPS - 9)..=OPS).rev().collect::<Vec<_>>());
+    assert_eq!(page.next_before, None);
+
+    // A window in the middle, both bounds inclusive, in pages.
+    let before = reads();
+    let mut window = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .history(&query(4, cursor, vec![], Some(at(700)), Some(at(710))))
+            .await
+            .unwrap();
+        window.extend(seqs(&page));
+        match page.next_before {
+            Some(b) => cursor = Some(b),
+            None => break,
+        }
+    }
+    assert_eq!(window, (700..=710).rev().collect::<Vec<_>>());
+    let used = reads() - before;
+    assert!(used <= 24, "{used} round trips");
+}
