@@ -57,9 +57,13 @@ pub async fn serve(
                 let app = Arc::clone(&app);
                 let service = service_fn(move |request| {
                     let app = Arc::clone(&app);
-                    async move { Ok::<_, Infallible>(respond(&app, request, peer).await) }
+                    async move { Ok::<_, Infallible>(respond(app, request, peer).await) }
                 });
+                // Half-closes allowed: a client that sends its request and shuts down its side
+                // (or hangs up) at once still has that request read and carried out; without
+                // this, hyper would drop the request the moment it read the end of the stream.
                 let connection = hyper::server::conn::http1::Builder::new()
+                    .half_close(true)
                     .serve_connection(TokioIo::new(stream), service);
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
@@ -81,7 +85,11 @@ pub async fn serve(
     Ok(())
 }
 
-async fn respond(app: &App, request: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+async fn respond(
+    app: Arc<App>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
     let body = read_bounded(body).await;
     let request_id = uuid::Uuid::new_v4().to_string();
@@ -91,10 +99,24 @@ async fn respond(app: &App, request: Request<Incoming>, peer: SocketAddr) -> Res
             &request_id,
         ));
     };
-    if let Some(rejected) = reject_disallowed_host(app, &lambda_request) {
+    if let Some(rejected) = reject_disallowed_host(&app, &lambda_request) {
         return to_hyper(rejected);
     }
-    to_hyper(handle(app, lambda_request, Scope::All).await)
+    // A request, once read in full, runs to its end in a task of its own, as it would in a
+    // Lambda invocation: a client that hangs up (or times out) mid-request drops only the
+    // connection, never a money movement halfway through its store calls. The client learns
+    // the outcome by retrying with its Idempotency-Key.
+    let handled = tokio::spawn(async move { handle(&app, lambda_request, Scope::All).await }).await;
+    match handled {
+        Ok(response) => to_hyper(response),
+        Err(e) => {
+            tracing::error!(error = %e, "a request handler failed");
+            to_hyper(lighttech::http::response::problem(
+                &lighttech::ApiError::Internal(e.into()),
+                &request_id,
+            ))
+        }
+    }
 }
 
 /// Reads the body up to one byte past the limit: enough for the handler to answer 413 without

@@ -717,15 +717,50 @@ async fn balances(bank: &Bank) -> Vec<i64> {
     out
 }
 
-/// A deposit and a transfer, each sent in full over a raw connection whose client then hangs
-/// up without reading a byte of the answer — once the server has applied it (the balances say
-/// so), the way a client times out after its request went through. The retry with the same
-/// key must replay the original result (the very operation now in the history) with
-/// `Idempotent-Replayed: true`, and the money must have moved once.
+/// A deposit and a transfer, each sent in full over a raw connection whose client hangs up at
+/// once, without reading a byte of the answer: the way a client times out after its request
+/// went through. The server still carries the request to its end (the balances come to show
+/// it; a hang-up must not cancel a movement halfway). The retry with the same key must replay
+/// the original result (the very operation now in the history) with `Idempotent-Replayed:
+/// true`, and the money must have moved once.
 async fn a_cut_off_request_is_replayed_to_its_retry(extra_env: &[(&str, &str)], backend: &str) {
     let server = ServerProcess::start(extra_env, true).await;
     let tally = Tally::default();
     let bank = open_bank(server.addr, &tally).await;
+
+    // Twenty deposits whose clients hang up as soon as they are sent: every one is applied.
+    const HUNG_UP: i64 = 20;
+    let start = balances(&bank).await[0];
+    let auth = format!("Bearer {}", bank.tokens[0]);
+    for n in 0..HUNG_UP {
+        let key = format!("hung-up-{n}");
+        let headers = [
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+            ("Idempotency-Key", key.as_str()),
+        ];
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        stream
+            .write_all(&lighttech_tests::wire::request_bytes(
+                server.addr,
+                "POST",
+                "/api/balance/v1/deposit/",
+                &headers,
+                br#"{"amount": "1.00"}"#,
+            ))
+            .await
+            .unwrap();
+        drop(stream);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while balances(&bank).await[0] != start + HUNG_UP * 100 {
+        assert!(
+            Instant::now() < deadline,
+            "deposits whose clients hung up were not all applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
     let cases = [
         (
             "/api/balance/v1/deposit/",
@@ -764,6 +799,8 @@ async fn a_cut_off_request_is_replayed_to_its_retry(extra_env: &[(&str, &str)], 
             ))
             .await
             .unwrap();
+        // The client gives up: the answer is never read.
+        drop(cut_off);
         let deadline = Instant::now() + Duration::from_secs(30);
         while balances(&bank).await != expected {
             assert!(
@@ -772,8 +809,6 @@ async fn a_cut_off_request_is_replayed_to_its_retry(extra_env: &[(&str, &str)], 
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // The client gives up: the answer is never read.
-        drop(cut_off);
 
         let retry = until_answered(
             server.addr,
