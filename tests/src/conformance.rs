@@ -698,6 +698,17 @@ pub async fn sessions_rotate_once_and_reuse_revokes(store: Arc<dyn Store>) {
     assert_eq!(after.expires_at, r1.expires_at);
     assert!(after.is_active(now));
 
+    // The same rotation sent again (a resend whose first answer was lost, as an SDK retries
+    // one): it already applied, so it is that rotation, not a reuse, and the session lives on.
+    assert_eq!(
+        store.rotate_session(&r1).await.unwrap(),
+        RotateOutcome::Rotated,
+        "a resent rotation is not a reuse"
+    );
+    let resent = store.session(s.user, s.id).await.unwrap().unwrap();
+    assert_eq!(resent.refresh_jti, r1.next);
+    assert!(resent.revoked_at.is_none());
+
     // The spent token again: reuse, and the session is revoked in the same step.
     assert_eq!(
         store

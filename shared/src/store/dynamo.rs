@@ -1350,8 +1350,15 @@ impl Store for DynamoStore {
         let Some(current) = current else {
             return Ok(RotateOutcome::Inactive);
         };
-        if !effective_session(&current, account.as_ref())?.is_active(r.now) {
+        let current = effective_session(&current, account.as_ref())?;
+        if !current.is_active(r.now) {
             return Ok(RotateOutcome::Inactive);
+        }
+        // The SDK resends a call whose answer it lost; if the first sending rotated the
+        // session, the resend fails its condition. The token id it set is this rotation's own
+        // fresh one, which nothing else can have written: that is this rotation, not a reuse.
+        if current.refresh_jti == r.next {
+            return Ok(RotateOutcome::Rotated);
         }
         // A validly signed token of this session that is no longer current was spent before:
         // revoke the session. Losing this race to another revocation changes nothing.

@@ -522,6 +522,8 @@ async fn rotate_session_tx(tx: &Tx<'_>, r: &Rotation) -> Result<RotateOutcome, F
         )
         .await?;
     match current.map(|row| session_from_row(&row)).transpose()? {
+        // This very rotation already applied (a resend): its fresh token id is current.
+        Some(s) if s.is_active(r.now) && s.refresh_jti == r.next => Ok(RotateOutcome::Rotated),
         Some(s) if s.is_active(r.now) => {
             tx.execute(
                 "UPDATE sessions SET revoked_at = $1 WHERE id = $2",

@@ -847,6 +847,10 @@ impl Store for SqliteStore {
                 .optional()
                 .map_err(map_err)?;
             match current {
+                // This very rotation already applied (a resend): its fresh token id is current.
+                Some(s) if s.is_active(r.now) && s.refresh_jti == r.next => {
+                    Ok(RotateOutcome::Rotated)
+                }
                 Some(s) if s.is_active(r.now) => {
                     // A validly signed token for this session that is not the current one was
                     // spent before: whoever holds it may have stolen it. End the session.
