@@ -10,8 +10,8 @@
 //! busy account with aborts to retry; row locks make it wait instead. A racing request with the
 //! same idempotency key blocks on the key's unique index until the first commits, then sees it.
 //! Serialization and deadlock failures (which the design should never produce) are still
-//! retried a bounded number of times, and counted ([`PgStore::serialization_failures`]). Migrations are embedded and applied by `--init`; every
-//! start checks the schema version.
+//! retried a bounded number of times, and counted ([`PgStore::serialization_failures`]).
+//! Migrations are embedded and applied by `--init`; every start checks the schema version.
 //!
 //! The money movements (deposit, withdrawal, transfer) run as server-side functions
 //! (`migrations/postgres/0003_money_functions.sql`): the same statements, in the same order,
