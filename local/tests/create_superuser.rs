@@ -16,14 +16,6 @@ use tokio::process::{Child, Command};
 
 const SECRET: &str = "create-superuser-signing-key-0123456789abcdef";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `lighttech-local` with exactly this environment (plus a signing key and a data directory of
 /// its own), started in `dir` so that no `.env` of the workspace is read.
 fn command(dir: &std::path::Path, env: &[(&str, &str)]) -> Command {
@@ -84,7 +76,7 @@ fn assert_refused(out: &Output, expect: &[&str]) {
 
 /// A server on the same store, up once `/api/health/` answers `200`.
 async fn serve(dir: &std::path::Path, env: &[(&str, &str)]) -> (Child, SocketAddr) {
-    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let addr = SocketAddr::from(([127, 0, 0, 1], lighttech_tests::wire::free_port()));
     let log = std::fs::File::create(dir.join("server.log")).unwrap();
     let child = command(dir, env)
         .args(["--listen", &addr.to_string()])

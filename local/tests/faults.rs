@@ -56,14 +56,6 @@ fn ops_per_client() -> usize {
         .unwrap_or(40)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A `lighttech-local` process that can be killed and started again on the same port.
 struct ServerProcess {
     child: Option<Child>,
@@ -95,7 +87,7 @@ impl ServerProcess {
         }
         let mut server = ServerProcess {
             child: None,
-            addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            addr: SocketAddr::from(([127, 0, 0, 1], lighttech_tests::wire::free_port())),
             env,
             log: dir.path().join("server.log"),
             _dir: dir,
@@ -869,17 +861,20 @@ async fn refuses_to_start(env: &[(&str, &str)], args: &[&str], expect: &[&str]) 
     let data_dir = dir.path().display().to_string();
     let sqlite = format!("sqlite://{}/x.db", dir.path().display());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lighttech-local"));
-    cmd.args(["--listen", &format!("127.0.0.1:{}", free_port())])
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "warn")
-        .env("LIGHTTECH_DATA_DIR", &data_dir)
-        .env("DATABASE_URL", &sqlite)
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    cmd.args([
+        "--listen",
+        &format!("127.0.0.1:{}", lighttech_tests::wire::free_port()),
+    ])
+    .args(args)
+    .env_clear()
+    .env("PATH", std::env::var("PATH").unwrap_or_default())
+    .env("RUST_LOG", "warn")
+    .env("LIGHTTECH_DATA_DIR", &data_dir)
+    .env("DATABASE_URL", &sqlite)
+    .envs(env.iter().copied())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
         .await
         .expect("the process exits on its own")
@@ -933,7 +928,7 @@ async fn start_up_faults_exit_non_zero_with_one_clear_line() {
     refuses_to_start(&env, &[], &["does not exist", "--init"]).await;
     refuses_to_start(&[("SECRET_KEY", "too-short")], &[], &["SECRET_KEY", "32"]).await;
     // Secrets Manager unreachable: nothing listens where it should be.
-    let dead = format!("http://127.0.0.1:{}", free_port());
+    let dead = format!("http://127.0.0.1:{}", lighttech_tests::wire::free_port());
     refuses_to_start(
         &[
             ("SECRET_KEY_ARN", "lighttech/signing-key"),
@@ -996,29 +991,6 @@ struct FaultProxy {
     forwarded: Arc<AtomicUsize>,
 }
 
-async fn read_http_message(stream: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let length = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + length {
-                return Some(buf);
-            }
-        }
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return (!buf.is_empty()).then_some(buf);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
 impl FaultProxy {
     async fn start(upstream: SocketAddr, rate: f64) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1040,12 +1012,14 @@ impl FaultProxy {
                 let dropped = Arc::clone(&dropped);
                 let forwarded = Arc::clone(&forwarded);
                 tokio::spawn(async move {
-                    let Some(request) = read_http_message(&mut client).await else {
+                    let Some(request) = lighttech_tests::wire::read_message(&mut client).await
+                    else {
                         return;
                     };
                     let head = String::from_utf8_lossy(&request).to_ascii_lowercase();
                     let data_plane = [
                         "getitem",
+                        "batchgetitem",
                         "putitem",
                         "updateitem",
                         "deleteitem",

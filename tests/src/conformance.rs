@@ -142,7 +142,8 @@ async fn balance(store: &Arc<dyn Store>, user: UserId) -> i64 {
     store.account(user).await.unwrap().unwrap().balance.minor()
 }
 
-async fn all_history(store: &Arc<dyn Store>, user: UserId) -> Vec<lighttech::store::Operation> {
+/// Every operation of `user`, newest first, read page by page.
+pub async fn all_history(store: &Arc<dyn Store>, user: UserId) -> Vec<lighttech::store::Operation> {
     let mut out = Vec::new();
     let mut before = None;
     loop {
@@ -168,7 +169,7 @@ async fn all_history(store: &Arc<dyn Store>, user: UserId) -> Vec<lighttech::sto
 /// Checks one account's ledger against its balance: history is newest first with contiguous
 /// sequence numbers ending at the version, each `balance_after` follows from the one before,
 /// and the newest equals the balance.
-async fn assert_ledger_consistent(store: &Arc<dyn Store>, user: UserId) {
+pub async fn assert_ledger_consistent(store: &Arc<dyn Store>, user: UserId) {
     let account = store.account(user).await.unwrap().unwrap();
     let history = all_history(store, user).await;
     assert_eq!(

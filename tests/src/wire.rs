@@ -11,6 +11,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// A loopback port that was free a moment ago (for a process the test starts itself).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
 /// A running local server.
 pub struct Server {
     /// Where it listens.
@@ -114,6 +122,32 @@ pub async fn try_request(
         (response.body.len() == announced).then_some(response)
     };
     tokio::time::timeout(timeout, exchange).await.ok().flatten()
+}
+
+/// Reads one HTTP/1.1 message (head, then a `Content-Length` body) from a connection: what a
+/// test proxy needs to see a whole request before passing it on. `None` when the peer sends
+/// nothing or the read fails.
+pub async fn read_message(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length {
+                return Some(buf);
+            }
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return (!buf.is_empty()).then_some(buf);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
 }
 
 /// A well-formed request with `Connection: close`.

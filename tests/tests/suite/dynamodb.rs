@@ -324,31 +324,6 @@ async fn the_local_server_on_a_table_keeps_everything_across_a_restart() {
     server.stop().await;
 }
 
-/// Reads one HTTP/1.1 request (head and `Content-Length` body) from a connection.
-async fn read_http_request(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
-    use tokio::io::AsyncReadExt;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let length = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + length {
-                return Some(buf);
-            }
-        }
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return (!buf.is_empty()).then_some(buf);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
 /// A DynamoDB error answer as the service sends it.
 fn dynamodb_error(status: &str, kind: &str) -> Vec<u8> {
     let body =
@@ -380,7 +355,8 @@ impl DynamoProxy {
             while let Ok((mut client, _)) = listener.accept().await {
                 let answer = Arc::clone(&answer);
                 tokio::spawn(async move {
-                    let Some(request) = read_http_request(&mut client).await else {
+                    let Some(request) = lighttech_tests::wire::read_message(&mut client).await
+                    else {
                         return;
                     };
                     let head = String::from_utf8_lossy(&request).to_ascii_lowercase();

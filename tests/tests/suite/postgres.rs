@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use lighttech::domain::{Money, OperationId, OperationKind, Timestamp, TransferId, UserId};
 use lighttech::store::postgres::PgStore;
-use lighttech::store::{Applied, BalanceChange, HistoryQuery, Store, StoreError, TransferCommand};
+use lighttech::store::{Applied, BalanceChange, Store, StoreError, TransferCommand};
 use lighttech::{App, StartOptions};
 use lighttech_tests::wire::{Server, request};
 use lighttech_tests::{PASSWORD, PgDatabase, conformance_user, postgres_fixture, test_config};
@@ -278,38 +278,13 @@ async fn contended_opposite_transfers_conserve_money_without_serialization_failu
         let balance = store.account(*id).await.unwrap().unwrap().balance.minor();
         assert!(balance >= 0, "a negative balance: {balance}");
         total += balance;
-        let mut before = None;
-        let mut newest = None;
-        loop {
-            let page = store
-                .history(&HistoryQuery {
-                    user: *id,
-                    limit: 100,
-                    before_seq: before,
-                    kinds: vec![],
-                    since: None,
-                    until: None,
-                })
-                .await
-                .unwrap();
-            if newest.is_none() {
-                newest = page.operations.first().map(|o| o.balance_after.minor());
-            }
-            for op in &page.operations {
-                if let Some(t) = op.transfer_id {
-                    *sides.entry(t).or_default() += 1;
-                }
-            }
-            match page.next_before {
-                Some(next) => before = Some(next),
-                None => break,
+        // Contiguous sequence, each balance_after from the one before, the newest the balance.
+        lighttech_tests::conformance::assert_ledger_consistent(&store, *id).await;
+        for op in lighttech_tests::conformance::all_history(&store, *id).await {
+            if let Some(t) = op.transfer_id {
+                *sides.entry(t).or_default() += 1;
             }
         }
-        assert_eq!(
-            newest,
-            Some(balance),
-            "the newest balance_after is the balance"
-        );
     }
     assert_eq!(
         total,

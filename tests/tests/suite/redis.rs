@@ -2,7 +2,6 @@
 //! store and on PostgreSQL), keys under the configured prefix, and what happens when Redis
 //! stops or hangs.
 
-use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -75,14 +74,6 @@ struct PrivateRedis {
 }
 
 impl PrivateRedis {
-    fn free_port() -> u16 {
-        StdListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
     fn start(port: u16) -> PrivateRedis {
         let child = Command::new("redis-server")
             .args([
@@ -129,7 +120,7 @@ impl Drop for PrivateRedis {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_survive_redis_stopping_and_use_it_again_when_it_returns() {
-    let port = PrivateRedis::free_port();
+    let port = lighttech_tests::wire::free_port();
     let mut redis = PrivateRedis::start(port);
     let url = format!("redis://127.0.0.1:{}/0", redis.port);
     let t = TestApp::with_env(
