@@ -57,6 +57,13 @@
 //! condition makes the write a compare-and-swap: if anything changed the account since the
 //! read, the transaction is cancelled and the primitive re-reads and re-checks before trying
 //! again, a bounded number of times with jittered backoff. Nothing is ever written blind.
+//!
+//! A call DynamoDB applied but whose answer was lost (the SDK resends it after a reset
+//! connection, and the resend fails on the conditions the first sending satisfied; or the loss
+//! reaches the store) is recognised, never applied again: a movement finds its own operation id
+//! at a sequence number it tried (see `Attempts`); the other writes find the item under their
+//! own fresh random id (user, session, audit entry) or their own mark (the rotated token id, the
+//! revocation's call id).
 //! DynamoDB deletes TTL-expired items only eventually, so every read checks expiry itself.
 
 use std::collections::HashMap;
@@ -612,6 +619,36 @@ impl DynamoStore {
         self.get(key(user_pk(user), "ACCOUNT")).await
     }
 
+    async fn session_exists(&self, session: &SessionRecord) -> Result<bool, StoreError> {
+        let sk = format!("SESSION#{}", session.id);
+        Ok(self.get(key(user_pk(session.user), &sk)).await?.is_some())
+    }
+
+    /// Whether session `id` was revoked by the call marked `call`.
+    async fn revoked_by(
+        &self,
+        user: UserId,
+        id: SessionId,
+        call: uuid::Uuid,
+    ) -> Result<bool, StoreError> {
+        let item = self
+            .get(key(user_pk(user), &format!("SESSION#{id}")))
+            .await?;
+        Ok(item.is_some_and(|i| {
+            opt_s(&i, "revoked_by").ok().flatten() == Some(call.to_string().as_str())
+        }))
+    }
+
+    async fn audit_exists(&self, entry: &AuditEntry) -> Result<bool, StoreError> {
+        let item = audit_item(entry);
+        let (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) =
+            (item.get("PK"), item.get("SK"))
+        else {
+            return Err(StoreError::internal("an audit entry without a key"));
+        };
+        Ok(self.get(key(pk.clone(), sk)).await?.is_some())
+    }
+
     /// A session item and its user's account, in one strongly consistent `BatchGetItem`.
     async fn session_and_account(
         &self,
@@ -815,17 +852,39 @@ impl DynamoStore {
     /// mover's account update; `key` is the stamp with the position of its idempotency `Put`
     /// among `items`, `session_item` the position of the session guard, whose failure comes
     /// first.
+    ///
+    /// A call that ended without an answer (a timeout, a connection lost after sending) may have
+    /// been applied: the mover's account is read once more, and the movement is done if the
+    /// operation is there, tried again if the version shows the attempt can no longer apply,
+    /// and otherwise answered `Unavailable` — the attempt may still be in flight, and only a
+    /// retry with the same `Idempotency-Key` can settle it.
+    #[allow(clippy::too_many_arguments)]
     async fn commit_movement(
         &self,
         items: Vec<TransactWriteItem>,
         op: &Operation,
+        attempts: &mut Attempts,
         key: Option<(&IdempotencyStamp, usize)>,
         session_item: Option<usize>,
         attempt: u32,
         what: &str,
     ) -> Result<Option<Applied>, StoreError> {
+        attempts.tried(op.seq);
         let cancelled = match self.transact(items).await {
             Ok(()) => return Ok(Some(Applied::Done(op.clone()))),
+            Err(Cancelled::Other(e @ StoreError::Unavailable(_))) => {
+                let Ok(Some(account)) = self.account_item(op.user).await else {
+                    return Err(e);
+                };
+                let version = account_state(&account)?.version;
+                if version < op.seq {
+                    return Err(e);
+                }
+                if let Some(done) = self.applied_before(attempts, version).await? {
+                    return Ok(Some(Applied::Done(done)));
+                }
+                return Ok(None);
+            }
             Err(Cancelled::Other(e)) => return Err(e),
             Err(cancelled) => cancelled,
         };
@@ -845,6 +904,10 @@ impl DynamoStore {
                 .idempotency_item(op.user, stamp.key.as_str(), op.created_at)
                 .await?
             {
+                // This very movement, applied by an earlier sending of the call, is not a replay.
+                if record.operation.id == op.id {
+                    return Ok(Some(Applied::Done(record.operation)));
+                }
                 return Ok(Some(Applied::AlreadyRecorded(record)));
             }
             // The record expired in between: the next attempt may take the key.
@@ -854,6 +917,28 @@ impl DynamoStore {
             )));
         }
         self.backoff(attempt, &cancelled).await;
+        Ok(None)
+    }
+
+    /// The operation an earlier attempt of this movement wrote, now that the mover's account is at
+    /// `version` (see [`Attempts`]); the attempts this settles are forgotten.
+    async fn applied_before(
+        &self,
+        attempts: &mut Attempts,
+        version: u64,
+    ) -> Result<Option<Operation>, StoreError> {
+        let (settled, open): (Vec<u64>, Vec<u64>) =
+            attempts.seqs.iter().partition(|&&seq| seq <= version);
+        attempts.seqs = open;
+        for seq in settled {
+            let Some(item) = self.get(key(user_pk(attempts.user), &op_sk(seq))).await? else {
+                continue;
+            };
+            let op = operation_from_item(&item)?;
+            if op.id == attempts.id {
+                return Ok(Some(op));
+            }
+        }
         Ok(None)
     }
 
@@ -908,6 +993,35 @@ impl DynamoStore {
                     .map_err(StoreError::internal)?,
             )
             .build())
+    }
+}
+
+/// The attempts of one money movement: where each tried to write the mover's operation. An
+/// attempt that wrote `OP#<seq>` was conditioned on the account's version being `seq - 1`; once
+/// the version reaches `seq`, that item is either this movement's — the attempt was applied
+/// though its answer was lost, for instance when the SDK sent the call again after losing the
+/// answer and the resend failed on the version the first sending had bumped — or another
+/// movement's, and then the attempt can never be applied.
+#[derive(Debug)]
+struct Attempts {
+    user: UserId,
+    id: OperationId,
+    seqs: Vec<u64>,
+}
+
+impl Attempts {
+    fn new(user: UserId, id: OperationId) -> Self {
+        Self {
+            user,
+            id,
+            seqs: Vec::new(),
+        }
+    }
+
+    fn tried(&mut self, seq: u64) {
+        if !self.seqs.contains(&seq) {
+            self.seqs.push(seq);
+        }
     }
 }
 
@@ -1201,23 +1315,44 @@ impl Store for DynamoStore {
             put_item(&self.table, username_guard, fresh)?,
             put_item(&self.table, email_guard, fresh)?,
         ];
+        let record = UserRecord {
+            id: user.id,
+            username: user.username.clone(),
+            email: user.email.clone(),
+            password_hash: user.password_hash.clone(),
+            is_staff: user.is_staff,
+            is_active: true,
+            created_at: user.now,
+        };
+        // The id is new and random: a profile already under it was written by an earlier
+        // sending of this same call (whose answer was lost), unless it belongs to someone else.
+        let written_before = || async {
+            let profile = self.get(key(user_pk(user.id), "PROFILE")).await?;
+            Ok::<_, StoreError>(profile.is_some_and(|p| {
+                get_s(&p, "username_key").is_ok_and(|k| k == user.username.key())
+                    && get_s(&p, "password_hash").is_ok_and(|h| h == user.password_hash)
+            }))
+        };
         for attempt in 0..MAX_ATTEMPTS {
             match self.transact(items.clone()).await {
-                Ok(()) => {
-                    return Ok(UserRecord {
-                        id: user.id,
-                        username: user.username.clone(),
-                        email: user.email.clone(),
-                        password_hash: user.password_hash.clone(),
-                        is_staff: user.is_staff,
-                        is_active: true,
-                        created_at: user.now,
-                    });
+                Ok(()) => return Ok(record),
+                Err(c) if c.failed(0) => {
+                    return if written_before().await? {
+                        Ok(record)
+                    } else {
+                        Err(StoreError::internal("user id collision"))
+                    };
                 }
                 Err(c) if c.failed(2) => return Err(StoreError::UsernameTaken),
                 Err(c) if c.failed(3) => return Err(StoreError::EmailTaken),
-                Err(c) if c.failed(0) || c.failed(1) => {
+                Err(c) if c.failed(1) => {
                     return Err(StoreError::internal("user id collision"));
+                }
+                Err(Cancelled::Other(e @ StoreError::Unavailable(_))) => {
+                    return match written_before().await {
+                        Ok(true) => Ok(record),
+                        _ => Err(e),
+                    };
                 }
                 Err(Cancelled::Other(e)) => return Err(e),
                 Err(c) if c.retryable() => self.backoff(attempt, &c).await,
@@ -1283,6 +1418,15 @@ impl Store for DynamoStore {
             )?;
             match self.transact(vec![check, put]).await {
                 Ok(()) => return Ok(true),
+                // The session's id is new and random: an item under it was put by an earlier
+                // sending of this same call, whose answer was lost.
+                Err(c) if c.failed(1) => return Ok(true),
+                Err(Cancelled::Other(e @ StoreError::Unavailable(_))) => {
+                    return match self.session_exists(session).await {
+                        Ok(true) => Ok(true),
+                        _ => Err(e),
+                    };
+                }
                 Err(Cancelled::Other(e)) => return Err(e),
                 // The status changed since the read: read it again.
                 Err(c) if c.failed(0) || c.retryable() => self.backoff(attempt, &c).await,
@@ -1344,7 +1488,19 @@ impl Store for DynamoStore {
         match rotated {
             Ok(_) => return Ok(RotateOutcome::Rotated),
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => {}
-            Err(e) => return Err(sdk_error(e)),
+            Err(e) => {
+                // No answer: rotated all the same if the session now holds this rotation's
+                // fresh token id.
+                let e = sdk_error(e);
+                if matches!(e, StoreError::Unavailable(_))
+                    && let Ok((Some(current), _)) =
+                        self.session_and_account(r.user, r.session).await
+                    && get_s(&current, "refresh_jti").is_ok_and(|j| j == r.next.to_string())
+                {
+                    return Ok(RotateOutcome::Rotated);
+                }
+                return Err(e);
+            }
         }
         let (current, account) = self.session_and_account(r.user, r.session).await?;
         let Some(current) = current else {
@@ -1418,24 +1574,37 @@ impl Store for DynamoStore {
         if !account.active {
             return Ok(false);
         }
+        // Marks this call's revocation, to recognise it should the answer be lost.
+        let call = uuid::Uuid::new_v4();
         let revoked = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user), &format!("SESSION#{id}"))))
-            .update_expression("SET revoked_at = :now")
+            .update_expression("SET revoked_at = :now, revoked_by = :call")
             .condition_expression(format!(
                 "attribute_exists(PK) AND attribute_not_exists(revoked_at) AND expires_at > :now AND {}",
                 epoch_is("epoch", account.session_epoch)
             ))
             .expression_attribute_values(":now", n(now.millis()))
+            .expression_attribute_values(":call", s(call.to_string()))
             .expression_attribute_values(":epoch", n(account.session_epoch))
             .send()
             .await;
         match revoked {
             Ok(_) => Ok(true),
-            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
-            Err(e) => Err(sdk_error(e)),
+            // Perhaps revoked by an earlier sending of this same call, whose answer was lost.
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
+                self.revoked_by(user, id, call).await
+            }
+            Err(e) => match sdk_error(e) {
+                // No answer: perhaps revoked all the same.
+                e @ StoreError::Unavailable(_) => match self.revoked_by(user, id, call).await {
+                    Ok(true) => Ok(true),
+                    _ => Err(e),
+                },
+                e => Err(e),
+            },
         }
     }
 
@@ -1590,12 +1759,18 @@ impl Store for DynamoStore {
 
     async fn apply_change(&self, c: &BalanceChange) -> Result<Applied, StoreError> {
         let stamp = c.idempotency.as_ref();
+        let mut attempts = Attempts::new(c.user, c.operation_id);
         for attempt in 0..MAX_ATTEMPTS {
             let (session, item) = tokio::try_join!(
                 self.read_session(c.user, c.session.as_ref()),
                 self.account_item(c.user)
             )?;
             let read = item.as_ref().map(account_state).transpose()?;
+            if let Some(read) = &read
+                && let Some(done) = self.applied_before(&mut attempts, read.version).await?
+            {
+                return Ok(Applied::Done(done));
+            }
             let session = live_session(c.user, session, read.as_ref(), c.now)?;
             let Some(read) = read else {
                 return Err(StoreError::AccountNotFound);
@@ -1658,6 +1833,7 @@ impl Store for DynamoStore {
                 .commit_movement(
                     items,
                     &op,
+                    &mut attempts,
                     stamp.map(|s| (s, 2)),
                     session_item,
                     attempt,
@@ -1698,6 +1874,7 @@ impl Store for DynamoStore {
                 .await;
         }
         let mut recipient_item = self.account_item(recipient).await?;
+        let mut attempts = Attempts::new(t.from, t.out_operation_id);
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
                 // Another attempt: the session may have been revoked (or the sender
@@ -1708,6 +1885,11 @@ impl Store for DynamoStore {
                     self.account_item(recipient)
                 )?;
                 let sender_read = sender_now.as_ref().map(account_state).transpose()?;
+                if let Some(read) = &sender_read
+                    && let Some(done) = self.applied_before(&mut attempts, read.version).await?
+                {
+                    return Ok(Applied::Done(done));
+                }
                 session = live_session(t.from, reread, sender_read.as_ref(), t.now)?;
                 (sender_item, recipient_item) = (sender_now, recipient_now);
             }
@@ -1801,6 +1983,7 @@ impl Store for DynamoStore {
                 .commit_movement(
                     items,
                     &out,
+                    &mut attempts,
                     stamp.map(|s| (s, 4)),
                     session_item,
                     attempt,
@@ -2067,11 +2250,21 @@ impl Store for DynamoStore {
             )?,
         ];
         for attempt in 0..MAX_ATTEMPTS {
+            let changed = || {
+                let mut user = user_from_item(&profile)?;
+                user.is_active = change.active;
+                Ok(Some(user))
+            };
             match self.transact(items.clone()).await {
-                Ok(()) => {
-                    let mut user = user_from_item(&profile)?;
-                    user.is_active = change.active;
-                    return Ok(Some(user));
+                Ok(()) => return changed(),
+                // The audit entry's id is new and random: it was put, with the rest, by an
+                // earlier sending of this same call, whose answer was lost.
+                Err(c) if c.failed(2) => return changed(),
+                Err(Cancelled::Other(e @ StoreError::Unavailable(_))) => {
+                    return match self.audit_exists(&change.audit).await {
+                        Ok(true) => changed(),
+                        _ => Err(e),
+                    };
                 }
                 Err(Cancelled::Other(e)) => return Err(e),
                 Err(c) if c.failed(0) || c.failed(1) => return Ok(None),
@@ -2089,15 +2282,27 @@ impl Store for DynamoStore {
     }
 
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        self.client
+        let put = self
+            .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(audit_item(entry)))
             .condition_expression("attribute_not_exists(PK)")
             .send()
-            .await
-            .map_err(sdk_error)?;
-        Ok(())
+            .await;
+        match put {
+            Ok(_) => Ok(()),
+            // The entry's id is new and random: an earlier sending of this call put it.
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(()),
+            Err(e) => match sdk_error(e) {
+                // No answer: perhaps put all the same.
+                e @ StoreError::Unavailable(_) => match self.audit_exists(entry).await {
+                    Ok(true) => Ok(()),
+                    _ => Err(e),
+                },
+                e => Err(e),
+            },
+        }
     }
 
     async fn audit_log(&self, limit: u32, before: Option<&[u8]>) -> Result<AuditPage, StoreError> {

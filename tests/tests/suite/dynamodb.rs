@@ -335,14 +335,26 @@ fn dynamodb_error(status: &str, kind: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// A loopback endpoint that answers each DynamoDB call with `answer(operation)` when that gives
-/// a response, and forwards it to moto otherwise.
+/// What a [`DynamoProxy`] does with one call.
+enum Verdict {
+    /// Passes it to moto and moto's answer back.
+    Forward,
+    /// Answers it itself with this response; moto never sees the call.
+    Answer(Vec<u8>),
+    /// Passes it to moto, which applies it, and hangs up without passing the answer on: with
+    /// a reset (which the SDK's standard retries meet by sending the call again) or a plain
+    /// close (which they pass on to the store).
+    LoseAnswer { reset: bool },
+}
+
+/// A loopback endpoint in front of moto that treats each DynamoDB call as `verdict(operation)`
+/// says.
 struct DynamoProxy {
     addr: std::net::SocketAddr,
 }
 
 impl DynamoProxy {
-    async fn start(answer: impl Fn(&str) -> Option<Vec<u8>> + Send + Sync + 'static) -> Self {
+    async fn start(verdict: impl Fn(&str) -> Verdict + Send + Sync + 'static) -> Self {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let upstream: std::net::SocketAddr = dynamodb_endpoint()
             .trim_start_matches("http://")
@@ -350,10 +362,10 @@ impl DynamoProxy {
             .expect("a loopback moto address");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let answer = Arc::new(answer);
+        let verdict = Arc::new(verdict);
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
-                let answer = Arc::clone(&answer);
+                let verdict = Arc::clone(&verdict);
                 tokio::spawn(async move {
                     let Some(request) = lighttech_tests::wire::read_message(&mut client).await
                     else {
@@ -366,10 +378,14 @@ impl DynamoProxy {
                         .unwrap_or("")
                         .trim()
                         .to_owned();
-                    if let Some(response) = answer(&operation) {
-                        let _ = client.write_all(&response).await;
-                        return;
-                    }
+                    let lose = match verdict(&operation) {
+                        Verdict::Forward => None,
+                        Verdict::LoseAnswer { reset } => Some(reset),
+                        Verdict::Answer(response) => {
+                            let _ = client.write_all(&response).await;
+                            return;
+                        }
+                    };
                     let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await else {
                         return;
                     };
@@ -378,7 +394,15 @@ impl DynamoProxy {
                     }
                     let mut response = Vec::new();
                     let _ = up.read_to_end(&mut response).await;
-                    let _ = client.write_all(&response).await;
+                    match lose {
+                        None => {
+                            let _ = client.write_all(&response).await;
+                        }
+                        Some(true) => {
+                            let _ = client.set_zero_linger();
+                        }
+                        Some(false) => {}
+                    }
                 });
             }
         });
@@ -391,6 +415,16 @@ impl DynamoProxy {
         let sdk = emulator_sdk_config(&format!("http://{}", self.addr));
         let config = aws_sdk_dynamodb::config::Builder::from(&sdk)
             .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+            .build();
+        DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(config), table)
+    }
+
+    /// A store on `table` through this proxy with the SDK's standard retries, as in service:
+    /// a call whose answer is lost is sent again by the SDK itself.
+    fn retrying_store(&self, table: &str) -> DynamoStore {
+        let sdk = emulator_sdk_config(&format!("http://{}", self.addr));
+        let config = aws_sdk_dynamodb::config::Builder::from(&sdk)
+            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::standard())
             .build();
         DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(config), table)
     }
@@ -412,14 +446,14 @@ async fn whole_call_throttles_of_a_transaction_are_retried_and_counted() {
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_err()
         {
-            return None;
+            return Verdict::Forward;
         }
         let kind = [
             "ThrottlingException",
             "ProvisionedThroughputExceededException",
             "RequestLimitExceeded",
         ][count.fetch_add(1, Ordering::SeqCst) % 3];
-        Some(dynamodb_error("400 Bad Request", kind))
+        Verdict::Answer(dynamodb_error("400 Bad Request", kind))
     })
     .await;
     let store = proxy.store(healthy.table());
@@ -548,10 +582,10 @@ async fn init_on_an_existing_table_turns_ttl_on_and_checks_it() {
 #[tokio::test]
 async fn init_fails_clearly_when_the_table_never_becomes_active() {
     let proxy = DynamoProxy::start(|operation| match operation {
-        "createtable" => Some(dynamodb_error("400 Bad Request", "ResourceInUseException")),
+        "createtable" => Verdict::Answer(dynamodb_error("400 Bad Request", "ResourceInUseException")),
         "describetable" => {
             let body = r#"{"Table":{"TableName":"stuck","TableStatus":"CREATING"}}"#;
-            Some(
+            Verdict::Answer(
                 format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
@@ -559,7 +593,7 @@ async fn init_fails_clearly_when_the_table_never_becomes_active() {
                 .into_bytes(),
             )
         }
-        _ => Some(dynamodb_error("500 Internal Server Error", "InternalServerError")),
+        _ => Verdict::Answer(dynamodb_error("500 Internal Server Error", "InternalServerError")),
     })
     .await;
     let store = proxy
@@ -724,4 +758,249 @@ async fn time_bounded_history_skips_what_cannot_match_instead_of_filtering_it() 
     assert_eq!(window, (700..=710).rev().collect::<Vec<_>>());
     let used = reads() - before;
     assert!(used <= 24, "{used} round trips");
+}
+
+/// Every write of the store that DynamoDB applies but whose answer never arrives is applied
+/// once and answered as done, with the SDK's standard retries as in service: both when the
+/// connection is reset, which the SDK meets by sending the call again (the resend fails on the
+/// conditions the first sending satisfied), and when it is closed, which the SDK passes on to
+/// the store. No `Idempotency-Key` is needed for that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_whose_answer_is_lost_are_applied_once() {
+    for reset in [true, false] {
+        writes_with_lost_answers(reset).await;
+    }
+}
+
+async fn writes_with_lost_answers(reset: bool) {
+    use std::sync::Mutex;
+
+    use lighttech::domain::{
+        Email, IdempotencyKey, RequestFingerprint, SessionId, TokenId, TransferId, UserId, Username,
+    };
+    use lighttech::store::{
+        AuditAction, AuditEntry, AuditParty, IdempotencyStamp, NewUser, RotateOutcome, Rotation,
+        SessionRecord, StatusChange, TransferCommand,
+    };
+
+    let healthy = dynamo_store().await;
+    // The operation whose next call has its answer lost, and every call the proxy saw.
+    let lose: Arc<Mutex<Option<&'static str>>> = Arc::default();
+    let calls: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (next, seen) = (Arc::clone(&lose), Arc::clone(&calls));
+    let proxy = DynamoProxy::start(move |operation| {
+        seen.lock().unwrap().push(operation.to_owned());
+        let mut next = next.lock().unwrap();
+        if next.is_some_and(|op| op == operation) {
+            *next = None;
+            Verdict::LoseAnswer { reset }
+        } else {
+            Verdict::Forward
+        }
+    })
+    .await;
+    let store = proxy.retrying_store(healthy.table());
+    let lose_next = |operation: &'static str| {
+        calls.lock().unwrap().clear();
+        *lose.lock().unwrap() = Some(operation);
+    };
+    // The answer to `operation` was lost, and after a reset the SDK sent the call again.
+    let was_lost = |operation: &str| {
+        assert!(lose.lock().unwrap().is_none(), "no answer was lost");
+        if reset {
+            let calls = calls.lock().unwrap();
+            let lost = calls.iter().position(|c| c == operation).unwrap();
+            assert_eq!(
+                calls.get(lost + 1).map(String::as_str),
+                Some(operation),
+                "the SDK did not send the call again: {calls:?}"
+            );
+        }
+    };
+    let balance = |user| {
+        let healthy = &healthy;
+        async move {
+            let a = healthy.account(user).await.unwrap().unwrap();
+            (a.balance.minor(), a.version)
+        }
+    };
+    let new_user = |name: &str| NewUser {
+        id: UserId::new(),
+        username: Username::parse(name).unwrap(),
+        email: Email::parse(&format!("{name}@example.com")).unwrap(),
+        password_hash: "$argon2id$not-a-real-hash".into(),
+        is_staff: false,
+        now: Timestamp::now(),
+    };
+    let audit = |action, target: Option<UserId>| AuditEntry {
+        id: uuid::Uuid::new_v4(),
+        actor: AuditParty {
+            id: UserId::new(),
+            username: "admin".into(),
+        },
+        action,
+        target: target.map(|id| AuditParty {
+            id,
+            username: "bob".into(),
+        }),
+        detail: None,
+        at: Timestamp::now(),
+    };
+
+    // Registration: the user exists once, and the caller is told it was created.
+    lose_next("transactwriteitems");
+    let alice = store.create_user(&new_user("alice")).await.unwrap();
+    was_lost("transactwriteitems");
+    let found = healthy.user_by_username("alice").await.unwrap().unwrap();
+    assert_eq!(found.id, alice.id);
+    let bob = healthy.create_user(&new_user("bob")).await.unwrap();
+
+    // A session.
+    let now = Timestamp::now();
+    let session = SessionRecord {
+        id: SessionId::new(),
+        user: alice.id,
+        created_at: now,
+        last_used_at: now,
+        expires_at: now.plus_seconds(3600),
+        refresh_jti: TokenId::new(),
+        user_agent: None,
+        ip: None,
+        revoked_at: None,
+    };
+    lose_next("transactwriteitems");
+    assert!(store.create_session(&session).await.unwrap());
+    was_lost("transactwriteitems");
+    assert!(
+        healthy
+            .session(alice.id, session.id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // A deposit without a key.
+    let change = |kind, minor, idempotency| BalanceChange {
+        user: alice.id,
+        kind,
+        amount: Money::from_minor(minor),
+        description: None,
+        operation_id: OperationId::new(),
+        now: Timestamp::now(),
+        idempotency,
+        session: None,
+    };
+    lose_next("transactwriteitems");
+    match store
+        .apply_change(&change(OperationKind::Deposit, 1000, None))
+        .await
+        .unwrap()
+    {
+        Applied::Done(op) => assert_eq!(op.balance_after.minor(), 1000),
+        other => panic!("the deposit was not answered as done: {other:?}"),
+    }
+    was_lost("transactwriteitems");
+    assert_eq!(balance(alice.id).await, (1000, 1));
+
+    // A withdrawal with a key: done, not a replay of itself.
+    let stamp = IdempotencyStamp {
+        key: IdempotencyKey::parse(b"lost-answer-withdrawal").unwrap(),
+        fingerprint: RequestFingerprint::of(&["withdraw 1.00"]),
+        expires_at: Timestamp::now().plus_seconds(86_400),
+    };
+    lose_next("transactwriteitems");
+    match store
+        .apply_change(&change(OperationKind::Withdrawal, 100, Some(stamp)))
+        .await
+        .unwrap()
+    {
+        Applied::Done(op) => assert_eq!(op.balance_after.minor(), 900),
+        other => panic!("the withdrawal was not answered as done: {other:?}"),
+    }
+    was_lost("transactwriteitems");
+    assert_eq!(balance(alice.id).await, (900, 2));
+
+    // A transfer without a key.
+    lose_next("transactwriteitems");
+    let transfer = TransferCommand {
+        from: alice.id,
+        to_username_key: "bob".into(),
+        amount: Money::from_minor(200),
+        description: None,
+        transfer_id: TransferId::new(),
+        out_operation_id: OperationId::new(),
+        in_operation_id: OperationId::new(),
+        now: Timestamp::now(),
+        idempotency: None,
+        session: None,
+    };
+    match store.transfer(&transfer).await.unwrap() {
+        Applied::Done(op) => assert_eq!(op.balance_after.minor(), 700),
+        other => panic!("the transfer was not answered as done: {other:?}"),
+    }
+    was_lost("transactwriteitems");
+    assert_eq!(balance(alice.id).await, (700, 3));
+    assert_eq!(balance(bob.id).await, (200, 1));
+
+    // An audit entry, and a deactivation with its own.
+    lose_next("putitem");
+    store
+        .append_audit(&audit(AuditAction::Deactivate, None))
+        .await
+        .unwrap();
+    was_lost("putitem");
+    lose_next("transactwriteitems");
+    let changed = store
+        .set_user_active(&StatusChange {
+            user: bob.id,
+            active: false,
+            now: Timestamp::now(),
+            audit: audit(AuditAction::Deactivate, Some(bob.id)),
+        })
+        .await
+        .unwrap()
+        .expect("bob exists");
+    was_lost("transactwriteitems");
+    assert!(!changed.is_active);
+    assert!(!healthy.user_by_id(bob.id).await.unwrap().unwrap().is_active);
+    assert_eq!(healthy.audit_log(10, None).await.unwrap().entries.len(), 2);
+
+    // A refresh: the session rotates once, and the caller is told it did.
+    let next = TokenId::new();
+    lose_next("updateitem");
+    let rotated = store
+        .rotate_session(&Rotation {
+            user: alice.id,
+            session: session.id,
+            presented: session.refresh_jti,
+            next,
+            expires_at: Timestamp::now().plus_seconds(3600),
+            now: Timestamp::now(),
+        })
+        .await
+        .unwrap();
+    was_lost("updateitem");
+    assert_eq!(rotated, RotateOutcome::Rotated);
+    let current = healthy
+        .session(alice.id, session.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((current.refresh_jti, current.revoked_at), (next, None));
+
+    // Logging out.
+    lose_next("updateitem");
+    assert!(
+        store
+            .revoke_session(alice.id, session.id, Timestamp::now())
+            .await
+            .unwrap()
+    );
+    was_lost("updateitem");
+    let revoked = healthy
+        .session(alice.id, session.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(revoked.revoked_at.is_some());
 }
