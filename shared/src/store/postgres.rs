@@ -397,8 +397,9 @@ impl PgStore {
         MIGRATIONS.last().map_or(0, |(v, _)| *v)
     }
 
-    /// Applies pending migrations, each in its own transaction, serialised across processes by
-    /// an advisory lock.
+    /// Applies every pending migration in one transaction, so a failing one leaves the schema
+    /// where it was (none of the batch applied), serialised across processes by an advisory
+    /// lock held by that transaction.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(map_pg)?;
