@@ -1753,6 +1753,12 @@ pub async fn store_outages_answer_503_and_failures_500_without_details(t: TestAp
     let body = String::from_utf8_lossy(&r.body).into_owned();
     assert!(!body.contains("SECRET-INTERNAL-DETAIL"), "{body}");
     assert!(!body.contains("injected"), "{body}");
+    // Health answers 200 or 503 and nothing else: a ping that fails for any reason is 503.
+    let health = t.get("/api/health/", None).await;
+    health.expect(503, "service_unavailable");
+    assert!(health.header("retry-after").is_some());
+    let body = String::from_utf8_lossy(&health.body).into_owned();
+    assert!(!body.contains("SECRET-INTERNAL-DETAIL"), "{body}");
 
     // Back up: nothing was applied, and the key used during the outage runs afresh.
     faulty.set(Mode::Healthy);
