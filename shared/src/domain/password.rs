@@ -16,8 +16,14 @@ pub const MIN_LEN: usize = 8;
 pub const MAX_LEN: usize = 128;
 const MAX_SIMILARITY: f64 = 0.7;
 
-/// Checks a new password against the policy; returns every message that applies.
-pub fn validate(password: &SecretString, username: &Username, email: &Email) -> Vec<String> {
+/// Checks a new password against the policy; returns every message that applies. The
+/// similarity rule compares with the username and email given: a registration whose username or
+/// email is itself invalid still hears about the password, against what it did get right.
+pub fn validate(
+    password: &SecretString,
+    username: Option<&Username>,
+    email: Option<&Email>,
+) -> Vec<String> {
     let password = password.expose_secret();
     let len = password.chars().count();
     let mut problems = Vec::new();
@@ -46,12 +52,19 @@ pub fn validate(password: &SecretString, username: &Username, email: &Email) -> 
     problems
 }
 
-fn too_similar(password: &str, username: &Username, email: &Email) -> Option<&'static str> {
+fn too_similar(
+    password: &str,
+    username: Option<&Username>,
+    email: Option<&Email>,
+) -> Option<&'static str> {
     let attributes = [
-        ("username", username.as_str().to_lowercase()),
-        ("email address", email.as_str().to_owned()),
+        ("username", username.map(|u| u.as_str().to_lowercase())),
+        ("email address", email.map(|e| e.as_str().to_owned())),
     ];
-    for (name, value) in &attributes {
+    for (name, value) in attributes
+        .iter()
+        .filter_map(|(name, value)| Some((*name, value.as_ref()?)))
+    {
         let mut parts: Vec<&str> = value
             .split(|c: char| !(c.is_alphanumeric() || c == '_'))
             .collect();
@@ -123,8 +136,8 @@ mod tests {
     fn check(password: &str) -> Vec<String> {
         validate(
             &SecretString::from(password.to_owned()),
-            &Username::parse("alice").unwrap(),
-            &Email::parse("alice.wonder@example.com").unwrap(),
+            Some(&Username::parse("alice").unwrap()),
+            Some(&Email::parse("alice.wonder@example.com").unwrap()),
         )
     }
 
@@ -167,6 +180,21 @@ mod tests {
     fn a_password_like_the_username_or_email_is_rejected() {
         assert!(check("alice123").iter().any(|m| m.contains("username")));
         assert!(check("alicewonder").iter().any(|m| m.contains("similar")));
+    }
+
+    #[test]
+    fn similarity_is_checked_against_whichever_attributes_are_known() {
+        let password = SecretString::from("alicewonder".to_owned());
+        let username = Username::parse("alicewonder").unwrap();
+        let email = Email::parse("alice.wonder@example.com").unwrap();
+        let similar = |u, e| {
+            validate(&password, u, e)
+                .iter()
+                .any(|m| m.contains("similar"))
+        };
+        assert!(similar(Some(&username), None));
+        assert!(similar(None, Some(&email)));
+        assert!(!similar(None, None));
     }
 
     #[test]
