@@ -27,6 +27,7 @@ macro_rules! api_suite {
             register_creates_the_user_and_an_empty_account,
             registration_conflicts_are_case_insensitive,
             registration_validates_every_field_and_creates_nothing,
+            registration_reports_every_failing_field_at_once,
             bodies_are_checked_for_size_type_syntax_and_unknown_fields,
             login_returns_a_bearer_pair,
             login_failures_look_the_same_whether_or_not_the_user_exists,
@@ -201,6 +202,66 @@ pub async fn registration_validates_every_field_and_creates_nothing(t: TestApp) 
     // Nothing was created: every name is still free.
     t.register("carol").await;
     t.register("carolwonder").await;
+}
+
+pub async fn registration_reports_every_failing_field_at_once(t: TestApp) {
+    let cases: Vec<(Value, &[&str])> = vec![
+        // The password's policy is not left for a second attempt once the username is fixed.
+        (
+            json!({"username": "ab", "email": "x@y.com", "password": "123"}),
+            &["username", "password"],
+        ),
+        (
+            json!({"username": "a b", "email": "not-an-email", "password": "73519846203"}),
+            &["username", "email", "password"],
+        ),
+        (
+            json!({"username": "carol", "email": "nope", "password": "short", "extra": 1}),
+            &["email", "password", "extra"],
+        ),
+        // Similar to the email, which parsed, while the username did not.
+        (
+            json!({"username": "c d", "email": "carol.wonder@example.com", "password": "carolwonder"}),
+            &["username", "password"],
+        ),
+    ];
+    for (body, fields) in cases {
+        let r = t.post("/api/auth/v1/register/", None, &body, &[]).await;
+        r.expect(400, "validation_error");
+        let errors = r.json()["errors"].clone();
+        let reported: HashSet<&str> = errors
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            reported,
+            fields.iter().copied().collect(),
+            "for {body}: {errors}"
+        );
+        for f in fields {
+            assert!(
+                errors[*f].as_array().is_some_and(|m| !m.is_empty()),
+                "{f} not reported for {body}: {errors}"
+            );
+        }
+    }
+    let similar = t
+        .post(
+            "/api/auth/v1/register/",
+            None,
+            &json!({"username": "c d", "email": "carol.wonder@example.com", "password": "carolwonder"}),
+            &[],
+        )
+        .await;
+    assert!(
+        similar.json()["errors"]["password"]
+            .to_string()
+            .contains("similar to the email"),
+        "{}",
+        similar.json()
+    );
 }
 
 pub async fn bodies_are_checked_for_size_type_syntax_and_unknown_fields(t: TestApp) {
@@ -1753,6 +1814,12 @@ pub async fn store_outages_answer_503_and_failures_500_without_details(t: TestAp
     let body = String::from_utf8_lossy(&r.body).into_owned();
     assert!(!body.contains("SECRET-INTERNAL-DETAIL"), "{body}");
     assert!(!body.contains("injected"), "{body}");
+    // Health answers 200 or 503 and nothing else: a ping that fails for any reason is 503.
+    let health = t.get("/api/health/", None).await;
+    health.expect(503, "service_unavailable");
+    assert!(health.header("retry-after").is_some());
+    let body = String::from_utf8_lossy(&health.body).into_owned();
+    assert!(!body.contains("SECRET-INTERNAL-DETAIL"), "{body}");
 
     // Back up: nothing was applied, and the key used during the outage runs afresh.
     faulty.set(Mode::Healthy);

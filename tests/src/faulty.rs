@@ -18,9 +18,9 @@ use lighttech::store::{
 pub enum Mode {
     /// Pass everything through.
     Healthy = 0,
-    /// Money movements and reads of accounts fail as unreachable.
+    /// Money movements, reads of accounts and the ping fail as unreachable.
     Unavailable = 1,
-    /// Money movements and reads of accounts fail with an internal error.
+    /// Money movements, reads of accounts and the ping fail with an internal error.
     Broken = 2,
 }
 

@@ -13,7 +13,9 @@ use std::sync::atomic::Ordering;
 use crate::app::App;
 use crate::auth::CursorKind;
 use crate::cache::{FillTimer, PageKey, PageQuery};
-use crate::domain::{Email, Money, OperationKind, SessionId, Timestamp, UserId, Username};
+use crate::domain::{
+    Email, Money, OperationKind, SessionId, Timestamp, UserId, Username, password,
+};
 use crate::error::{ApiError, FieldErrors};
 use crate::service::admin;
 use crate::service::auth::{self, Principal, Registration};
@@ -63,6 +65,14 @@ pub(super) async fn register(app: &App, req: &Req) -> Result<Reply, ApiError> {
     let password = body.required("password", |raw| {
         json_string_max(raw, MAX_PASSWORD_INPUT).map(SecretString::from)
     });
+    // The password policy joins the field errors, so one answer names every failing field. Its
+    // similarity rule compares with the username and email that did parse; the service checks
+    // the whole policy again before it creates anyone.
+    if let Some(password) = &password {
+        for problem in password::validate(password, username.as_ref(), email.as_ref()) {
+            body.reject("password", problem);
+        }
+    }
     body.finish()?;
     let (Some(username), Some(email), Some(password)) = (username, email, password) else {
         return Err(missing_after_check());
@@ -456,8 +466,14 @@ fn log_cache_counters(app: &App) {
 }
 
 /// `GET /api/health/`: the store alone, so the `health` function starts without a signing key.
+/// Any failure to answer the ping, an internal one included, is `503 service_unavailable` (with
+/// `Retry-After`): the contract has health answer `200` or `503`, nothing else. The failure's
+/// source goes to the log with the request's id like every `503`'s.
 pub(super) async fn health(store: &dyn Store, _req: &Req) -> Result<Reply, ApiError> {
-    store.ping().await?;
+    store
+        .ping()
+        .await
+        .map_err(|e| ApiError::ServiceUnavailable(Box::new(e)))?;
     Reply::json(StatusCode::OK, &HealthView { status: "ok" })
 }
 

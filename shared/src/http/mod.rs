@@ -1,9 +1,11 @@
 //! The HTTP layer: one route table, one entry point.
 //!
-//! [`handle`] is the only handler signature there is — `async fn(&App, Request) -> Response` —
-//! used by every Lambda function (scoped to its own routes) and by the local server (all routes).
-//! It matches the route, runs the endpoint, turns every error into the contract's
-//! problem+json and stamps `X-Request-Id` on every response.
+//! [`handle`] — `async fn(&App, Request, Scope) -> Response<Body>` — serves the Lambda functions
+//! (`Scope::Function`: only their own routes) and the local server (`Scope::All`). The functions
+//! that need less than the whole application state enter through [`handle_store_only`]
+//! (`health`: the store alone) and [`handle_stateless`] (`docs`, `admin-page`: nothing). All
+//! three run the same path: it matches the route, runs the endpoint, turns every error into the
+//! contract's problem+json and stamps `X-Request-Id` on every response.
 
 mod admin_page;
 mod docs;

@@ -223,7 +223,7 @@ struct Describe {
     body: Option<(&'static str, bool)>,
     success: u16,
     success_description: &'static str,
-    /// Response schema name, or a content type with a free-form body.
+    /// What the success response's body is.
     success_body: Body,
     /// Codes beyond the ones every operation (or every authenticated/body operation) may give.
     errors: &'static [&'static str],
@@ -233,8 +233,13 @@ struct Describe {
 }
 
 enum Body {
+    /// `application/json` described by one of the document's component schemas.
     Schema(&'static str),
-    Raw(&'static str),
+    /// `application/json`: an object of a shape this document does not describe (the OpenAPI
+    /// document itself).
+    JsonObject,
+    /// A file served as it is, in one of these media types (which one the `Content-Type` says).
+    Raw(&'static [&'static str]),
     None,
 }
 
@@ -575,7 +580,7 @@ fn describe(route: &Route) -> Describe {
             )
         },
         ("GET", "/admin/") => Describe {
-            success_body: Body::Raw("text/html"),
+            success_body: Body::Raw(&["text/html"]),
             ..base(
                 "admin",
                 "Admin page",
@@ -584,11 +589,11 @@ fn describe(route: &Route) -> Describe {
             )
         },
         ("GET", "/api/schema/") => Describe {
-            success_body: Body::Raw("application/json"),
+            success_body: Body::JsonObject,
             ..base("docs", "OpenAPI document", "This document.", Access::Public)
         },
         ("GET", "/api/docs/") => Describe {
-            success_body: Body::Raw("text/html"),
+            success_body: Body::Raw(&["text/html"]),
             ..base(
                 "docs",
                 "Swagger UI",
@@ -597,18 +602,24 @@ fn describe(route: &Route) -> Describe {
             )
         },
         ("GET", "/api/docs/{file}") => Describe {
-            success_body: Body::Raw("application/octet-stream"),
+            success_body: Body::Raw(&["text/html", "text/css", "text/javascript", "image/png"]),
             errors: &["not_found"],
-            params: vec![Param::Path("file", "A Swagger UI asset.")],
+            params: vec![Param::Path(
+                "file",
+                "A file of the embedded Swagger UI, such as `swagger-ui.css`, \
+                 `swagger-ui-bundle.js` or `favicon-32x32.png`.",
+            )],
             ..base(
                 "docs",
                 "Swagger UI asset",
-                "Files of the embedded Swagger UI.",
+                "Files of the embedded Swagger UI, each served with the media type of its \
+                 extension: `.html` as `text/html`, `.css` as `text/css`, `.js` as \
+                 `text/javascript`, `.png` as `image/png`.",
                 Access::Public,
             )
         },
         ("GET", "/api/redoc/") => Describe {
-            success_body: Body::Raw("text/html"),
+            success_body: Body::Raw(&["text/html"]),
             ..base(
                 "docs",
                 "ReDoc",
@@ -617,7 +628,7 @@ fn describe(route: &Route) -> Describe {
             )
         },
         ("GET", "/api/redoc/redoc.standalone.js") => Describe {
-            success_body: Body::Raw("text/javascript"),
+            success_body: Body::Raw(&["text/javascript"]),
             ..base(
                 "docs",
                 "ReDoc bundle",
@@ -923,17 +934,33 @@ fn success_example(schema: &str) -> serde_json::Value {
     }
 }
 
-/// An example of a body served as-is, by content type.
-fn raw_example(content_type: &str) -> serde_json::Value {
-    match content_type {
-        "application/json" => {
-            json!("{\"openapi\":\"3.1.0\",\"info\":{\"title\":\"LightTech API\"},\"paths\":{}}")
-        }
-        "text/html" => json!("<!doctype html><html lang=\"en\">…</html>"),
-        "text/javascript" => {
+/// An example of the OpenAPI document (abridged).
+fn document_example() -> serde_json::Value {
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "LightTech API", "version": env!("CARGO_PKG_VERSION")},
+        "paths": {"/api/health/": {"get": {"summary": "Health", "operationId": "get_api_health"}}},
+    })
+}
+
+/// An example of a text file served as-is, by route and media type.
+fn raw_example(pattern: &str, content_type: &str) -> serde_json::Value {
+    match (pattern, content_type) {
+        (_, "text/html") => json!("<!doctype html><html lang=\"en\">…</html>"),
+        (_, "text/css") => json!(".swagger-ui{…}"),
+        ("/api/redoc/redoc.standalone.js", "text/javascript") => {
             json!("/*! For license information please see redoc.standalone.js.LICENSE.txt */…")
         }
+        (_, "text/javascript") => json!("window.onload = function () {…};"),
         _ => json!("…"),
+    }
+}
+
+/// An example of a binary file served as-is: a real one, by its address.
+fn binary_example(content_type: &str) -> &'static str {
+    match content_type {
+        "image/png" => "/api/docs/favicon-32x32.png",
+        other => panic!("no example for the binary media type {other}"),
     }
 }
 
@@ -1019,20 +1046,43 @@ fn operation(route: &Route, d: &Describe) -> utoipa::openapi::path::Operation {
                     .build(),
             );
         }
-        Body::Raw(content_type) => {
+        Body::JsonObject => {
             success = success.content(
-                *content_type,
+                "application/json",
                 ContentBuilder::new()
-                    .schema(Some(string()))
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::Object)))
                     .examples_from_iter([(
                         example_name(d.summary),
                         ExampleBuilder::new()
                             .summary(d.summary)
-                            .value(Some(raw_example(content_type)))
+                            .value(Some(document_example()))
                             .build(),
                     )])
                     .build(),
             );
+        }
+        Body::Raw(content_types) => {
+            for content_type in content_types.iter().copied() {
+                let example = ExampleBuilder::new().summary(d.summary);
+                // A text file is a string; a binary one (OpenAPI 3.1: no schema) is shown by
+                // the address of a real one.
+                let content = if content_type.starts_with("image/") {
+                    ContentBuilder::new().examples_from_iter([(
+                        example_name(d.summary),
+                        example.external_value(binary_example(content_type)).build(),
+                    )])
+                } else {
+                    ContentBuilder::new()
+                        .schema(Some(string()))
+                        .examples_from_iter([(
+                            example_name(d.summary),
+                            example
+                                .value(Some(raw_example(route.pattern, content_type)))
+                                .build(),
+                        )])
+                };
+                success = success.content(content_type, content.build());
+            }
         }
         Body::None => {}
     }
@@ -1165,7 +1215,10 @@ pub fn document() -> OpenApi {
                      transfer and read history. Amounts are decimal strings with two fraction \
                      digits; every error is `application/problem+json` with a `code`; every \
                      response carries `X-Request-Id`. Paths are listed with their trailing slash; \
-                     the same path without it is served identically.",
+                     the same path without it is served identically, except the two \
+                     documentation pages: `/api/docs` and `/api/redoc` answer `308 Permanent \
+                     Redirect` to `/api/docs/` and `/api/redoc/`, where the pages' relative links \
+                     to their assets resolve.",
                 ))
                 .build(),
         )

@@ -216,6 +216,11 @@ impl JsonObject {
         result.map_err(|m| self.errors.add(name, m)).ok()
     }
 
+    /// Records a problem found in a field after it was parsed (a rule across fields).
+    pub fn reject(&mut self, name: &str, message: impl Into<String>) {
+        self.errors.add(name, message);
+    }
+
     /// Fails with every recorded problem plus one per unknown field.
     pub fn finish(mut self) -> Result<(), ApiError> {
         for (name, _) in &self.members {

@@ -63,7 +63,7 @@ pub struct Registration {
 /// Creates a user and their account (balance 0) atomically.
 #[tracing::instrument(skip_all, fields(username = %input.username))]
 pub async fn register(app: &App, input: Registration) -> Result<UserRecord, ApiError> {
-    let problems = password::validate(&input.password, &input.username, &input.email);
+    let problems = password::validate(&input.password, Some(&input.username), Some(&input.email));
     if !problems.is_empty() {
         let mut errors = FieldErrors::new();
         for p in problems {

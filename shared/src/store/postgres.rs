@@ -19,7 +19,10 @@
 //! instead of BEGIN, three to seven statements and COMMIT, each waiting for the last. A
 //! refusal comes back as an error with a LightTech SQLSTATE, which also undoes the key claim.
 //! Their first step checks and locks the caller's session (migration 4), so the request needs
-//! no read of it beforehand and a revocation cannot slip between the check and the movement.
+//! no read of it beforehand and a revocation cannot slip between the check and the movement. A
+//! transfer reads its recipient's active flag under a share lock of the recipient's user row,
+//! taken before anything else (migration 6): a deactivation, which updates that row, either
+//! committed first and is seen, or waits until the transfer has committed.
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,6 +63,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (
         5,
         include_str!("../../migrations/postgres/0005_movement_foreign_keys.sql"),
+    ),
+    (
+        6,
+        include_str!("../../migrations/postgres/0006_transfer_recipient_lock.sql"),
     ),
 ];
 
@@ -390,8 +397,9 @@ impl PgStore {
         MIGRATIONS.last().map_or(0, |(v, _)| *v)
     }
 
-    /// Applies pending migrations, each in its own transaction, serialised across processes by
-    /// an advisory lock.
+    /// Applies every pending migration in one transaction, so a failing one leaves the schema
+    /// where it was (none of the batch applied), serialised across processes by an advisory
+    /// lock held by that transaction.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(map_pg)?;
@@ -583,8 +591,8 @@ async fn take_login_attempt_tx(
 const APPLY_CHANGE: &str = "SELECT outcome, balance_after, seq FROM lighttech_apply_change(\
      $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
-/// `lighttech_transfer` (migrations 3 and 4): the session check and the whole transfer in one
-/// statement.
+/// `lighttech_transfer` (migrations 3, 4 and 6): the recipient's share lock, the session check
+/// and the whole transfer in one statement.
 const TRANSFER: &str = "SELECT outcome, balance_after, seq, recipient_id, recipient_username \
      FROM lighttech_transfer($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 
@@ -865,6 +873,9 @@ async fn create_session_tx(tx: &Tx<'_>, s: &SessionRecord) -> Result<bool, Failu
     Ok(true)
 }
 
+/// The UPDATE of the user row conflicts with the share lock a transfer in flight holds on its
+/// recipient's row (migration 6): a deactivation waits for such a transfer, and a transfer that
+/// starts after it committed finds the recipient inactive.
 async fn set_user_active_tx(
     tx: &Tx<'_>,
     change: &StatusChange,

@@ -169,8 +169,19 @@ async fn the_document_and_the_router_serve_exactly_the_same_routes() {
             r.status,
             String::from_utf8_lossy(&r.body)
         );
+        // The body comes in one of the media types documented for it.
+        let content = &op["responses"][r.status.to_string()]["content"];
+        if !r.body.is_empty() {
+            let served = r.header("content-type").unwrap_or_default();
+            let media = served.split(';').next().unwrap_or_default().trim();
+            assert!(
+                content.get(media).is_some(),
+                "{method} {path} (documented as {pattern}) served {served}; documented: {:?}",
+                content.as_object().map(|c| c.keys().collect::<Vec<_>>())
+            );
+        }
         // The documented example has the fields of the real answer.
-        let media = &op["responses"][r.status.to_string()]["content"]["application/json"];
+        let media = &content["application/json"];
         if media["schema"]["$ref"].is_string() {
             let example = &media["examples"]
                 .as_object()
@@ -390,11 +401,26 @@ fn every_success_response_with_a_body_has_an_example() {
                     panic!("{method} {path} {status} {content_type} has no example")
                 });
                 assert_eq!(examples.len(), 1, "{method} {path}");
-                let value = &examples.values().next().unwrap()["value"];
-                if content_type == "application/json" && media["schema"]["$ref"].as_str().is_some()
-                {
+                let example = examples.values().next().unwrap();
+                let value = &example["value"];
+                let schema = &media["schema"];
+                if content_type == "application/json" {
+                    // Every JSON body of this API is an object: a described one, or the
+                    // OpenAPI document.
+                    assert!(
+                        schema["$ref"].is_string() || schema["type"] == "object",
+                        "{method} {path}: {schema}"
+                    );
                     assert!(value.is_object(), "{method} {path}: {value}");
+                } else if content_type.starts_with("image/") {
+                    // Binary: no schema (OpenAPI 3.1), a real file as the example.
+                    assert!(media.get("schema").is_none(), "{method} {path}: {schema}");
+                    assert!(
+                        example["externalValue"].is_string(),
+                        "{method} {path}: {example}"
+                    );
                 } else {
+                    assert_eq!(schema["type"], "string", "{method} {path} {content_type}");
                     assert!(value.is_string(), "{method} {path}: {value}");
                 }
                 seen += 1;
@@ -510,4 +536,96 @@ async fn the_docs_routes_serve_the_document_and_both_pages_offline() {
         .expect(404, "not_found");
     let r = t.send(Method::POST, "/api/schema/", &[], None).await;
     r.expect(405, "method_not_allowed");
+}
+
+/// The files the embedded Swagger UI serves (utoipa-swagger-ui's vendored `dist/`).
+const SWAGGER_UI_FILES: &[&str] = &[
+    "index.html",
+    "index.css",
+    "oauth2-redirect.html",
+    "oauth2-redirect.js",
+    "swagger-initializer.js",
+    "swagger-ui-bundle.js",
+    "swagger-ui-standalone-preset.js",
+    "swagger-ui.css",
+    "favicon-16x16.png",
+    "favicon-32x32.png",
+];
+
+#[tokio::test]
+async fn every_swagger_ui_asset_is_served_in_a_documented_media_type() {
+    enable_docs_ui();
+    let doc = document();
+    let content = doc["paths"]["/api/docs/{file}"]["get"]["responses"]["200"]["content"]
+        .as_object()
+        .expect("the assets' success content")
+        .clone();
+    let documented: BTreeSet<String> = content.keys().cloned().collect();
+    let t = TestApp::new(sqlite_fixture().await).await;
+    let mut served = BTreeSet::new();
+    for file in SWAGGER_UI_FILES {
+        let r = t.get(&format!("/api/docs/{file}"), None).await;
+        r.expect(200, "");
+        let header = r.header("content-type").unwrap_or_default();
+        let media = header
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        assert!(
+            documented.contains(&media),
+            "{file} is served as {header}; documented: {documented:?}"
+        );
+        served.insert(media);
+    }
+    assert_eq!(served, documented, "a documented media type no asset has");
+    // The binary example's address is a real asset of its type.
+    for (media, spec) in &content {
+        for example in spec["examples"].as_object().unwrap().values() {
+            if let Some(address) = example["externalValue"].as_str() {
+                let r = t.get(address, None).await;
+                r.expect(200, "");
+                assert_eq!(r.header("content-type").as_deref(), Some(media.as_str()));
+            }
+        }
+    }
+    // The document itself is a JSON object, as documented.
+    let schema = t.get("/api/schema/", None).await;
+    assert_eq!(
+        schema.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    assert!(schema.json().is_object());
+}
+
+/// The same path without its trailing slash answers what the path with it answers, unless the
+/// document's description names it as one that redirects, and then it is a `308` to the path
+/// with the slash.
+#[tokio::test]
+async fn a_path_without_its_slash_is_served_as_the_document_says() {
+    enable_docs_ui();
+    let doc = document();
+    let description = doc["info"]["description"].as_str().unwrap().to_owned();
+    let t = TestApp::new(sqlite_fixture().await).await;
+    let mut redirects = 0;
+    for (method, path, _) in operations(&doc) {
+        if method != "GET" || path.contains('{') || !path.ends_with('/') || path == "/" {
+            continue;
+        }
+        let bare = path.trim_end_matches('/');
+        let with = t.get(&path, None).await;
+        let without = t.get(bare, None).await;
+        if without.status == 308 {
+            assert_eq!(without.header("location").as_deref(), Some(path.as_str()));
+            assert!(
+                description.contains(&format!("`{bare}`")),
+                "{bare} redirects, but the document says it is served identically"
+            );
+            redirects += 1;
+        } else {
+            assert_eq!(without.status, with.status, "{bare} and {path}");
+        }
+    }
+    assert_eq!(redirects, 2, "/api/docs and /api/redoc");
 }

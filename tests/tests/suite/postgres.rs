@@ -4,12 +4,19 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use lighttech::domain::{Money, OperationId, OperationKind, Timestamp, TransferId, UserId};
+use lighttech::domain::{
+    Money, OperationId, OperationKind, SessionId, Timestamp, TokenId, TransferId, UserId,
+};
 use lighttech::store::postgres::PgStore;
-use lighttech::store::{Applied, BalanceChange, Store, StoreError, TransferCommand};
+use lighttech::store::{
+    Applied, AuditAction, AuditEntry, AuditParty, BalanceChange, SessionRecord, SessionUse,
+    StatusChange, Store, StoreError, TransferCommand, UserRecord,
+};
 use lighttech::{App, StartOptions};
 use lighttech_tests::wire::{Server, request};
-use lighttech_tests::{PASSWORD, PgDatabase, conformance_user, postgres_fixture, test_config};
+use lighttech_tests::{
+    PASSWORD, PgDatabase, conformance, conformance_user, postgres_fixture, test_config,
+};
 use rand::RngExt;
 use serde_json::json;
 
@@ -309,4 +316,276 @@ async fn contended_opposite_transfers_conserve_money_without_serialization_failu
         "postgres contention: {done} transfers applied, {refused} refused for funds, total {total} \
          conserved, 0 serialization failures or deadlocks"
     );
+}
+
+/// A staff member's status change of `target`, with its audit entry.
+fn status_change(staff: &UserRecord, target: &UserRecord, active: bool) -> StatusChange {
+    let party = |u: &UserRecord| AuditParty {
+        id: u.id,
+        username: u.username.to_string(),
+    };
+    StatusChange {
+        user: target.id,
+        active,
+        now: Timestamp::now(),
+        audit: AuditEntry {
+            id: uuid::Uuid::new_v4(),
+            actor: party(staff),
+            action: if active {
+                AuditAction::Reactivate
+            } else {
+                AuditAction::Deactivate
+            },
+            target: Some(party(target)),
+            detail: None,
+            at: Timestamp::now(),
+        },
+    }
+}
+
+fn transfer_command(
+    from: UserId,
+    to: &str,
+    minor: i64,
+    session: Option<SessionId>,
+) -> TransferCommand {
+    TransferCommand {
+        from,
+        to_username_key: to.to_owned(),
+        amount: Money::from_minor(minor),
+        description: None,
+        transfer_id: TransferId::new(),
+        out_operation_id: OperationId::new(),
+        in_operation_id: OperationId::new(),
+        now: Timestamp::now(),
+        idempotency: None,
+        session: session.map(|id| SessionUse {
+            id,
+            touch_before: Timestamp::now(),
+        }),
+    }
+}
+
+async fn open_deposit(store: &Arc<dyn Store>, user: UserId, minor: i64) {
+    let change = BalanceChange {
+        user,
+        kind: OperationKind::Deposit,
+        amount: Money::from_minor(minor),
+        description: None,
+        operation_id: OperationId::new(),
+        now: Timestamp::now(),
+        idempotency: None,
+        session: None,
+    };
+    assert!(matches!(
+        store.apply_change(&change).await.unwrap(),
+        Applied::Done(_)
+    ));
+}
+
+/// Backends of this test's database waiting for a row lock.
+async fn lock_waiters(monitor: &tokio_postgres::Client) -> i64 {
+    monitor
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Polls `done` every 10 ms for up to ten seconds.
+async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// The recipient's active flag is read under a lock that a deactivation must wait for. A
+/// transfer to bob has read bob's user row and is held up on bob's account row (locked here by
+/// a transaction of the test's own) when bob is deactivated. Either the deactivation waits for
+/// the transfer, which then commits its credit before bob is inactive, or the deactivation
+/// commits first and the transfer, going on afterwards, must refuse the credit. Reading the flag
+/// without a lock, the transfer credited bob after his deactivation had committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transfer_in_flight_never_credits_a_recipient_whose_deactivation_committed_first() {
+    let db = PgDatabase::create().await;
+    let pg = Arc::new(PgStore::connect(&db.url).unwrap());
+    pg.migrate().await.unwrap();
+    let store: Arc<dyn Store> = pg.clone();
+    let root = conformance::create_user(&store, "root").await;
+    let alice = conformance::create_user(&store, "alice").await;
+    let bob = conformance::create_user(&store, "bob").await;
+    open_deposit(&store, alice.id, 10_000).await;
+
+    let connect = || async {
+        let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+    };
+    let monitor = connect().await;
+    let mut holder = connect().await;
+    let hold = holder.transaction().await.unwrap();
+    hold.execute(
+        "SELECT 1 FROM accounts WHERE user_id = $1 FOR UPDATE",
+        &[&bob.id.0],
+    )
+    .await
+    .unwrap();
+
+    let transfer = tokio::spawn({
+        let store = Arc::clone(&store);
+        let command = transfer_command(alice.id, "bob", 2_500, None);
+        async move { store.transfer(&command).await }
+    });
+    eventually("the transfer waits for bob's account row", async || {
+        lock_waiters(&monitor).await == 1
+    })
+    .await;
+
+    let deactivation = tokio::spawn({
+        let store = Arc::clone(&store);
+        let change = status_change(&root, &bob, false);
+        async move { store.set_user_active(&change).await }
+    });
+    // The deactivation either commits (nothing in its way) or waits for the transfer.
+    eventually("the deactivation commits or waits", async || {
+        deactivation.is_finished() || lock_waiters(&monitor).await == 2
+    })
+    .await;
+    let deactivated_first = deactivation.is_finished();
+    hold.commit().await.unwrap();
+
+    let transferred = transfer.await.unwrap();
+    let deactivated = deactivation.await.unwrap().unwrap().unwrap();
+    assert!(!deactivated.is_active);
+    let bob_balance = store
+        .account(bob.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .balance
+        .minor();
+    if deactivated_first {
+        assert!(
+            matches!(transferred, Err(StoreError::RecipientNotFound)),
+            "bob's deactivation had committed, yet the transfer went on to: {transferred:?}"
+        );
+        assert_eq!(bob_balance, 0, "bob was credited after his deactivation");
+    } else {
+        assert!(
+            matches!(transferred, Ok(Applied::Done(_))),
+            "{transferred:?}"
+        );
+        assert_eq!(bob_balance, 2_500);
+    }
+    conformance::assert_ledger_consistent(&store, bob.id).await;
+    conformance::assert_ledger_consistent(&store, alice.id).await;
+    // From now on, bob is no recipient at all.
+    assert!(matches!(
+        store
+            .transfer(&transfer_command(alice.id, "bob", 100, None))
+            .await,
+        Err(StoreError::RecipientNotFound)
+    ));
+}
+
+/// Transfers in both directions, each under a live session, racing the deactivations of both
+/// parties. A deactivation locks the user row and then the user's sessions; a transfer takes its
+/// recipient's user row before its own session, so no set of these transactions can wait in a
+/// circle: nothing deadlocks (the store counts every deadlock it retries) and money is
+/// conserved. With the recipient's row taken after the session instead, this test met
+/// deadlocks in every one of several runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transfers_racing_the_deactivation_of_both_parties_never_deadlock() {
+    let db = PgDatabase::create().await;
+    let pg = Arc::new(PgStore::connect(&db.url).unwrap());
+    pg.migrate().await.unwrap();
+    let store: Arc<dyn Store> = pg.clone();
+    let root = conformance::create_user(&store, "root").await;
+    let alice = conformance::create_user(&store, "alice").await;
+    let bob = conformance::create_user(&store, "bob").await;
+    const OPENING: i64 = 1_000_000;
+    for user in [&alice, &bob] {
+        open_deposit(&store, user.id, OPENING).await;
+    }
+    let (mut done, mut refused) = (0u32, 0u32);
+    for _ in 0..150 {
+        let mut sessions = Vec::new();
+        for user in [&alice, &bob] {
+            let now = Timestamp::now();
+            let session = SessionRecord {
+                id: SessionId::new(),
+                user: user.id,
+                created_at: now,
+                last_used_at: now,
+                expires_at: now.plus_seconds(3600),
+                refresh_jti: TokenId::new(),
+                user_agent: None,
+                ip: None,
+                revoked_at: None,
+            };
+            assert!(store.create_session(&session).await.unwrap());
+            sessions.push(session.id);
+        }
+        let transfers = [
+            (alice.id, "bob", sessions[0]),
+            (bob.id, "alice", sessions[1]),
+            (alice.id, "bob", sessions[0]),
+            (bob.id, "alice", sessions[1]),
+        ]
+        .map(|(from, to, session)| {
+            let store = Arc::clone(&store);
+            let command = transfer_command(from, to, 100, Some(session));
+            tokio::spawn(async move { store.transfer(&command).await })
+        });
+        let deactivations = [&alice, &bob].map(|user| {
+            let store = Arc::clone(&store);
+            let change = status_change(&root, user, false);
+            tokio::spawn(async move { store.set_user_active(&change).await })
+        });
+        for transfer in transfers {
+            match transfer.await.unwrap() {
+                Ok(Applied::Done(_)) => done += 1,
+                Err(StoreError::RecipientNotFound | StoreError::SessionNotLive) => refused += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        for deactivation in deactivations {
+            assert!(deactivation.await.unwrap().unwrap().is_some());
+        }
+        for user in [&alice, &bob] {
+            store
+                .set_user_active(&status_change(&root, user, true))
+                .await
+                .unwrap();
+        }
+    }
+    let mut total = 0;
+    for user in [&alice, &bob] {
+        total += store
+            .account(user.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .balance
+            .minor();
+        conformance::assert_ledger_consistent(&store, user.id).await;
+    }
+    assert_eq!(total, 2 * OPENING, "money was created or destroyed");
+    assert_eq!(
+        pg.serialization_failures(),
+        0,
+        "deadlocks or serialization failures were retried"
+    );
+    eprintln!("transfers racing deactivations: {done} applied, {refused} refused, no deadlock");
 }
