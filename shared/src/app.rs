@@ -10,6 +10,7 @@ use crate::cache::{CacheStats, HistoryCache, MemoryCache, RedisCache};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, SecretKey, StoreUrl};
 use crate::store::dynamo::DynamoStore;
+#[cfg(feature = "postgres")]
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
@@ -187,6 +188,13 @@ pub async fn open_store(
             }
             Ok(Arc::new(store))
         }
+        #[cfg(not(feature = "postgres"))]
+        StoreUrl::Postgres(_) => Err(StartupError::Store(
+            "this build has no PostgreSQL store (the Lambda functions are built for DynamoDB and \
+             the embedded store; lighttech-local serves PostgreSQL)"
+                .into(),
+        )),
+        #[cfg(feature = "postgres")]
         StoreUrl::Postgres(url) => {
             let store = PgStore::connect(url.expose())?;
             if options.init {
