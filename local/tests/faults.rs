@@ -171,6 +171,8 @@ struct Tally {
     unprompted_replays: AtomicU32,
     /// Reads answered `503` (the only answer besides `200` a read may give here).
     reads_unavailable: AtomicU32,
+    /// Writes acknowledged (`201`) so far.
+    acknowledged: AtomicU32,
 }
 
 impl Tally {
@@ -418,6 +420,7 @@ async fn client(
             (201, _) => {
                 let op = r.json();
                 assert_eq!(op["type"], kind, "{op}");
+                tally.acknowledged.fetch_add(1, Ordering::Relaxed);
                 acked.push(Acked {
                     user,
                     kind,
@@ -679,6 +682,13 @@ async fn a_postgres_restart_answers_503_and_the_server_recovers_by_itself() {
         }
         assert!(Instant::now() < deadline, "the server did not recover");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And not only its health: money moves again.
+    let before = tally.acknowledged.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tally.acknowledged.load(Ordering::Relaxed) < before + 20 {
+        assert!(Instant::now() < deadline, "writes did not resume");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     busy.store(false, Ordering::SeqCst);
     let acked = workload.await.expect("the workload finished");

@@ -251,6 +251,14 @@ fn load_or_create_key_file(path: &Path) -> Result<SecretKey, StartupError> {
             let mut raw = [0u8; 32];
             rand::fill(&mut raw);
             let text: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+            // Written whole to a file of its own, then linked into place: the key file never
+            // exists half-written (a failed write or a crash leaves no empty key behind, and a
+            // process starting alongside never reads a partial one), and linking never
+            // replaces a key another process put there first.
+            let mut suffix = [0u8; 8];
+            rand::fill(&mut suffix);
+            let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+            let staged = path.with_extension(format!("new-{suffix}"));
             let mut options = std::fs::OpenOptions::new();
             options.write(true).create_new(true);
             #[cfg(unix)]
@@ -258,20 +266,24 @@ fn load_or_create_key_file(path: &Path) -> Result<SecretKey, StartupError> {
                 use std::os::unix::fs::OpenOptionsExt;
                 options.mode(0o600);
             }
-            match options.open(path) {
-                Ok(mut file) => {
-                    file.write_all(text.as_bytes())
-                        .and_then(|()| file.sync_all())
-                        .map_err(|e| fail("write", e))?;
-                    tracing::info!(path = %path.display(), "generated a new signing key");
-                    SecretKey::new(text.into_bytes()).map_err(StartupError::Key)
+            let written = options.open(&staged).and_then(|mut file| {
+                file.write_all(text.as_bytes())?;
+                file.sync_all()
+            });
+            let linked = written.map_err(|e| fail("write", e)).and_then(|()| {
+                match std::fs::hard_link(&staged, path) {
+                    Ok(()) => Ok(true),
+                    // Another process created it first: use theirs.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                    Err(e) => Err(fail("create", e)),
                 }
-                // Another process created it first: use theirs.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    load_or_create_key_file(path)
-                }
-                Err(e) => Err(fail("create", e)),
+            });
+            let _ = std::fs::remove_file(&staged);
+            if !linked? {
+                return load_or_create_key_file(path);
             }
+            tracing::info!(path = %path.display(), "generated a new signing key");
+            SecretKey::new(text.into_bytes()).map_err(StartupError::Key)
         }
         Err(e) => Err(fail("read", e)),
     }
@@ -317,6 +329,32 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn processes_starting_together_agree_on_one_whole_key() {
+        let dir = std::env::temp_dir().join(format!("lt-key-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("secret_key");
+        let keys: Vec<String> = std::thread::scope(|s| {
+            let starts: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| load_or_create_key_file(&path).unwrap().expose().to_vec()))
+                .collect();
+            starts
+                .into_iter()
+                .map(|h| String::from_utf8(h.join().unwrap()).unwrap())
+                .collect()
+        });
+        assert!(
+            keys.iter().all(|k| k == &keys[0] && k.len() == 64),
+            "{keys:?}"
+        );
+        // Only the key itself is left: no staged copies.
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["secret_key"]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -90,7 +90,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "REDIS_URL",
         default: None,
-        doc: "History cache in Redis, shared by every process (`redis://HOST:PORT/DB`); unset: an in-process cache",
+        doc: "History cache in Redis, shared by every process (`redis://HOST:PORT/DB`; no TLS, so not `rediss://`); unset: an in-process cache",
     },
     Variable {
         name: "REDIS_KEY_PREFIX",
@@ -325,13 +325,24 @@ impl Config {
         )?;
         let redis_url = lookup("REDIS_URL").filter(|v| !v.trim().is_empty());
         if let Some(url) = &redis_url {
-            let scheme_ok = url::Url::parse(url)
-                .is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss" | "redis+unix" | "unix"));
-            if !scheme_ok {
-                return Err(ConfigError::new(
-                    "REDIS_URL",
-                    "expected redis://HOST:PORT/DB (or rediss://, redis+unix://)",
-                ));
+            let scheme = url::Url::parse(url).map(|u| u.scheme().to_owned());
+            match scheme.as_deref() {
+                Ok("redis" | "redis+unix" | "unix") => {}
+                // The Redis client is built without TLS: a rediss:// cache would fail every
+                // read and leave the history cache silently off.
+                Ok("rediss") => {
+                    return Err(ConfigError::new(
+                        "REDIS_URL",
+                        "rediss:// (Redis over TLS) is not supported; use redis:// or \
+                         redis+unix://",
+                    ));
+                }
+                _ => {
+                    return Err(ConfigError::new(
+                        "REDIS_URL",
+                        "expected redis://HOST:PORT/DB (or redis+unix://PATH)",
+                    ));
+                }
             }
         }
         let allowed_hosts = get("ALLOWED_HOSTS")
@@ -574,6 +585,10 @@ mod tests {
                 .variable,
             "REDIS_URL"
         );
+        let tls = config(&[("REDIS_URL", "rediss://cache:6379/0")]).unwrap_err();
+        assert_eq!(tls.variable, "REDIS_URL");
+        assert!(tls.to_string().contains("not supported"), "{tls}");
+        assert!(config(&[("REDIS_URL", "redis://cache:6379/0")]).is_ok());
         assert_eq!(
             config(&[("DATABASE_URL", "dynamodb://a b")])
                 .unwrap_err()

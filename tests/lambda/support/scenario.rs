@@ -366,8 +366,24 @@ pub async fn every_endpoint(fleet: &mut Fleet, app: &App) {
         .collect();
     assert_eq!(kinds, ["transfer_out", "withdrawal", "deposit"]);
     assert_eq!(response.header("x-cache"), Some("miss"), "{response:?}");
-    assert!(response.header("etag").is_some(), "{response:?}");
+    let etag = response.header("etag").expect("an ETag").to_owned();
     fleet.happy(Operations);
+    // The same page again: from the container's cache; with its ETag: 304 and no body.
+    let page = || {
+        event_for(Operations, "GET")
+            .bearer(&access)
+            .query("limit=10")
+    };
+    let response = fleet.call(Operations, page()).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.header("x-cache"), Some("hit"), "{response:?}");
+    assert_eq!(response.header("etag"), Some(etag.as_str()), "{response:?}");
+    let response = fleet
+        .call(Operations, page().header("if-none-match", &etag))
+        .await;
+    assert_eq!(response.status, 304, "{response:?}");
+    assert_eq!(response.body, "", "{response:?}");
+    assert_eq!(response.header("etag"), Some(etag.as_str()), "{response:?}");
     let response = fleet
         .call(
             Operations,

@@ -1,5 +1,5 @@
 //! The history cache in Redis: the whole API suite with the Redis cache on (on the embedded
-//! store and on PostgreSQL), keys under the configured prefix, and what happens when Redis
+//! store, on PostgreSQL and on DynamoDB), keys under the configured prefix, and what happens when Redis
 //! stops or hangs.
 
 use std::process::{Child, Command, Stdio};
@@ -15,6 +15,12 @@ lighttech_tests::api_suite!(sqlite_fixture, env = redis_env());
 mod postgres {
     use lighttech_tests::{postgres_fixture, redis_env};
     lighttech_tests::api_suite!(postgres_fixture, env = redis_env());
+}
+
+/// The same suite with the Redis cache in front of DynamoDB (moto).
+mod dynamodb {
+    use lighttech_tests::{dynamo_fixture, redis_env};
+    lighttech_tests::api_suite!(dynamo_fixture, env = redis_env());
 }
 
 async fn history(t: &TestApp, token: &str) -> lighttech_tests::Resp {

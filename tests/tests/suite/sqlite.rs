@@ -222,3 +222,39 @@ async fn a_newer_schema_is_a_clear_start_up_error() {
         lighttech::telemetry::error_chain(&err)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_revalidates_over_the_wire_with_its_etag() {
+    let t = TestApp::new(sqlite_fixture().await).await;
+    let alice = t.user("alice").await;
+    t.deposit(&alice, "12.50").await;
+    let server = Server::spawn(t.app.clone()).await;
+    let addr = server.addr;
+    let auth = format!("Bearer {}", alice.access);
+    let path = "/api/balance/v1/operations/?limit=5";
+    let get = |extra: Vec<(&'static str, String)>| {
+        let auth = auth.clone();
+        async move {
+            let mut headers = vec![("Authorization", auth.as_str())];
+            headers.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
+            request(addr, "GET", path, &headers, b"").await
+        }
+    };
+
+    let first = get(vec![]).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("x-cache"), Some("miss"));
+    let etag = first.header("etag").expect("an ETag").to_owned();
+    let again = get(vec![("If-None-Match", etag.clone())]).await;
+    assert_eq!(again.status, 304);
+    assert!(again.body.is_empty(), "{:?}", again.body);
+    assert_eq!(again.header("etag"), Some(etag.as_str()));
+
+    // Money moves: the old ETag no longer matches, and the page comes back in full.
+    t.deposit(&alice, "1.00").await;
+    let changed = get(vec![("If-None-Match", etag.clone())]).await;
+    assert_eq!(changed.status, 200);
+    assert_ne!(changed.header("etag"), Some(etag.as_str()));
+    assert_eq!(changed.json()["results"][0]["balance_after"], "13.50");
+    server.stop().await;
+}
