@@ -257,6 +257,21 @@ fn is_transient(code: Option<&str>) -> bool {
     )
 }
 
+/// A write that ended without an answer (`Unavailable`: a timeout, a connection lost after
+/// sending) may have been applied all the same: `Ok` when `applied` finds the call's own work
+/// in the table, `err` otherwise (also when that check fails). Any other error stands as is,
+/// and `applied` is never run for it.
+async fn applied_despite(
+    err: StoreError,
+    applied: impl std::future::Future<Output = Result<bool, StoreError>>,
+) -> Result<(), StoreError> {
+    if matches!(err, StoreError::Unavailable(_)) && matches!(applied.await, Ok(true)) {
+        Ok(())
+    } else {
+        Err(err)
+    }
+}
+
 /// Why a transaction was cancelled, per item, as DynamoDB reports it.
 #[derive(Debug)]
 enum Cancelled {
@@ -1348,13 +1363,9 @@ impl Store for DynamoStore {
                 Err(c) if c.failed(1) => {
                     return Err(StoreError::internal("user id collision"));
                 }
-                Err(Cancelled::Other(e @ StoreError::Unavailable(_))) => {
-                    return match written_before().await {
-                        Ok(true) => Ok(record),
-                        _ => Err(e),
-                    };
+                Err(Cancelled::Other(e)) => {
+                    return applied_despite(e, written_before()).await.map(|()| record);
                 }
-                Err(Cancelled::Other(e)) => return Err(e),
                 Err(c) if c.retryable() => self.backoff(attempt, &c).await,
                 Err(c) => {
                     return Err(StoreError::internal(format!(
@@ -1421,13 +1432,11 @@ impl Store for DynamoStore {
                 // The session's id is new and random: an item under it was put by an earlier
                 // sending of this same call, whose answer was lost.
                 Err(c) if c.failed(1) => return Ok(true),
-                Err(Cancelled::Other(e @ StoreError::Unavailable(_))) => {
-                    return match self.session_exists(session).await {
-                        Ok(true) => Ok(true),
-                        _ => Err(e),
-                    };
+                Err(Cancelled::Other(e)) => {
+                    return applied_despite(e, self.session_exists(session))
+                        .await
+                        .map(|()| true);
                 }
-                Err(Cancelled::Other(e)) => return Err(e),
                 // The status changed since the read: read it again.
                 Err(c) if c.failed(0) || c.retryable() => self.backoff(attempt, &c).await,
                 Err(c) => {
@@ -1489,17 +1498,15 @@ impl Store for DynamoStore {
             Ok(_) => return Ok(RotateOutcome::Rotated),
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => {}
             Err(e) => {
-                // No answer: rotated all the same if the session now holds this rotation's
-                // fresh token id.
-                let e = sdk_error(e);
-                if matches!(e, StoreError::Unavailable(_))
-                    && let Ok((Some(current), _)) =
-                        self.session_and_account(r.user, r.session).await
-                    && get_s(&current, "refresh_jti").is_ok_and(|j| j == r.next.to_string())
-                {
-                    return Ok(RotateOutcome::Rotated);
-                }
-                return Err(e);
+                // Rotated all the same if the session now holds this rotation's fresh token id.
+                let rotated = async {
+                    let (current, _) = self.session_and_account(r.user, r.session).await?;
+                    Ok(current.is_some_and(|c| {
+                        get_s(&c, "refresh_jti").is_ok_and(|j| j == r.next.to_string())
+                    }))
+                };
+                applied_despite(sdk_error(e), rotated).await?;
+                return Ok(RotateOutcome::Rotated);
             }
         }
         let (current, account) = self.session_and_account(r.user, r.session).await?;
@@ -1597,14 +1604,9 @@ impl Store for DynamoStore {
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
                 self.revoked_by(user, id, call).await
             }
-            Err(e) => match sdk_error(e) {
-                // No answer: perhaps revoked all the same.
-                e @ StoreError::Unavailable(_) => match self.revoked_by(user, id, call).await {
-                    Ok(true) => Ok(true),
-                    _ => Err(e),
-                },
-                e => Err(e),
-            },
+            Err(e) => applied_despite(sdk_error(e), self.revoked_by(user, id, call))
+                .await
+                .map(|()| true),
         }
     }
 
@@ -2260,13 +2262,10 @@ impl Store for DynamoStore {
                 // The audit entry's id is new and random: it was put, with the rest, by an
                 // earlier sending of this same call, whose answer was lost.
                 Err(c) if c.failed(2) => return changed(),
-                Err(Cancelled::Other(e @ StoreError::Unavailable(_))) => {
-                    return match self.audit_exists(&change.audit).await {
-                        Ok(true) => changed(),
-                        _ => Err(e),
-                    };
+                Err(Cancelled::Other(e)) => {
+                    applied_despite(e, self.audit_exists(&change.audit)).await?;
+                    return changed();
                 }
-                Err(Cancelled::Other(e)) => return Err(e),
                 Err(c) if c.failed(0) || c.failed(1) => return Ok(None),
                 Err(c) if c.retryable() => self.backoff(attempt, &c).await,
                 Err(c) => {
@@ -2294,14 +2293,7 @@ impl Store for DynamoStore {
             Ok(_) => Ok(()),
             // The entry's id is new and random: an earlier sending of this call put it.
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(()),
-            Err(e) => match sdk_error(e) {
-                // No answer: perhaps put all the same.
-                e @ StoreError::Unavailable(_) => match self.audit_exists(entry).await {
-                    Ok(true) => Ok(()),
-                    _ => Err(e),
-                },
-                e => Err(e),
-            },
+            Err(e) => applied_despite(sdk_error(e), self.audit_exists(entry)).await,
         }
     }
 
