@@ -8,9 +8,10 @@
 //! transaction — a primitive that fails rolls back to its savepoint and leaves the others alone —
 //! commits once, and only then answers them all. Each answer still means "durably committed"
 //! (WAL, `synchronous=FULL`); the group shares one fsync instead of paying one each.
-//! Reads use a pool of read-only connections, which WAL lets run beside the writer; a read takes
-//! a connection and runs on the blocking pool in one hop (no liveness query per checkout: a
-//! local file connection does not go stale).
+//! Reads use a pool of read-only connections, which WAL lets run beside the writer (no liveness
+//! query per checkout: a local file connection does not go stale). A read of bounded cost (a
+//! primary-key lookup, an unfiltered history page) runs right on the requesting task's thread;
+//! one whose cost grows with the data (filtered history, listings) runs on the blocking pool.
 //! Checkpoints (copying the WAL back into the database file, with an fsync of that file) run on
 //! a thread of their own, beside the writer, instead of inside whichever commit crosses SQLite's
 //! automatic threshold: every write waiting behind that commit used to wait for the checkpoint
@@ -271,19 +272,36 @@ impl SqliteStore {
         })?
     }
 
-    /// Runs `f` on a pooled read-only connection, on the blocking pool.
+    /// Runs `f` on a pooled read-only connection, on the blocking pool: for reads whose cost
+    /// grows with the data (filtered history, listings).
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn =
-            self.readers.get().await.map_err(|e| {
-                StoreError::unavailable(format!("no free database connection: {e}"))
-            })?;
+        let conn = self.reader().await?;
         tokio::task::spawn_blocking(move || f(&conn))
             .await
             .map_err(|e| StoreError::internal(e.to_string()))?
+    }
+
+    /// Runs `f` on a pooled read-only connection right here, on the calling task's thread: for
+    /// reads of bounded cost, a primary-key lookup or one index range of at most a page. Such a
+    /// read takes microseconds and, in WAL mode, never waits for the writer; handing it to the
+    /// blocking pool and back cost more than the read (two thread switches).
+    async fn read_bounded<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let conn = self.reader().await?;
+        f(&conn)
+    }
+
+    async fn reader(&self) -> Result<deadpool::unmanaged::Object<Connection>, StoreError> {
+        self.readers
+            .get()
+            .await
+            .map_err(|e| StoreError::unavailable(format!("no free database connection: {e}")))
     }
 }
 
@@ -349,6 +367,56 @@ fn spawn_checkpointer(path: &Path) -> Result<mpsc::SyncSender<()>, String> {
         })
         .map_err(|e| format!("cannot start the SQLite checkpoint thread: {e}"))?;
     Ok(nudge)
+}
+
+/// One page of `q`'s history, newest first.
+fn history_page(c: &Connection, q: &HistoryQuery) -> Result<HistoryPage, StoreError> {
+    let kinds: Vec<&str> = if q.kinds.is_empty() {
+        OperationKind::ALL.iter().map(|k| k.as_str()).collect()
+    } else {
+        q.kinds.iter().map(|k| k.as_str()).collect()
+    };
+    let mut kind_params = [kinds[0]; 4];
+    for (slot, kind) in kind_params.iter_mut().zip(kinds.iter()) {
+        *slot = kind;
+    }
+    let fetch = i64::from(q.limit) + 1;
+    let mut ops: Vec<Operation> = c
+        .prepare_cached(&format!(
+            "SELECT {OPERATION_COLUMNS} FROM operations o \
+                 WHERE o.user_id = ?1 AND o.seq < ?2 AND o.kind IN (?3, ?4, ?5, ?6) \
+                 AND o.created_at >= ?7 AND o.created_at <= ?8 \
+                 ORDER BY o.seq DESC LIMIT ?9"
+        ))
+        .and_then(|mut s| {
+            s.query_map(
+                params![
+                    q.user.to_string(),
+                    q.before_seq
+                        .map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX)),
+                    kind_params[0],
+                    kind_params[1],
+                    kind_params[2],
+                    kind_params[3],
+                    q.since.map_or(i64::MIN, Timestamp::millis),
+                    q.until.map_or(i64::MAX, Timestamp::millis),
+                    fetch,
+                ],
+                operation_from_row,
+            )?
+            .collect()
+        })
+        .map_err(map_err)?;
+    let next_before = if ops.len() > q.limit as usize {
+        ops.truncate(q.limit as usize);
+        ops.last().map(|o| o.seq)
+    } else {
+        None
+    };
+    Ok(HistoryPage {
+        operations: ops,
+        next_before,
+    })
 }
 
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -693,7 +761,7 @@ fn load_user(conn: &Connection, id: UserId) -> Result<Option<UserRecord>, StoreE
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(map_err))
+        self.read_bounded(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(map_err))
             .await
     }
 
@@ -750,7 +818,7 @@ impl Store for SqliteStore {
 
     async fn user_by_username(&self, username_key: &str) -> Result<Option<UserRecord>, StoreError> {
         let key = username_key.to_owned();
-        self.read(move |c| {
+        self.read_bounded(move |c| {
             c.prepare_cached(&format!(
                 "SELECT {USER_COLUMNS} FROM users WHERE username_key = ?1"
             ))
@@ -761,7 +829,7 @@ impl Store for SqliteStore {
     }
 
     async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, StoreError> {
-        self.read(move |c| {
+        self.read_bounded(move |c| {
             c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))
                 .and_then(|mut s| s.query_row([id.to_string()], user_from_row).optional())
                 .map_err(map_err)
@@ -802,7 +870,7 @@ impl Store for SqliteStore {
         user: UserId,
         id: SessionId,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        self.read(move |c| {
+        self.read_bounded(move |c| {
             c.prepare_cached(&format!(
                 "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1 AND user_id = ?2"
             ))
@@ -973,7 +1041,7 @@ impl Store for SqliteStore {
     }
 
     async fn account(&self, user: UserId) -> Result<Option<Account>, StoreError> {
-        self.read(move |c| {
+        self.read_bounded(move |c| {
             c.prepare_cached("SELECT balance, version, updated_at FROM accounts WHERE user_id = ?1")
                 .and_then(|mut s| {
                     s.query_row([user.to_string()], |r| {
@@ -1113,61 +1181,20 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<Option<IdempotentRecord>, StoreError> {
         let key = key.as_str().to_owned();
-        self.read(move |c| find_idempotent(c, user, &key, now))
+        self.read_bounded(move |c| find_idempotent(c, user, &key, now))
             .await
     }
 
     async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage, StoreError> {
-        let q = query.clone();
-        self.read(move |c| {
-            let kinds: Vec<&str> = if q.kinds.is_empty() {
-                OperationKind::ALL.iter().map(|k| k.as_str()).collect()
-            } else {
-                q.kinds.iter().map(|k| k.as_str()).collect()
-            };
-            let mut kind_params = [kinds[0]; 4];
-            for (slot, kind) in kind_params.iter_mut().zip(kinds.iter()) {
-                *slot = kind;
-            }
-            let fetch = i64::from(q.limit) + 1;
-            let mut ops: Vec<Operation> = c
-                .prepare_cached(&format!(
-                    "SELECT {OPERATION_COLUMNS} FROM operations o \
-                     WHERE o.user_id = ?1 AND o.seq < ?2 AND o.kind IN (?3, ?4, ?5, ?6) \
-                     AND o.created_at >= ?7 AND o.created_at <= ?8 \
-                     ORDER BY o.seq DESC LIMIT ?9"
-                ))
-                .and_then(|mut s| {
-                    s.query_map(
-                        params![
-                            q.user.to_string(),
-                            q.before_seq
-                                .map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX)),
-                            kind_params[0],
-                            kind_params[1],
-                            kind_params[2],
-                            kind_params[3],
-                            q.since.map_or(i64::MIN, Timestamp::millis),
-                            q.until.map_or(i64::MAX, Timestamp::millis),
-                            fetch,
-                        ],
-                        operation_from_row,
-                    )?
-                    .collect()
-                })
-                .map_err(map_err)?;
-            let next_before = if ops.len() > q.limit as usize {
-                ops.truncate(q.limit as usize);
-                ops.last().map(|o| o.seq)
-            } else {
-                None
-            };
-            Ok(HistoryPage {
-                operations: ops,
-                next_before,
-            })
-        })
-        .await
+        // Unfiltered, a page is one range of the `(user_id, seq)` key: at most `limit + 1` rows.
+        // A kind or time filter may pass over any number of rows to fill a page, so such a
+        // query goes to the blocking pool.
+        if query.kinds.is_empty() && query.since.is_none() && query.until.is_none() {
+            self.read_bounded(|c| history_page(c, query)).await
+        } else {
+            let q = query.clone();
+            self.read(move |c| history_page(c, &q)).await
+        }
     }
 
     async fn list_users(&self, q: &UserQuery) -> Result<UserPage, StoreError> {
