@@ -301,6 +301,23 @@ pub struct HistoryPage {
     pub next_before: Option<u64>,
 }
 
+impl HistoryPage {
+    /// The page of `limit` entries from `fetched`, up to `limit + 1` rows read newest first: a
+    /// row beyond the limit only tells that there is more, after the page's last entry.
+    pub fn from_fetched(mut fetched: Vec<Operation>, limit: u32) -> HistoryPage {
+        let next_before = if fetched.len() > limit as usize {
+            fetched.truncate(limit as usize);
+            fetched.last().map(|o| o.seq)
+        } else {
+            None
+        };
+        HistoryPage {
+            operations: fetched,
+            next_before,
+        }
+    }
+}
+
 /// A user with their balance, as administrators list them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserSummary {

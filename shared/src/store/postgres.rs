@@ -1140,20 +1140,11 @@ impl Store for PgStore {
             )
             .await
             .map_err(map_pg)?;
-        let mut ops = rows
+        let ops = rows
             .iter()
             .map(operation_from_row)
             .collect::<Result<Vec<_>, _>>()?;
-        let next_before = if ops.len() > q.limit as usize {
-            ops.truncate(q.limit as usize);
-            ops.last().map(|o| o.seq)
-        } else {
-            None
-        };
-        Ok(HistoryPage {
-            operations: ops,
-            next_before,
-        })
+        Ok(HistoryPage::from_fetched(ops, q.limit))
     }
 
     async fn list_users(&self, q: &UserQuery) -> Result<UserPage, StoreError> {

@@ -381,7 +381,7 @@ fn history_page(c: &Connection, q: &HistoryQuery) -> Result<HistoryPage, StoreEr
         *slot = kind;
     }
     let fetch = i64::from(q.limit) + 1;
-    let mut ops: Vec<Operation> = c
+    let ops: Vec<Operation> = c
         .prepare_cached(&format!(
             "SELECT {OPERATION_COLUMNS} FROM operations o \
                  WHERE o.user_id = ?1 AND o.seq < ?2 AND o.kind IN (?3, ?4, ?5, ?6) \
@@ -407,16 +407,7 @@ fn history_page(c: &Connection, q: &HistoryQuery) -> Result<HistoryPage, StoreEr
             .collect()
         })
         .map_err(map_err)?;
-    let next_before = if ops.len() > q.limit as usize {
-        ops.truncate(q.limit as usize);
-        ops.last().map(|o| o.seq)
-    } else {
-        None
-    };
-    Ok(HistoryPage {
-        operations: ops,
-        next_before,
-    })
+    Ok(HistoryPage::from_fetched(ops, q.limit))
 }
 
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
