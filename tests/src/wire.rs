@@ -86,13 +86,25 @@ impl WireResponse {
     }
 }
 
+/// How long [`raw`] waits for the server to answer and close.
+const RAW_WAIT: Duration = Duration::from_secs(10);
+
+/// How long [`request`] waits. A well-formed request can queue for many seconds when its store
+/// is the shared moto server (one request at a time) and the concurrent workload tests keep it
+/// busy; a hung server still fails the test, only later.
+const REQUEST_WAIT: Duration = Duration::from_secs(60);
+
 /// Writes raw bytes and reads the response until the server closes the connection.
 pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> WireResponse {
+    raw_within(addr, bytes, RAW_WAIT).await
+}
+
+async fn raw_within(addr: SocketAddr, bytes: &[u8], wait: Duration) -> WireResponse {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     // The server may answer (and close) before reading everything; that is fine.
     let _ = stream.write_all(bytes).await;
     let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
+    let _ = tokio::time::timeout(wait, stream.read_to_end(&mut buf)).await;
     parse(&buf)
         .unwrap_or_else(|| panic!("no complete response: {:?}", String::from_utf8_lossy(&buf)))
 }
@@ -158,7 +170,12 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> WireResponse {
-    raw(addr, &request_bytes(addr, method, path, headers, body)).await
+    raw_within(
+        addr,
+        &request_bytes(addr, method, path, headers, body),
+        REQUEST_WAIT,
+    )
+    .await
 }
 
 /// The bytes of a well-formed request with `Connection: close`.
