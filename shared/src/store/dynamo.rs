@@ -2122,19 +2122,12 @@ impl Store for DynamoStore {
                 break;
             }
         }
-        let next_before = if collected.len() > q.limit as usize {
-            collected.truncate(q.limit as usize);
-            collected.last().map(|o| o.seq)
-        } else if exhausted {
-            None
-        } else {
+        let mut page = HistoryPage::from_fetched(collected, q.limit);
+        if page.next_before.is_none() && !exhausted {
             // A filtered scan that ran out of round trips: resume where it stopped.
-            last_evaluated
-        };
-        Ok(HistoryPage {
-            operations: collected,
-            next_before,
-        })
+            page.next_before = last_evaluated;
+        }
+        Ok(page)
     }
 
     async fn list_users(&self, q: &UserQuery) -> Result<UserPage, StoreError> {
