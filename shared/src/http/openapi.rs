@@ -257,7 +257,9 @@ fn history_params() -> Vec<Param> {
     vec![
         Param::Query(
             "limit",
-            "Page size, 1–100 (default 20).",
+            "Page size, 1–100 (default 20): the most a page holds. Under a `type`, `since` or \
+             `until` filter that matches rarely, a page may hold fewer and still carry a \
+             `next_cursor`; the history ends where `next_cursor` is null.",
             ObjectBuilder::new()
                 .schema_type(Type::Integer)
                 .minimum(Some(1))

@@ -292,6 +292,15 @@ pub struct HistoryQuery {
     pub until: Option<Timestamp>,
 }
 
+impl HistoryQuery {
+    /// Whether an entry of this kind, created at `at`, passes the query's filters.
+    pub fn admits(&self, kind: OperationKind, at: Timestamp) -> bool {
+        (self.kinds.is_empty() || self.kinds.contains(&kind))
+            && self.since.is_none_or(|since| at >= since)
+            && self.until.is_none_or(|until| at <= until)
+    }
+}
+
 /// One page of history, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryPage {
@@ -582,7 +591,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         now: Timestamp,
     ) -> Result<Option<IdempotentRecord>, StoreError>;
 
-    /// One page of history, newest first, filters applied by the store so pages stay full.
+    /// One page of history, newest first, filters applied by the store so pages stay full. A
+    /// store may bound the entries a filtered page passes over (SQLite: [`HISTORY_SCAN_ROWS`];
+    /// DynamoDB: its round trips): a page that reaches the bound comes back shorter, with a
+    /// cursor below the last entry looked at.
+    ///
+    /// [`HISTORY_SCAN_ROWS`]: crate::store::sqlite::HISTORY_SCAN_ROWS
     async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage, StoreError>;
 
     /// One page of users with their balances, by lower-cased username, optionally only those

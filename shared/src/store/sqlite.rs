@@ -10,8 +10,9 @@
 //! (WAL, `synchronous=FULL`); the group shares one fsync instead of paying one each.
 //! Reads use a pool of read-only connections, which WAL lets run beside the writer (no liveness
 //! query per checkout: a local file connection does not go stale). A read of bounded cost (a
-//! primary-key lookup, an unfiltered history page) runs right on the requesting task's thread;
-//! one whose cost grows with the data (filtered history, listings) runs on the blocking pool.
+//! primary-key lookup, a history page, which passes over at most [`HISTORY_SCAN_ROWS`] entries)
+//! runs right on the requesting task's thread; one whose cost grows with the data (the
+//! administrators' listings) runs on the blocking pool.
 //! Checkpoints (copying the WAL back into the database file, with an fsync of that file) run on
 //! a thread of their own, beside the writer, instead of inside whichever commit crosses SQLite's
 //! automatic threshold: every write waiting behind that commit used to wait for the checkpoint
@@ -138,6 +139,13 @@ const WRITER_AUTOCHECKPOINT_PAGES: u32 = 20_000;
 /// pause grew from 5 ms to 1 s (BENCHMARKS.md, profile section), while the WAL stays bounded
 /// by `WRITER_AUTOCHECKPOINT_PAGES`.
 const CHECKPOINT_PAUSE: Duration = Duration::from_secs(1);
+
+/// Entries of a user's history one page passes over at most. Unfiltered, a page reads only its
+/// own `limit + 1` rows; a kind or time filter may have to pass over many more to fill a page,
+/// and this bound keeps every history read short enough for the requesting task's thread (about
+/// a millisecond at most). A page that reaches it comes back shorter than `limit`, with a cursor
+/// below the last entry looked at, as DynamoDB's store does after its round trips.
+pub const HISTORY_SCAN_ROWS: usize = 1_000;
 
 /// Primitives committed together at most, by default.
 pub const DEFAULT_WRITE_BATCH: usize = 64;
@@ -369,44 +377,54 @@ fn spawn_checkpointer(path: &Path) -> Result<mpsc::SyncSender<()>, String> {
     Ok(nudge)
 }
 
-/// One page of `q`'s history, newest first.
+/// One page of `q`'s history, newest first: the user's entries below the cursor, read newest
+/// first and filtered here, until the page is full or [`HISTORY_SCAN_ROWS`] entries were looked
+/// at.
 fn history_page(c: &Connection, q: &HistoryQuery) -> Result<HistoryPage, StoreError> {
-    let kinds: Vec<&str> = if q.kinds.is_empty() {
-        OperationKind::ALL.iter().map(|k| k.as_str()).collect()
-    } else {
-        q.kinds.iter().map(|k| k.as_str()).collect()
-    };
-    let mut kind_params = [kinds[0]; 4];
-    for (slot, kind) in kind_params.iter_mut().zip(kinds.iter()) {
-        *slot = kind;
-    }
-    let fetch = i64::from(q.limit) + 1;
-    let ops: Vec<Operation> = c
+    let mut stmt = c
         .prepare_cached(&format!(
             "SELECT {OPERATION_COLUMNS} FROM operations o \
-                 WHERE o.user_id = ?1 AND o.seq < ?2 AND o.kind IN (?3, ?4, ?5, ?6) \
-                 AND o.created_at >= ?7 AND o.created_at <= ?8 \
-                 ORDER BY o.seq DESC LIMIT ?9"
+                 WHERE o.user_id = ?1 AND o.seq < ?2 ORDER BY o.seq DESC LIMIT ?3"
         ))
-        .and_then(|mut s| {
-            s.query_map(
-                params![
-                    q.user.to_string(),
-                    q.before_seq
-                        .map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX)),
-                    kind_params[0],
-                    kind_params[1],
-                    kind_params[2],
-                    kind_params[3],
-                    q.since.map_or(i64::MIN, Timestamp::millis),
-                    q.until.map_or(i64::MAX, Timestamp::millis),
-                    fetch,
-                ],
-                operation_from_row,
-            )?
-            .collect()
-        })
         .map_err(map_err)?;
+    let mut rows = stmt
+        .query(params![
+            q.user.to_string(),
+            q.before_seq
+                .map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX)),
+            // One more than the bound: whether anything lies beyond it.
+            HISTORY_SCAN_ROWS as i64 + 1,
+        ])
+        .map_err(map_err)?;
+    let wanted = q.limit as usize + 1;
+    let mut ops: Vec<Operation> = Vec::with_capacity(wanted.min(HISTORY_SCAN_ROWS));
+    let mut looked_at = 0;
+    let mut last_seq = None;
+    while let Some(row) = rows.next().map_err(map_err)? {
+        if looked_at == HISTORY_SCAN_ROWS {
+            // More lies beyond the bound: this page ends below the last entry looked at.
+            return Ok(HistoryPage {
+                operations: ops,
+                next_before: last_seq,
+            });
+        }
+        looked_at += 1;
+        let seq: i64 = row.get(1).map_err(map_err)?;
+        last_seq = Some(version_of(seq).map_err(map_err)?);
+        let kind = row
+            .get_ref(3)
+            .ok()
+            .and_then(|k| k.as_str().ok())
+            .and_then(OperationKind::parse)
+            .ok_or_else(|| map_err(bad_row("kind")))?;
+        let at = Timestamp::from_millis(row.get(10).map_err(map_err)?);
+        if q.admits(kind, at) {
+            ops.push(operation_from_row(row).map_err(map_err)?);
+            if ops.len() == wanted {
+                break;
+            }
+        }
+    }
     Ok(HistoryPage::from_fetched(ops, q.limit))
 }
 
@@ -1177,15 +1195,7 @@ impl Store for SqliteStore {
     }
 
     async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage, StoreError> {
-        // Unfiltered, a page is one range of the `(user_id, seq)` key: at most `limit + 1` rows.
-        // A kind or time filter may pass over any number of rows to fill a page, so such a
-        // query goes to the blocking pool.
-        if query.kinds.is_empty() && query.since.is_none() && query.until.is_none() {
-            self.read_bounded(|c| history_page(c, query)).await
-        } else {
-            let q = query.clone();
-            self.read(move |c| history_page(c, &q)).await
-        }
+        self.read_bounded(|c| history_page(c, query)).await
     }
 
     async fn list_users(&self, q: &UserQuery) -> Result<UserPage, StoreError> {

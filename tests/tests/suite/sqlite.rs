@@ -258,3 +258,88 @@ async fn history_revalidates_over_the_wire_with_its_etag() {
     assert_eq!(changed.json()["results"][0]["balance_after"], "13.50");
     server.stop().await;
 }
+
+/// A history page passes over at most `HISTORY_SCAN_ROWS` entries, which keeps every history
+/// read short enough for the requesting task's thread: where a filter's matches are sparse, a
+/// page comes back short with a cursor below the last entry looked at, and following the
+/// cursors finds every match exactly once, newest first. Unfiltered pages stay full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sparse_filter_pages_within_the_scan_bound() {
+    use lighttech::domain::{Money, OperationId, OperationKind, Timestamp, UserId};
+    use lighttech::store::sqlite::HISTORY_SCAN_ROWS;
+    use lighttech::store::{Applied, BalanceChange, HistoryQuery, Store};
+
+    fn change(user: UserId, kind: OperationKind) -> BalanceChange {
+        BalanceChange {
+            user,
+            kind,
+            amount: Money::from_minor(if kind == OperationKind::Deposit {
+                100
+            } else {
+                1
+            }),
+            description: None,
+            operation_id: OperationId::new(),
+            now: Timestamp::now(),
+            idempotency: None,
+            session: None,
+        }
+    }
+    async fn apply(store: &Arc<dyn Store>, change: BalanceChange) -> u64 {
+        match store.apply_change(&change).await.unwrap() {
+            Applied::Done(op) => op.seq,
+            other => panic!("not applied: {other:?}"),
+        }
+    }
+
+    let fixture = lighttech_tests::sqlite_fixture().await;
+    let store = fixture.store();
+    let alice = lighttech_tests::conformance::create_user(&store, "alice")
+        .await
+        .id;
+    apply(&store, change(alice, OperationKind::Deposit)).await;
+    let first = apply(&store, change(alice, OperationKind::Withdrawal)).await;
+    // More deposits than one page may pass over, committed concurrently (in groups).
+    let mut deposits = tokio::task::JoinSet::new();
+    for _ in 0..HISTORY_SCAN_ROWS + 250 {
+        let store = Arc::clone(&store);
+        deposits.spawn(async move { apply(&store, change(alice, OperationKind::Deposit)).await });
+    }
+    while let Some(done) = deposits.join_next().await {
+        done.unwrap();
+    }
+    let last = apply(&store, change(alice, OperationKind::Withdrawal)).await;
+
+    let query = |kinds: Vec<OperationKind>, limit: u32, before_seq: Option<u64>| HistoryQuery {
+        user: alice,
+        limit,
+        before_seq,
+        kinds,
+        since: None,
+        until: None,
+    };
+    let mut pages = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .history(&query(vec![OperationKind::Withdrawal], 10, before))
+            .await
+            .unwrap();
+        pages.push(page.operations.iter().map(|o| o.seq).collect::<Vec<_>>());
+        match page.next_before {
+            Some(b) => {
+                assert!(before.is_none_or(|prev| b < prev), "the cursor moves down");
+                before = Some(b);
+            }
+            None => break,
+        }
+        assert!(pages.len() < 10, "the pages never end: {pages:?}");
+    }
+    // The first page stopped at the bound with one match; the second found the other.
+    assert_eq!(pages, [vec![last], vec![first]]);
+
+    let full = store.history(&query(vec![], 100, None)).await.unwrap();
+    assert_eq!(full.operations.len(), 100);
+    assert_eq!(full.operations[0].seq, last);
+    assert_eq!(full.next_before, Some(last - 99));
+}
