@@ -142,9 +142,9 @@ const CHECKPOINT_PAUSE: Duration = Duration::from_secs(1);
 
 /// Entries of a user's history one page passes over at most. Unfiltered, a page reads only its
 /// own `limit + 1` rows; a kind or time filter may have to pass over many more to fill a page,
-/// and this bound keeps every history read short enough for the requesting task's thread (about
-/// a millisecond at most). A page that reaches it comes back shorter than `limit`, with a cursor
-/// below the last entry looked at, as DynamoDB's store does after its round trips.
+/// and this bound (as many rows as ten full pages) keeps every history read short enough for the
+/// requesting task's thread. A page that reaches it comes back shorter than `limit`, with a
+/// cursor below the last entry looked at, as DynamoDB's store does after its round trips.
 pub const HISTORY_SCAN_ROWS: usize = 1_000;
 
 /// Primitives committed together at most, by default.
