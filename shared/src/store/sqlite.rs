@@ -281,7 +281,7 @@ impl SqliteStore {
     }
 
     /// Runs `f` on a pooled read-only connection, on the blocking pool: for reads whose cost
-    /// grows with the data (filtered history, listings).
+    /// grows with the data (the administrators' listings).
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -409,15 +409,17 @@ fn history_page(c: &Connection, q: &HistoryQuery) -> Result<HistoryPage, StoreEr
             });
         }
         looked_at += 1;
-        let seq: i64 = row.get(1).map_err(map_err)?;
+        // The filter's columns first: decoding a whole operation costs more than twice as much,
+        // and a page that matches rarely passes over up to the bound.
+        let seq: i64 = row.get(OPERATION_SEQ).map_err(map_err)?;
         last_seq = Some(version_of(seq).map_err(map_err)?);
         let kind = row
-            .get_ref(3)
+            .get_ref(OPERATION_KIND)
             .ok()
             .and_then(|k| k.as_str().ok())
             .and_then(OperationKind::parse)
             .ok_or_else(|| map_err(bad_row("kind")))?;
-        let at = Timestamp::from_millis(row.get(10).map_err(map_err)?);
+        let at = Timestamp::from_millis(row.get(OPERATION_CREATED_AT).map_err(map_err)?);
         if q.admits(kind, at) {
             ops.push(operation_from_row(row).map_err(map_err)?);
             if ops.len() == wanted {
@@ -513,6 +515,10 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
 
 const OPERATION_COLUMNS: &str = "o.user_id, o.seq, o.id, o.kind, o.amount, o.balance_after, \
      o.counterparty_id, o.counterparty_username, o.transfer_id, o.description, o.created_at";
+/// Positions in `OPERATION_COLUMNS` of the columns a history page filters on.
+const OPERATION_SEQ: usize = 1;
+const OPERATION_KIND: usize = 3;
+const OPERATION_CREATED_AT: usize = 10;
 
 fn operation_from_row(row: &Row<'_>) -> rusqlite::Result<Operation> {
     let kind: String = row.get("kind")?;
@@ -1311,5 +1317,18 @@ impl Store for SqliteStore {
             })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_filter_positions_name_their_columns() {
+        let columns: Vec<&str> = OPERATION_COLUMNS.split(", ").collect();
+        assert_eq!(columns[OPERATION_SEQ], "o.seq");
+        assert_eq!(columns[OPERATION_KIND], "o.kind");
+        assert_eq!(columns[OPERATION_CREATED_AT], "o.created_at");
     }
 }
