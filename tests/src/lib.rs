@@ -461,16 +461,22 @@ impl TestApp {
 
     /// Creates a staff user (as `create-superuser` does) and logs in.
     pub async fn staff(&self, username: &str) -> TestUser {
+        let name = lighttech::domain::Username::parse(username).expect("a valid name");
+        let email =
+            lighttech::domain::Email::parse(&format!("{}@example.com", username.to_lowercase()))
+                .expect("a valid email");
+        let password = lighttech::domain::password::NewPassword::check(
+            PASSWORD.to_owned().into(),
+            &name,
+            &email,
+        )
+        .expect("the test password passes the policy");
         let user = lighttech::service::auth::register(
             &self.app,
             lighttech::service::auth::Registration {
-                username: lighttech::domain::Username::parse(username).expect("a valid name"),
-                email: lighttech::domain::Email::parse(&format!(
-                    "{}@example.com",
-                    username.to_lowercase()
-                ))
-                .expect("a valid email"),
-                password: PASSWORD.to_owned().into(),
+                username: name,
+                email,
+                password,
                 is_staff: true,
             },
         )
@@ -577,3 +583,4 @@ pub async fn post_json(
     )
     .await
 }
+
