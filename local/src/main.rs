@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use lighttech::domain::password::NewPassword;
 use lighttech::domain::{Email, Username};
 use lighttech::service::auth::{Registration, register};
 use lighttech::{ApiError, App, Config, StartOptions};
@@ -91,7 +92,8 @@ async fn create_superuser(init: bool, username: &str, email: &str) -> Result<(),
     // Check what can be checked before asking for a password.
     let username = Username::parse(username).map_err(|m| format!("username: {m}"))?;
     let email = Email::parse(email).map_err(|m| format!("email: {m}"))?;
-    let password = superuser_password()?;
+    let password = NewPassword::check(superuser_password()?, &username, &email)
+        .map_err(|problems| format!("password: {}", problems.join(" ")))?;
     let app = start(init).await?;
     let user = register(
         &app,

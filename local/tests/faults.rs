@@ -368,7 +368,7 @@ async fn client(
     tally: Arc<Tally>,
     busy: Arc<AtomicBool>,
 ) -> Vec<Acked> {
-    let mut rng: rand::rngs::StdRng = rand::make_rng();
+    let mut rng = lighttech_tests::seeded_rng("bank_client", worker as u64);
     let mut acked = Vec::new();
     for n in 0.. {
         if n >= ops && !busy.load(Ordering::SeqCst) {

@@ -1171,7 +1171,7 @@ pub async fn random_transfers_conserve_the_total(store: Arc<dyn Store>) {
         let store = Arc::clone(&store);
         let ids = ids.clone();
         tasks.push(tokio::spawn(async move {
-            let mut rng: rand::rngs::StdRng = rand::make_rng();
+            let mut rng = crate::seeded_rng("random_transfers", worker as u64);
             let (mut ok, mut refused) = (0u32, 0u32);
             for _ in 0..40 {
                 let from = rng.random_range(0..ids.len());

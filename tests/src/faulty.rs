@@ -22,10 +22,12 @@ pub enum Mode {
     Unavailable = 1,
     /// Money movements, reads of accounts and the ping fail with an internal error.
     Broken = 2,
+    /// Every primitive fails as unreachable, users, sessions and login attempts included.
+    Down = 3,
 }
 
 /// Delegates to an inner store; account and money primitives fail per [`Mode`]. Sessions keep
-/// working so requests get past authentication and reach the failure.
+/// working so requests get past authentication and reach the failure, except in [`Mode::Down`].
 #[derive(Debug)]
 pub struct FaultyStore {
     inner: Arc<dyn Store>,
@@ -48,12 +50,20 @@ impl FaultyStore {
 
     fn check(&self) -> Result<(), StoreError> {
         match self.mode.load(Ordering::SeqCst) {
-            1 => Err(StoreError::unavailable("connection refused (injected)")),
+            1 | 3 => Err(StoreError::unavailable("connection refused (injected)")),
             2 => Err(StoreError::internal(
                 "SECRET-INTERNAL-DETAIL constraint xyz violated (injected)",
             )),
             _ => Ok(()),
         }
+    }
+
+    /// The users, sessions and login-attempt primitives fail only when the store is down.
+    fn check_auth(&self) -> Result<(), StoreError> {
+        if self.mode.load(Ordering::SeqCst) == Mode::Down as u8 {
+            return Err(StoreError::unavailable("connection refused (injected)"));
+        }
+        Ok(())
     }
 }
 
@@ -68,12 +78,15 @@ impl Store for FaultyStore {
         self.inner.create_user(user).await
     }
     async fn user_by_username(&self, key: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.check_auth()?;
         self.inner.user_by_username(key).await
     }
     async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, StoreError> {
+        self.check_auth()?;
         self.inner.user_by_id(id).await
     }
     async fn create_session(&self, session: &SessionRecord) -> Result<bool, StoreError> {
+        self.check_auth()?;
         self.inner.create_session(session).await
     }
     async fn session(
@@ -81,9 +94,11 @@ impl Store for FaultyStore {
         user: UserId,
         id: SessionId,
     ) -> Result<Option<SessionRecord>, StoreError> {
+        self.check_auth()?;
         self.inner.session(user, id).await
     }
     async fn rotate_session(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
+        self.check_auth()?;
         self.inner.rotate_session(rotation).await
     }
     async fn touch_session(
@@ -92,6 +107,7 @@ impl Store for FaultyStore {
         id: SessionId,
         now: Timestamp,
     ) -> Result<(), StoreError> {
+        self.check_auth()?;
         self.inner.touch_session(user, id, now).await
     }
     async fn revoke_session(
@@ -100,6 +116,7 @@ impl Store for FaultyStore {
         id: SessionId,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
+        self.check_auth()?;
         self.inner.revoke_session(user, id, now).await
     }
     async fn active_sessions(
@@ -107,6 +124,7 @@ impl Store for FaultyStore {
         user: UserId,
         now: Timestamp,
     ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.check_auth()?;
         self.inner.active_sessions(user, now).await
     }
     async fn take_login_attempt(
@@ -115,9 +133,11 @@ impl Store for FaultyStore {
         policy: ThrottlePolicy,
         now: Timestamp,
     ) -> Result<Attempt, StoreError> {
+        self.check_auth()?;
         self.inner.take_login_attempt(key, policy, now).await
     }
     async fn clear_login_attempts(&self, key: &str) -> Result<(), StoreError> {
+        self.check_auth()?;
         self.inner.clear_login_attempts(key).await
     }
     async fn account(&self, user: UserId) -> Result<Option<Account>, StoreError> {

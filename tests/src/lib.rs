@@ -8,6 +8,7 @@
 pub mod api;
 pub mod conformance;
 pub mod faulty;
+pub mod hardening;
 pub mod wire;
 
 use std::any::Any;
@@ -461,16 +462,22 @@ impl TestApp {
 
     /// Creates a staff user (as `create-superuser` does) and logs in.
     pub async fn staff(&self, username: &str) -> TestUser {
+        let name = lighttech::domain::Username::parse(username).expect("a valid name");
+        let email =
+            lighttech::domain::Email::parse(&format!("{}@example.com", username.to_lowercase()))
+                .expect("a valid email");
+        let password = lighttech::domain::password::NewPassword::check(
+            PASSWORD.to_owned().into(),
+            &name,
+            &email,
+        )
+        .expect("the test password passes the policy");
         let user = lighttech::service::auth::register(
             &self.app,
             lighttech::service::auth::Registration {
-                username: lighttech::domain::Username::parse(username).expect("a valid name"),
-                email: lighttech::domain::Email::parse(&format!(
-                    "{}@example.com",
-                    username.to_lowercase()
-                ))
-                .expect("a valid email"),
-                password: PASSWORD.to_owned().into(),
+                username: name,
+                email,
+                password,
                 is_staff: true,
             },
         )
@@ -576,4 +583,27 @@ pub async fn post_json(
         Some(serde_json::to_vec(body).expect("serializable")),
     )
     .await
+}
+
+/// The variable that replays a random test: its seed, as printed by [`seeded_rng`].
+pub const SEED_VAR: &str = "LIGHTTECH_TEST_SEED";
+
+/// A random generator for one stream of a random test (a worker, say), printing the run's seed
+/// so a failure can be replayed with `LIGHTTECH_TEST_SEED=<seed>`. One seed per process, from
+/// the variable or fresh; each stream derives its own from it.
+pub fn seeded_rng(test: &str, stream: u64) -> rand::rngs::StdRng {
+    use rand::SeedableRng;
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| match std::env::var(SEED_VAR) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{SEED_VAR}={text:?} is not a whole number")),
+        Err(_) => rand::random(),
+    });
+    if stream == 0 {
+        // Captured with the test's output: shown when it fails.
+        eprintln!("{test}: random seed {seed} (replay with {SEED_VAR}={seed})");
+    }
+    rand::rngs::StdRng::seed_from_u64(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }

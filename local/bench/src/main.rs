@@ -5,6 +5,8 @@
 //!   through the public API, and checks the money invariant after each.
 //! - `lighttech-bench --base-url URL --smoke` does the same with tiny data for a few seconds
 //!   each and fails on any failed request (CI keeps the harness working with it).
+//! - `lighttech-bench password-policy` times the registration password policy over adversarial
+//!   inputs, in-process.
 //! - `lighttech-bench report` turns the results of `local/bench/run-all.sh` into BENCHMARKS.md.
 //!
 //! Layout: `api` (the harness's own client: preparation, settling, balances), `workload` (what
@@ -12,6 +14,7 @@
 //! machine-readable numbers, from goose's metrics) and `report` (BENCHMARKS.md).
 
 mod api;
+mod policy;
 mod report;
 mod results;
 mod run;
@@ -45,6 +48,8 @@ enum Command {
     List,
     /// Write BENCHMARKS.md from a directory of results written by local/bench/run-all.sh.
     Report(report::ReportArgs),
+    /// Time the registration password policy in-process over adversarial inputs.
+    PasswordPolicy(policy::PolicyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -219,6 +224,7 @@ async fn main() -> ExitCode {
             Ok(())
         }
         Some(Command::Report(args)) => report::write(&args),
+        Some(Command::PasswordPolicy(args)) => policy::run(&args),
         None => match settings(cli.run) {
             Ok(settings) => run::run(settings).await.map(|_| ()),
             Err(message) => Err(anyhow::anyhow!(message)),

@@ -37,13 +37,24 @@ impl IdempotencyKey {
 pub struct RequestFingerprint(String);
 
 impl RequestFingerprint {
-    /// Digests the operation name and its canonical parameters.
+    /// Digests the operation name and its canonical parameters, every one present.
     pub fn of(parts: &[&str]) -> RequestFingerprint {
+        Self::of_parts(parts.iter().map(|part| Some(*part)))
+    }
+
+    /// Digests parameters of which some are optional. Each present part is length-prefixed
+    /// (keeping ("ab","c") and ("a","bc") apart); an absent one is a length no text can have,
+    /// so "absent" differs from every string, the empty one included.
+    pub fn of_parts<'a>(parts: impl IntoIterator<Item = Option<&'a str>>) -> RequestFingerprint {
         let mut hasher = Sha256::new();
         for part in parts {
-            // Length-prefixing keeps ("ab","c") and ("a","bc") apart.
-            hasher.update((part.len() as u64).to_be_bytes());
-            hasher.update(part.as_bytes());
+            match part {
+                Some(text) => {
+                    hasher.update((text.len() as u64).to_be_bytes());
+                    hasher.update(text.as_bytes());
+                }
+                None => hasher.update(u64::MAX.to_be_bytes()),
+            }
         }
         let digest = hasher.finalize();
         RequestFingerprint(digest.iter().map(|b| format!("{b:02x}")).collect())
@@ -77,6 +88,23 @@ mod tests {
         assert!(IdempotencyKey::parse(&[b'k'; 256]).is_err());
         assert!(IdempotencyKey::parse(b"tab\there").is_err());
         assert!(IdempotencyKey::parse("ключ".as_bytes()).is_err());
+    }
+
+    #[test]
+    fn an_absent_part_differs_from_every_string() {
+        let absent = RequestFingerprint::of_parts([Some("deposit"), Some("100"), None]);
+        for text in ["", "\0", "\u{ffff}", "absent"] {
+            assert_ne!(
+                absent,
+                RequestFingerprint::of_parts([Some("deposit"), Some("100"), Some(text)]),
+                "{text:?}"
+            );
+        }
+        assert_ne!(absent, RequestFingerprint::of(&["deposit", "100"]));
+        assert_eq!(
+            RequestFingerprint::of(&["deposit", "100", "rent"]),
+            RequestFingerprint::of_parts([Some("deposit"), Some("100"), Some("rent")])
+        );
     }
 
     #[test]

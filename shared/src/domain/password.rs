@@ -2,11 +2,18 @@
 //!
 //! - MinimumLength (8) and the contract's maximum (128);
 //! - UserAttributeSimilarity against username and email (difflib's `quick_ratio` ≥ 0.7);
-//! - CommonPassword: zxcvbn's list of common passwords stands in for Django's;
+//! - CommonPassword: Django's own list (`common-passwords.txt`, see its `.LICENSE`), looked up
+//!   as Django does: the lower-cased, trimmed password is one entry;
 //! - NumericPassword, with Python's notion of a digit (`str.isdigit`), not only ASCII's.
+//!
+//! Every rule is linear in the password's length (at most 128 characters reach them), so the
+//! whole policy costs microseconds on any input and runs on the request's own task.
+//! `lighttech-bench password-policy` measures it over adversarial inputs.
+
+use std::collections::HashSet;
+use std::sync::LazyLock;
 
 use secrecy::{ExposeSecret, SecretString};
-use zxcvbn::matching::patterns::MatchPattern;
 
 use super::{Email, Username};
 
@@ -50,6 +57,33 @@ pub fn validate(
         problems.push("This password is entirely numeric.".to_owned());
     }
     problems
+}
+
+/// A password that passed the whole policy against the username and email it is registered
+/// with. Registration takes only this type, so the policy runs once, where the request is parsed.
+#[derive(Debug)]
+pub struct NewPassword(SecretString);
+
+impl NewPassword {
+    /// Checks `password` for the user `username` with `email`; every message that applies when
+    /// it fails.
+    pub fn check(
+        password: SecretString,
+        username: &Username,
+        email: &Email,
+    ) -> Result<NewPassword, Vec<String>> {
+        let problems = validate(&password, Some(username), Some(email));
+        if problems.is_empty() {
+            Ok(NewPassword(password))
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The password, to be hashed.
+    pub fn into_secret(self) -> SecretString {
+        self.0
+    }
 }
 
 fn too_similar(
@@ -160,23 +194,13 @@ fn quick_ratio(a: &str, b: &str) -> f64 {
     2.0 * matches as f64 / total as f64
 }
 
-/// True when the whole password (case-insensitively) is one entry of zxcvbn's common-password
-/// list, which is what Django's CommonPasswordValidator checks against its own list.
+/// Django's common-password list, one lower-cased password a line.
+static COMMON_PASSWORDS: LazyLock<HashSet<&'static str>> =
+    LazyLock::new(|| include_str!("common-passwords.txt").lines().collect());
+
+/// Django's CommonPasswordValidator: `password.lower().strip() in passwords`.
 fn is_common(password: &str) -> bool {
-    let trimmed = password.trim();
-    if trimmed.is_empty() {
-        return false;
-    }
-    let entropy = zxcvbn::zxcvbn(trimmed, &[]);
-    match entropy.sequence() {
-        [only] => matches!(
-            &only.pattern,
-            MatchPattern::Dictionary(d)
-                // zxcvbn keeps its dictionary enum private; its name is all we can compare.
-                if format!("{:?}", d.dictionary_name) == "Passwords" && !d.l33t && !d.reversed
-        ),
-        _ => false,
-    }
+    COMMON_PASSWORDS.contains(password.to_lowercase().trim())
 }
 
 #[cfg(test)]
@@ -255,6 +279,38 @@ mod tests {
                 "{p} passed"
             );
         }
+    }
+
+    #[test]
+    fn a_common_password_is_found_as_django_finds_it_trimmed_and_lower_cased() {
+        for p in ["  PASSWORD  ", "Qwerty123", "пароль"] {
+            assert!(
+                check(p).iter().any(|m| m.contains("too common")),
+                "{p} passed"
+            );
+        }
+        // Only the whole password counts: a common one inside a longer text is not common.
+        assert!(check("password-of-my-own-9").is_empty());
+    }
+
+    #[test]
+    fn the_common_password_list_is_django_s_lower_cased_and_trimmed() {
+        assert_eq!(COMMON_PASSWORDS.len(), 19_640);
+        assert!(
+            COMMON_PASSWORDS
+                .iter()
+                .all(|p| *p == p.to_lowercase() && *p == p.trim() && !p.is_empty())
+        );
+    }
+
+    #[test]
+    fn a_password_checked_for_its_user_is_a_new_password() {
+        let username = Username::parse("alice").unwrap();
+        let email = Email::parse("alice.wonder@example.com").unwrap();
+        let ok = NewPassword::check("Vt8#qLm2!zRw".to_owned().into(), &username, &email);
+        assert_eq!(ok.unwrap().into_secret().expose_secret(), "Vt8#qLm2!zRw");
+        let refused = NewPassword::check("alicewonder".to_owned().into(), &username, &email);
+        assert!(refused.unwrap_err().iter().any(|m| m.contains("similar")));
     }
 
     #[test]

@@ -13,9 +13,8 @@ use std::sync::atomic::Ordering;
 use crate::app::App;
 use crate::auth::CursorKind;
 use crate::cache::{FillTimer, PageKey, PageQuery};
-use crate::domain::{
-    Email, Money, OperationKind, SessionId, Timestamp, UserId, Username, password,
-};
+use crate::domain::password::{self, NewPassword};
+use crate::domain::{Email, Money, OperationKind, SessionId, Timestamp, UserId, Username};
 use crate::error::{ApiError, FieldErrors};
 use crate::service::admin;
 use crate::service::auth::{self, Principal, Registration};
@@ -66,13 +65,26 @@ pub(super) async fn register(app: &App, req: &Req) -> Result<Reply, ApiError> {
         json_string_max(raw, MAX_PASSWORD_INPUT).map(SecretString::from)
     });
     // The password policy joins the field errors, so one answer names every failing field. Its
-    // similarity rule compares with the username and email that did parse; the service checks
-    // the whole policy again before it creates anyone.
-    if let Some(password) = &password {
-        for problem in password::validate(password, username.as_ref(), email.as_ref()) {
-            body.reject("password", problem);
+    // similarity rule compares with the username and email that did parse; only a password
+    // checked against both becomes the registration's `NewPassword`.
+    let password = match (&username, &email, password) {
+        (Some(username), Some(email), Some(password)) => {
+            NewPassword::check(password, username, email)
+                .map_err(|problems| {
+                    for problem in problems {
+                        body.reject("password", problem);
+                    }
+                })
+                .ok()
         }
-    }
+        (username, email, Some(password)) => {
+            for problem in password::validate(&password, username.as_ref(), email.as_ref()) {
+                body.reject("password", problem);
+            }
+            None
+        }
+        (_, _, None) => None,
+    };
     body.finish()?;
     let (Some(username), Some(email), Some(password)) = (username, email, password) else {
         return Err(missing_after_check());

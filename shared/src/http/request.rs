@@ -84,13 +84,17 @@ impl Req {
         JsonObject::parse(&self.body)
     }
 
-    /// Query parameters; a parameter given twice is a validation error.
+    /// Query parameters; a parameter given twice, or any parameter (known or not) holding a
+    /// control character, is a validation error.
     pub fn query_params(&self) -> Result<Vec<(String, String)>, ApiError> {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         for (k, v) in form_urlencoded::parse(self.query.as_deref().unwrap_or("").as_bytes()) {
             if !seen.insert(k.to_string()) {
                 return Err(ApiError::field(k.to_string(), "Give this parameter once."));
+            }
+            if has_control(&k) || has_control(&v) {
+                return Err(ApiError::field(k.to_string(), CONTROL_CHARACTERS));
             }
             out.push((k.into_owned(), v.into_owned()));
         }
@@ -232,12 +236,24 @@ impl JsonObject {
     }
 }
 
-/// Parses a JSON string member.
+const CONTROL_CHARACTERS: &str = "Control characters (U+0000 to U+001F, U+007F) are not allowed.";
+
+/// Whether text holds a C0 control character or DEL, which no text field may contain.
+fn has_control(text: &str) -> bool {
+    text.chars().any(|c| c <= '\u{1f}' || c == '\u{7f}')
+}
+
+/// Parses a JSON string member. Every text field of a body goes through here, so control
+/// characters are refused once, for every field.
 pub fn json_string(raw: &str) -> Result<String, String> {
     if raw == "null" {
         return Err("This field may not be null.".to_owned());
     }
-    serde_json::from_str::<String>(raw).map_err(|_| "Not a valid string.".to_owned())
+    let text = serde_json::from_str::<String>(raw).map_err(|_| "Not a valid string.".to_owned())?;
+    if has_control(&text) {
+        return Err(CONTROL_CHARACTERS.to_owned());
+    }
+    Ok(text)
 }
 
 /// Parses a JSON string member with a length limit in characters.
@@ -298,6 +314,39 @@ mod tests {
             Ok(_) => panic!("accepted a duplicate"),
             Err(other) => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_strings_but_not_other_text() {
+        for bad in ["\\u0000", "\\u001f", "\\t", "\\n", "\u{7f}"] {
+            let raw = format!("\"a{bad}b\"");
+            assert!(json_string(&raw).is_err(), "{raw}");
+        }
+        assert_eq!(
+            json_string(r#""tab-free \u00e9 \u0080 \u2028""#).unwrap(),
+            "tab-free é \u{80} \u{2028}"
+        );
+    }
+
+    #[test]
+    fn a_query_parameter_with_a_control_character_is_named() {
+        let req = |query: &str| Req {
+            request_id: String::new(),
+            method: Method::GET,
+            path: "/".into(),
+            query: Some(query.into()),
+            headers: HeaderMap::new(),
+            body: bytes::Bytes::new(),
+            params: Vec::new(),
+            client: ClientInfo::default(),
+        };
+        for query in ["q=a%00b", "unknown=%7F", "cursor=%1F", "x%00=1"] {
+            match req(query).query_params() {
+                Err(ApiError::Validation(e)) => assert_eq!(e.as_map().len(), 1, "{query}"),
+                other => panic!("{query}: {other:?}"),
+            }
+        }
+        assert_eq!(req("q=a%C3%A9&limit=5").query_params().unwrap().len(), 2);
     }
 
     #[test]

@@ -4,10 +4,9 @@ use secrecy::SecretString;
 
 use crate::app::App;
 use crate::auth::{TokenType, VerifiedToken};
-use crate::domain::{
-    Email, SessionId, Timestamp, TokenId, UserId, Username, password, username_key,
-};
-use crate::error::{ApiError, FieldErrors};
+use crate::domain::password::NewPassword;
+use crate::domain::{Email, SessionId, Timestamp, TokenId, UserId, Username, username_key};
+use crate::error::ApiError;
 use crate::store::{
     Attempt, NewUser, RotateOutcome, Rotation, SessionRecord, SessionUse, ThrottlePolicy,
     UserRecord,
@@ -54,8 +53,8 @@ pub struct Registration {
     pub username: Username,
     /// Address.
     pub email: Email,
-    /// Chosen password (checked against the policy here).
-    pub password: SecretString,
+    /// Chosen password, already checked against the policy for this username and email.
+    pub password: NewPassword,
     /// Staff flag (only `create-superuser` sets it).
     pub is_staff: bool,
 }
@@ -63,15 +62,7 @@ pub struct Registration {
 /// Creates a user and their account (balance 0) atomically.
 #[tracing::instrument(skip_all, fields(username = %input.username))]
 pub async fn register(app: &App, input: Registration) -> Result<UserRecord, ApiError> {
-    let problems = password::validate(&input.password, Some(&input.username), Some(&input.email));
-    if !problems.is_empty() {
-        let mut errors = FieldErrors::new();
-        for p in problems {
-            errors.add("password", p);
-        }
-        return Err(ApiError::Validation(errors));
-    }
-    let password_hash = app.passwords.hash(input.password).await?;
+    let password_hash = app.passwords.hash(input.password.into_secret()).await?;
     let user = app
         .store
         .create_user(&NewUser {

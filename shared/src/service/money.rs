@@ -41,6 +41,17 @@ pub struct ChangeRequest {
     pub idempotency_key: Option<IdempotencyKey>,
 }
 
+impl ChangeRequest {
+    /// What an `Idempotency-Key` is bound to: kind, amount and description (its absence too).
+    fn fingerprint(&self) -> RequestFingerprint {
+        RequestFingerprint::of_parts([
+            Some(self.kind.as_str()),
+            Some(&self.amount.minor().to_string()),
+            self.description.as_deref(),
+        ])
+    }
+}
+
 /// Deposits into or withdraws from the caller's account, if their session is live.
 ///
 /// A retry with a recorded key is answered by the store's atomic step itself (the key is
@@ -53,11 +64,7 @@ pub async fn change_balance(
 ) -> Result<Movement, ApiError> {
     let now = app.clock.now();
     let user = principal.user;
-    let fingerprint = RequestFingerprint::of(&[
-        request.kind.as_str(),
-        &request.amount.minor().to_string(),
-        description_part(&request.description),
-    ]);
+    let fingerprint = request.fingerprint();
     let stamp = stamp(app, request.idempotency_key, fingerprint, now);
     let applied = app
         .store
@@ -89,6 +96,19 @@ pub struct TransferRequest {
     pub idempotency_key: Option<IdempotencyKey>,
 }
 
+impl TransferRequest {
+    /// What an `Idempotency-Key` is bound to: recipient (case-insensitively), amount and
+    /// description (its absence too).
+    fn fingerprint(&self) -> RequestFingerprint {
+        RequestFingerprint::of_parts([
+            Some("transfer"),
+            Some(&username_key(&self.to)),
+            Some(&self.amount.minor().to_string()),
+            self.description.as_deref(),
+        ])
+    }
+}
+
 /// Moves money from the caller to another active user, both sides in one atomic step, if the
 /// caller's session is live.
 #[tracing::instrument(skip_all)]
@@ -100,12 +120,7 @@ pub async fn transfer(
     let now = app.clock.now();
     let user = principal.user;
     let to_key = username_key(&request.to);
-    let fingerprint = RequestFingerprint::of(&[
-        "transfer",
-        &to_key,
-        &request.amount.minor().to_string(),
-        description_part(&request.description),
-    ]);
+    let fingerprint = request.fingerprint();
     let stamp = stamp(app, request.idempotency_key, fingerprint, now);
     let applied = app
         .store
@@ -124,11 +139,6 @@ pub async fn transfer(
         .await
         .map_err(|e| with_amount(e, request.amount))?;
     settle(applied, stamp.as_ref())
-}
-
-fn description_part(description: &Option<String>) -> &str {
-    // A NUL cannot appear in JSON text we accepted, so it tells "absent" from any string.
-    description.as_deref().unwrap_or("\0")
 }
 
 fn stamp(
@@ -244,4 +254,36 @@ pub async fn history(
             .next_before
             .map(|seq| app.cursors.encode_position(kind, user, &seq.to_be_bytes())),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_binds_to_whether_a_description_was_given() {
+        let change = |description: Option<&str>| ChangeRequest {
+            kind: OperationKind::Deposit,
+            amount: Money::from_minor(500),
+            description: description.map(str::to_owned),
+            idempotency_key: None,
+        };
+        let transfer = |description: Option<&str>| TransferRequest {
+            to: "Bob".into(),
+            amount: Money::from_minor(500),
+            description: description.map(str::to_owned),
+            idempotency_key: None,
+        };
+        for text in ["\0", ""] {
+            assert_ne!(change(None).fingerprint(), change(Some(text)).fingerprint());
+            assert_ne!(
+                transfer(None).fingerprint(),
+                transfer(Some(text)).fingerprint()
+            );
+        }
+        assert_eq!(change(None).fingerprint(), change(None).fingerprint());
+        let mut to_bob = transfer(None);
+        to_bob.to = "BOB".into();
+        assert_eq!(to_bob.fingerprint(), transfer(None).fingerprint());
+    }
 }

@@ -9,6 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use lighttech::app::App;
+use lighttech::domain::password::NewPassword;
 use lighttech::domain::{Email, Username};
 use lighttech::http::{Function, ROUTES, Route};
 use lighttech::service::auth::{self, Registration};
@@ -498,12 +499,16 @@ pub async fn every_endpoint(fleet: &mut Fleet, app: &App) {
 
     // admin-*: a staff member, created in-process, looks at alice, deactivates and reactivates
     // bob, reads the audit log; alice herself is forbidden.
+    let username = Username::parse("root").expect("a valid name");
+    let email = Email::parse("root@example.com").expect("a valid email");
+    let password = NewPassword::check(PASSWORD.to_owned().into(), &username, &email)
+        .expect("the test password passes the policy");
     let root = auth::register(
         app,
         Registration {
-            username: Username::parse("root").expect("a valid name"),
-            email: Email::parse("root@example.com").expect("a valid email"),
-            password: PASSWORD.to_owned().into(),
+            username,
+            email,
+            password,
             is_staff: true,
         },
     )

@@ -234,7 +234,7 @@ async fn contended_opposite_transfers_conserve_money_without_serialization_failu
         let store = Arc::clone(&store);
         let ids = ids.clone();
         tasks.push(tokio::spawn(async move {
-            let mut rng: rand::rngs::StdRng = rand::make_rng();
+            let mut rng = lighttech_tests::seeded_rng("postgres_transfers", worker as u64);
             let (mut done, mut refused) = (0u32, 0u32);
             for _ in 0..TRANSFERS {
                 // Workers 0-7 hammer two pairs of accounts in both directions (0<->1, 2<->3);
