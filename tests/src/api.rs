@@ -26,6 +26,8 @@ macro_rules! api_suite {
         $crate::api_suite!(@cases $fixture, $env;
             register_creates_the_user_and_an_empty_account,
             registration_conflicts_are_case_insensitive,
+            registration_conflicts_fold_case_fully,
+            an_address_too_long_once_folded_is_refused,
             registration_validates_every_field_and_creates_nothing,
             registration_reports_every_failing_field_at_once,
             bodies_are_checked_for_size_type_syntax_and_unknown_fields,
@@ -142,6 +144,87 @@ pub async fn registration_conflicts_are_case_insensitive(t: TestApp) {
     )
     .await
     .expect(409, "email_taken");
+}
+
+/// Registers `username` with `email` and the test password, whatever the answer.
+async fn register_as(t: &TestApp, username: &str, email: &str) -> Resp {
+    t.post(
+        "/api/auth/v1/register/",
+        None,
+        &json!({"username": username, "email": email, "password": PASSWORD}),
+        &[],
+    )
+    .await
+}
+
+/// Emails are unique under full Unicode case folding with compatibility normalisation, not
+/// under `to_lowercase`: a final sigma, the long s, ß, the Kelvin sign and fullwidth letters
+/// all collide with their plain forms. What is stored and shown stays the lower-cased address.
+pub async fn registration_conflicts_fold_case_fully(t: TestApp) {
+    let pairs = [
+        // `to_lowercase` already maps both to σασx: kept as a guard.
+        ("σασx@example.com", "ΣΑΣX@EXAMPLE.COM"),
+        // A word-final capital sigma lower-cases to ς, which folds to σ.
+        ("σασ@example.com", "ΣΑΣ@EXAMPLE.COM"),
+        ("σας@example.org", "σασ@example.org"),
+        // U+017F LATIN SMALL LETTER LONG S is already lower case; it folds to s.
+        ("mrs@example.com", "mrſ@example.com"),
+        ("strasse@example.com", "STRAẞE@example.com"),
+        ("straße@example.net", "strasse@example.net"),
+        // U+212A KELVIN SIGN.
+        ("kelvin@example.com", "\u{212A}ELVIN@example.com"),
+        // Fullwidth forms (U+FF41 and on) are compatibility forms of ASCII.
+        ("fullwidth@example.com", "ｆｕｌｌwidth@example.com"),
+    ];
+    for (i, (first, second)) in pairs.into_iter().enumerate() {
+        let r = register_as(&t, &format!("first{i}"), first).await;
+        r.expect(201, "");
+        assert_eq!(r.json()["email"], first.to_lowercase(), "{first}");
+        register_as(&t, &format!("second{i}"), second)
+            .await
+            .expect(409, "email_taken");
+    }
+    // The stored address is the lower-cased one, not the folded key.
+    let r = register_as(&t, "sigma", "ΣΑΣ@EXAMPLE.EDU").await;
+    r.expect(201, "");
+    assert_eq!(r.json()["email"], "σας@example.edu");
+    let (access, _) = t.login("sigma").await;
+    let me = t.get("/api/auth/v1/me/", Some(&access)).await;
+    assert_eq!(me.json()["email"], "σας@example.edu");
+    // Turkish dotless ı is its own letter under the default (locale-free) folding.
+    register_as(&t, "dotless", "\u{131}d@example.com")
+        .await
+        .expect(201, "");
+    register_as(&t, "dotted", "id@example.com")
+        .await
+        .expect(201, "");
+}
+
+/// Folding can lengthen an address (U+FDFA, three bytes, folds to 18 characters): an address
+/// whose folded form passes 254 characters is refused like any over-long field, and creates
+/// nothing; one of exactly 254 folded characters is accepted.
+pub async fn an_address_too_long_once_folded_is_refused(t: TestApp) {
+    let local = "\u{FDFA}".repeat(10);
+    let at_bound = format!("{local}@{}.{}.com", "a".repeat(60), "b".repeat(8));
+    let past_bound = format!("{local}@{}.{}.com", "a".repeat(60), "b".repeat(9));
+    assert!(
+        past_bound.len() < 254,
+        "the address itself is well within bounds"
+    );
+    register_as(&t, "fits", &at_bound).await.expect(201, "");
+    let r = register_as(&t, "toolong", &past_bound).await;
+    r.expect(400, "validation_error");
+    let errors = r.json()["errors"].clone();
+    assert!(errors["email"].is_array(), "{errors}");
+    assert_eq!(errors.as_object().unwrap().len(), 1, "{errors}");
+    t.post(
+        "/api/auth/v1/login/",
+        None,
+        &json!({"username": "toolong", "password": PASSWORD}),
+        &[],
+    )
+    .await
+    .expect(401, "invalid_credentials");
 }
 
 pub async fn registration_validates_every_field_and_creates_nothing(t: TestApp) {
