@@ -28,6 +28,8 @@ macro_rules! api_suite {
             registration_conflicts_are_case_insensitive,
             registration_conflicts_fold_case_fully,
             an_address_too_long_once_folded_is_refused,
+            racing_registrations_of_one_username_create_one_user,
+            racing_registrations_of_one_email_create_one_user,
             registration_validates_every_field_and_creates_nothing,
             registration_reports_every_failing_field_at_once,
             bodies_are_checked_for_size_type_syntax_and_unknown_fields,
@@ -225,6 +227,103 @@ pub async fn an_address_too_long_once_folded_is_refused(t: TestApp) {
     )
     .await
     .expect(401, "invalid_credentials");
+}
+
+/// Sixteen registrations of one username at once, each in its own mix of case and with an email
+/// of its own: exactly one is created, every other hears `409 username_taken`.
+pub async fn racing_registrations_of_one_username_create_one_user(t: TestApp) {
+    let spellings: Vec<String> = (0..16u32)
+        .map(|bits| {
+            "alice"
+                .chars()
+                .enumerate()
+                .map(|(i, c)| {
+                    if bits >> i & 1 == 1 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let racers = spellings
+        .iter()
+        .enumerate()
+        .map(|(i, name)| (name.clone(), format!("racer{i}@race.example")))
+        .collect();
+    let winner = race_registrations(&t, racers, "username_taken").await;
+    let root = t.staff("root").await;
+    let listed = admin_get(&t, &root.access, "/users/?q=alice").await;
+    let listed = listed.json()["results"].as_array().unwrap().clone();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["id"], winner["id"]);
+    let (access, _) = t.login("ALICE").await;
+    let me = t.get("/api/auth/v1/me/", Some(&access)).await;
+    assert_eq!(me.json()["id"], winner["id"]);
+}
+
+/// Sixteen registrations of one email at once, spelled in sixteen ways that fold alike (s, S,
+/// ſ and fullwidth ｓ, domain in either case), each with a username of its own: exactly one is
+/// created, every other hears `409 email_taken`.
+pub async fn racing_registrations_of_one_email_create_one_user(t: TestApp) {
+    let esses = ["s", "S", "ſ", "ｓ"];
+    let racers: Vec<(String, String)> = (0..16)
+        .map(|i| {
+            let domain = if i % 2 == 0 {
+                "race.example"
+            } else {
+                "RACE.Example"
+            };
+            (
+                format!("racer{i}"),
+                format!("{}{}x@{domain}", esses[i / 4], esses[i % 4]),
+            )
+        })
+        .collect();
+    let spellings: HashSet<&str> = racers.iter().map(|(_, e)| e.as_str()).collect();
+    assert_eq!(spellings.len(), 16);
+    let winner = race_registrations(&t, racers, "email_taken").await;
+    let root = t.staff("root").await;
+    let listed = admin_get(&t, &root.access, "/users/?q=race.example").await;
+    let listed = listed.json()["results"].as_array().unwrap().clone();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["id"], winner["id"]);
+    assert_eq!(listed[0]["email"], winner["email"]);
+}
+
+/// Sends every registration at once; asserts exactly one `201` and `409 code` for the rest, and
+/// returns the created user.
+async fn race_registrations(t: &TestApp, racers: Vec<(String, String)>, code: &str) -> Value {
+    let count = racers.len();
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(count));
+    let tasks: Vec<_> = racers
+        .into_iter()
+        .map(|(username, email)| {
+            let t = t.clone();
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                register_as(&t, &username, &email).await
+            })
+        })
+        .collect();
+    let mut created = Vec::new();
+    let mut statuses: HashMap<(u16, String), usize> = HashMap::new();
+    for task in tasks {
+        let r = task.await.unwrap();
+        if r.status == 201 {
+            created.push(r.json());
+        }
+        *statuses.entry((r.status, r.code())).or_default() += 1;
+    }
+    assert_eq!(created.len(), 1, "{statuses:?}");
+    assert_eq!(
+        statuses.get(&(409, code.to_owned())),
+        Some(&(count - 1)),
+        "{statuses:?}"
+    );
+    created.remove(0)
 }
 
 pub async fn registration_validates_every_field_and_creates_nothing(t: TestApp) {

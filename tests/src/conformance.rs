@@ -26,6 +26,7 @@ macro_rules! store_conformance_suite {
             users_are_found_by_case_insensitive_username_and_by_id,
             usernames_and_emails_are_unique,
             emails_are_unique_by_their_folded_key,
+            racing_creations_with_one_folded_email_create_one_user,
             a_new_account_is_empty_at_version_zero,
             a_deposit_bumps_the_version_and_records_the_operation,
             a_withdrawal_above_the_balance_changes_nothing,
@@ -270,6 +271,46 @@ pub async fn emails_are_unique_by_their_folded_key(store: Arc<dyn Store>) {
         assert!(store.account(variant.id).await.unwrap().is_none());
         let stored = store.user_by_id(created.id).await.unwrap().unwrap();
         assert_eq!(stored.email.as_str(), first.to_lowercase());
+    }
+}
+
+/// Sixteen users created at once with one email spelled sixteen ways that fold alike: one is
+/// created, the rest are refused with `EmailTaken`, and only the one has an account.
+pub async fn racing_creations_with_one_folded_email_create_one_user(store: Arc<dyn Store>) {
+    let esses = ["s", "S", "ſ", "ｓ"];
+    let users: Vec<NewUser> = (0..16)
+        .map(|i| {
+            user_with_email(
+                &format!("racer{i}"),
+                &format!("{}{}x@race.example", esses[i / 4], esses[i % 4]),
+            )
+        })
+        .collect();
+    let tasks: Vec<_> = users
+        .iter()
+        .cloned()
+        .map(|racer| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.create_user(&racer).await })
+        })
+        .collect();
+    let mut created = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(record) => created.push(record.id),
+            Err(StoreError::EmailTaken) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(created.len(), 1, "{created:?}");
+    for racer in &users {
+        let account = store.account(racer.id).await.unwrap();
+        assert_eq!(
+            account.is_some(),
+            racer.id == created[0],
+            "{}",
+            racer.username
+        );
     }
 }
 
