@@ -25,6 +25,8 @@ macro_rules! store_conformance_suite {
         $crate::store_conformance_suite!(@cases $fixture;
             users_are_found_by_case_insensitive_username_and_by_id,
             usernames_and_emails_are_unique,
+            emails_are_unique_by_their_folded_key,
+            racing_creations_with_one_folded_email_create_one_user,
             a_new_account_is_empty_at_version_zero,
             a_deposit_bumps_the_version_and_records_the_operation,
             a_withdrawal_above_the_balance_changes_nothing,
@@ -79,6 +81,15 @@ fn user(name: &str) -> NewUser {
         password_hash: "$argon2id$not-a-real-hash".into(),
         is_staff: false,
         now: Timestamp::now(),
+    }
+}
+
+/// A new user named `name` with address `email` (as given, before lower-casing) and a
+/// placeholder password hash.
+pub fn user_with_email(name: &str, email: &str) -> NewUser {
+    NewUser {
+        email: Email::parse(email).unwrap(),
+        ..user(name)
     }
 }
 
@@ -232,6 +243,75 @@ pub async fn usernames_and_emails_are_unique(store: Arc<dyn Store>) {
         store.user_by_username("alice").await.unwrap().unwrap().id,
         alice.id
     );
+}
+
+/// Emails are unique by their folded key (full case folding, compatibility normalisation), while
+/// each user keeps the lower-cased address they registered.
+pub async fn emails_are_unique_by_their_folded_key(store: Arc<dyn Store>) {
+    for (i, (first, second)) in [
+        ("σας@example.com", "σασ@example.com"),
+        ("mrs@example.com", "MRſ@example.com"),
+        ("straße@example.com", "STRASSE@example.com"),
+        ("ｆｕｌｌ@example.com", "full@example.com"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let holder = user_with_email(&format!("holder{i}"), first);
+        let created = store.create_user(&holder).await.unwrap();
+        assert_eq!(created.email.as_str(), first.to_lowercase());
+        let variant = user_with_email(&format!("variant{i}"), second);
+        assert!(
+            matches!(
+                store.create_user(&variant).await,
+                Err(StoreError::EmailTaken)
+            ),
+            "{second} after {first}"
+        );
+        assert!(store.account(variant.id).await.unwrap().is_none());
+        let stored = store.user_by_id(created.id).await.unwrap().unwrap();
+        assert_eq!(stored.email.as_str(), first.to_lowercase());
+    }
+}
+
+/// Sixteen users created at once with one email spelled sixteen ways that fold alike: one is
+/// created, the rest are refused with `EmailTaken`, and only the one has an account.
+pub async fn racing_creations_with_one_folded_email_create_one_user(store: Arc<dyn Store>) {
+    let esses = ["s", "S", "ſ", "ｓ"];
+    let users: Vec<NewUser> = (0..16)
+        .map(|i| {
+            user_with_email(
+                &format!("racer{i}"),
+                &format!("{}{}x@race.example", esses[i / 4], esses[i % 4]),
+            )
+        })
+        .collect();
+    let tasks: Vec<_> = users
+        .iter()
+        .cloned()
+        .map(|racer| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.create_user(&racer).await })
+        })
+        .collect();
+    let mut created = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(record) => created.push(record.id),
+            Err(StoreError::EmailTaken) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(created.len(), 1, "{created:?}");
+    for racer in &users {
+        let account = store.account(racer.id).await.unwrap();
+        assert_eq!(
+            account.is_some(),
+            racer.id == created[0],
+            "{}",
+            racer.username
+        );
+    }
 }
 
 pub async fn a_new_account_is_empty_at_version_zero(store: Arc<dyn Store>) {

@@ -7,7 +7,7 @@ mod money;
 pub mod password;
 mod username;
 
-pub use email::Email;
+pub use email::{Email, email_key};
 pub use idempotency::{IdempotencyKey, RequestFingerprint};
 pub use ids::{OperationId, SessionId, Timestamp, TokenId, TransferId, UserId};
 pub use money::Money;

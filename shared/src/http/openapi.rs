@@ -53,7 +53,9 @@ pub struct RegisterRequest {
         example = "alice"
     )]
     username: String,
-    /// A valid address, unique case-insensitively; stored lower-cased.
+    /// A valid address, unique case-insensitively; stored lower-cased. Uniqueness compares
+    /// Unicode case folding with compatibility normalisation (`ß` matches `ss`, `ſ` and
+    /// fullwidth `ｓ` match `s`), and that folded form may have at most 254 characters.
     #[schema(format = Email, max_length = 254, example = "alice@example.com")]
     email: String,
     /// 8–128 characters; not entirely numeric, not too similar to the username or email, not a

@@ -14,13 +14,25 @@
 //! | idempotency record | `USER#<id>` | `IDEM#<key>` | fingerprint, expires_at, ttl, op (the operation, embedded) |
 //! | session | `USER#<id>` | `SESSION#<id>` | epoch, created_at, last_used_at, expires_at, refresh_jti, user_agent, ip, revoked_at, ttl |
 //! | username guard | `USERNAME#<lower-cased>` | `USERNAME` | user_id |
-//! | email guard | `EMAIL#<email>` | `EMAIL` | user_id |
+//! | email guard | `EMAIL#<email key>` | `EMAIL` | user_id |
 //! | login throttle | `LOGIN#<lower-cased username>` | `LOGIN` | attempts, window_start, ttl |
 //! | audit entry | `AUDIT` | `<at, 15 digits>#<id>` | actor_id, actor_username, action, target_id, target_username, detail, at |
 //!
 //! A user's account, history, keys and sessions share the user's partition, so a history page
 //! is one `Query` and every session check is one strongly consistent `BatchGetItem` of the
 //! session and the account.
+//!
+//! # Email guards written before the key
+//!
+//! Emails are unique by their folded key (`Email::key`); earlier builds wrote the guard under
+//! the lower-cased address. For an ASCII address (and any whose lower-cased form is already
+//! its key) that is the same item, so those guards keep working unchanged. The guard of another
+//! address (`σας`, key `σασ`) sits where the key does not look. A registration whose
+//! lower-cased address differs from its key therefore also checks that no guard exists under
+//! the lower-cased address: an address registered before cannot be registered again as it is.
+//! A spelling that folds alike but lower-cases to something else (`σασ` after an older `σας`)
+//! is not caught: nothing writes the older user's guard under the key (the table has no
+//! migrations); it would take a pass over the profiles.
 //!
 //! # Deactivation and the session epoch
 //!
@@ -1195,7 +1207,7 @@ fn user_from_item(item: &Item) -> Result<UserRecord, StoreError> {
     Ok(UserRecord {
         id: parse_id(get_s(item, "user_id")?, "user_id", UserId::parse)?,
         username: Username::parse(get_s(item, "username")?).map_err(|_| bad("username"))?,
-        email: Email::parse(get_s(item, "email")?).map_err(|_| bad("email"))?,
+        email: Email::from_stored(get_s(item, "email")?).map_err(|_| bad("email"))?,
         password_hash: get_s(item, "password_hash")?.to_owned(),
         is_staff: get_bool(item, "is_staff")?,
         is_active: get_bool(item, "is_active")?,
@@ -1321,15 +1333,32 @@ impl Store for DynamoStore {
         account.insert("session_epoch".into(), n(0));
         let mut username_guard = key(format!("USERNAME#{}", user.username.key()), "USERNAME");
         username_guard.insert("user_id".into(), s(user.id.to_string()));
-        let mut email_guard = key(format!("EMAIL#{}", user.email.as_str()), "EMAIL");
+        let email_key = user.email.key();
+        let mut email_guard = key(format!("EMAIL#{email_key}"), "EMAIL");
         email_guard.insert("user_id".into(), s(user.id.to_string()));
         let fresh = "attribute_not_exists(PK)";
-        let items = vec![
+        let mut items = vec![
             put_item(&self.table, profile, fresh)?,
             put_item(&self.table, account, fresh)?,
             put_item(&self.table, username_guard, fresh)?,
             put_item(&self.table, email_guard, fresh)?,
         ];
+        // An earlier build's guard of this very address (see "Email guards written before the
+        // key" above).
+        if user.email.as_str() != email_key {
+            items.push(
+                TransactWriteItem::builder()
+                    .condition_check(
+                        ConditionCheck::builder()
+                            .table_name(&self.table)
+                            .set_key(Some(key(format!("EMAIL#{}", user.email), "EMAIL")))
+                            .condition_expression(fresh)
+                            .build()
+                            .map_err(StoreError::internal)?,
+                    )
+                    .build(),
+            );
+        }
         let record = UserRecord {
             id: user.id,
             username: user.username.clone(),
@@ -1359,7 +1388,7 @@ impl Store for DynamoStore {
                     };
                 }
                 Err(c) if c.failed(2) => return Err(StoreError::UsernameTaken),
-                Err(c) if c.failed(3) => return Err(StoreError::EmailTaken),
+                Err(c) if c.failed(3) || c.failed(4) => return Err(StoreError::EmailTaken),
                 Err(c) if c.failed(1) => {
                     return Err(StoreError::internal("user id collision"));
                 }

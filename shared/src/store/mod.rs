@@ -9,6 +9,7 @@
 //! account changed and the history cache can key on the version.
 
 pub mod dynamo;
+mod email_keys;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;

@@ -68,7 +68,14 @@ const MIGRATIONS: &[(i32, &str)] = &[
         6,
         include_str!("../../migrations/postgres/0006_transfer_recipient_lock.sql"),
     ),
+    (
+        7,
+        include_str!("../../migrations/postgres/0007_email_key.sql"),
+    ),
 ];
+
+/// The migration after which [`backfill_email_keys`] runs.
+const EMAIL_KEY_VERSION: i32 = 7;
 
 /// Attempts at a transaction that failed with a serialization failure or deadlock.
 const MAX_ATTEMPTS: u32 = 5;
@@ -206,7 +213,7 @@ fn on_constraint(e: tokio_postgres::Error) -> Failure {
         (Some(c), Some("users_username_key_unique")) if *c == SqlState::UNIQUE_VIOLATION => {
             Failure::Fail(StoreError::UsernameTaken)
         }
-        (Some(c), Some("users_email_unique")) if *c == SqlState::UNIQUE_VIOLATION => {
+        (Some(c), Some("users_email_key_unique")) if *c == SqlState::UNIQUE_VIOLATION => {
             Failure::Fail(StoreError::EmailTaken)
         }
         _ => Failure::from(e),
@@ -226,7 +233,8 @@ fn user_from_row(row: &Row) -> Result<UserRecord, StoreError> {
         id: UserId(row.try_get("id").map_err(map_pg)?),
         username: Username::parse(row.try_get("username").map_err(map_pg)?)
             .map_err(|_| bad("username"))?,
-        email: Email::parse(row.try_get("email").map_err(map_pg)?).map_err(|_| bad("email"))?,
+        email: Email::from_stored(row.try_get("email").map_err(map_pg)?)
+            .map_err(|_| bad("email"))?,
         password_hash: row.try_get("password_hash").map_err(map_pg)?,
         is_staff: row.try_get("is_staff").map_err(map_pg)?,
         is_active: row.try_get("is_active").map_err(map_pg)?,
@@ -422,6 +430,9 @@ impl PgStore {
             .get(0);
         for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
             tx.batch_execute(sql).await.map_err(map_pg)?;
+            if *version == EMAIL_KEY_VERSION {
+                backfill_email_keys(&tx).await?;
+            }
             tx.execute(
                 "INSERT INTO lighttech_schema (version) VALUES ($1)",
                 &[version],
@@ -449,6 +460,30 @@ impl PgStore {
             ))),
         }
     }
+}
+
+/// Gives every existing user the key of their address, computed in Rust
+/// ([`super::email_keys`] says who keeps none), in one statement.
+async fn backfill_email_keys(tx: &Tx<'_>) -> Result<(), StoreError> {
+    let users = tx
+        .query("SELECT id, email FROM users ORDER BY created_at, id", &[])
+        .await
+        .map_err(map_pg)?
+        .iter()
+        .map(|row| Ok((row.try_get::<_, Uuid>(0)?, row.try_get(1)?)))
+        .collect::<Result<Vec<(Uuid, String)>, tokio_postgres::Error>>()
+        .map_err(map_pg)?;
+    let (ids, keys): (Vec<Uuid>, Vec<String>) = super::email_keys::keys_to_backfill(users)
+        .into_iter()
+        .unzip();
+    tx.execute(
+        "UPDATE users SET email_key = k.key \
+         FROM unnest($1::uuid[], $2::text[]) AS k(id, key) WHERE users.id = k.id",
+        &[&ids, &keys],
+    )
+    .await
+    .map_err(map_pg)?;
+    Ok(())
 }
 
 async fn find_record(
@@ -480,13 +515,14 @@ async fn find_record(
 
 async fn create_user_tx(tx: &Tx<'_>, user: &NewUser) -> Result<(), Failure> {
     tx.execute(
-        "INSERT INTO users (id, username, username_key, email, password_hash, \
-             is_staff, is_active, created_at) VALUES ($1, $2, $3, $4, $5, $6, true, $7)",
+        "INSERT INTO users (id, username, username_key, email, email_key, password_hash, \
+             is_staff, is_active, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, true, $8)",
         &[
             &user.id.0,
             &user.username.as_str(),
             &user.username.key(),
             &user.email.as_str(),
+            &user.email.key(),
             &user.password_hash,
             &user.is_staff,
             &user.now.millis(),

@@ -39,10 +39,30 @@ use crate::domain::{
 };
 
 /// The schema version this code reads and writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
+
+/// A schema change: its SQL, then, where it needs values SQL cannot compute, a step in Rust,
+/// both in the transaction that sets the new version.
+type Migration = (
+    &'static str,
+    Option<fn(&Connection) -> rusqlite::Result<()>>,
+);
 
 /// Schema changes in order: version N is reached by applying `MIGRATIONS[N - 1]`.
-const MIGRATIONS: &[&str] = &[SCHEMA, ADMIN];
+const MIGRATIONS: &[Migration] = &[
+    (SCHEMA, None),
+    (ADMIN, None),
+    (EMAIL_KEY, Some(backfill_email_keys)),
+];
+
+/// Emails are unique by their folded key (`Email::key`), not by the lower-cased address. The
+/// old `email UNIQUE` stays (SQLite drops a constraint only by rebuilding the table); equal
+/// addresses have equal keys, so it never refuses what the key admits. Rows from before the key
+/// get theirs from [`backfill_email_keys`].
+const EMAIL_KEY: &str = r#"
+ALTER TABLE users ADD COLUMN email_key TEXT;
+CREATE UNIQUE INDEX users_by_email_key ON users(email_key);
+"#;
 
 const ADMIN: &str = r#"
 CREATE TABLE audit_log (
@@ -437,11 +457,28 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
             "database schema version {version} is newer than this build ({SCHEMA_VERSION})"
         )));
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+    for (index, (sql, then)) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let txn = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         txn.execute_batch(sql)?;
+        if let Some(step) = then {
+            step(&txn)?;
+        }
         txn.execute_batch(&format!("PRAGMA user_version={}", index + 1))?;
         txn.commit()?;
+    }
+    Ok(())
+}
+
+/// Gives every existing user the key of their address, computed in Rust
+/// ([`super::email_keys`] says who keeps none).
+fn backfill_email_keys(txn: &Connection) -> rusqlite::Result<()> {
+    let users: Vec<(String, String)> = txn
+        .prepare("SELECT id, email FROM users ORDER BY created_at, id")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut set = txn.prepare("UPDATE users SET email_key = ?2 WHERE id = ?1")?;
+    for (id, key) in super::email_keys::keys_to_backfill(users) {
+        set.execute(params![id, key])?;
     }
     Ok(())
 }
@@ -486,7 +523,7 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
     Ok(UserRecord {
         id: get_id(row, "id", UserId::parse)?,
         username: Username::parse(&username).map_err(|_| bad_row("username"))?,
-        email: Email::parse(&email).map_err(|_| bad_row("email"))?,
+        email: Email::from_stored(&email).map_err(|_| bad_row("email"))?,
         password_hash: row.get("password_hash")?,
         is_staff: row.get("is_staff")?,
         is_active: row.get("is_active")?,
@@ -796,17 +833,19 @@ impl Store for SqliteStore {
             )? {
                 return Err(StoreError::UsernameTaken);
             }
-            if taken("SELECT 1 FROM users WHERE email = ?1", user.email.as_str())? {
+            let email_key = user.email.key();
+            if taken("SELECT 1 FROM users WHERE email_key = ?1", &email_key)? {
                 return Err(StoreError::EmailTaken);
             }
             txn.execute(
-                "INSERT INTO users (id, username, username_key, email, password_hash, is_staff, is_active, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7)",
+                "INSERT INTO users (id, username, username_key, email, email_key, password_hash, is_staff, is_active, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8)",
                 params![
                     user.id.to_string(),
                     user.username.as_str(),
                     user.username.key(),
                     user.email.as_str(),
+                    email_key,
                     user.password_hash,
                     user.is_staff,
                     user.now.millis(),

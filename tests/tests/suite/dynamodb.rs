@@ -2,6 +2,7 @@
 //! the same conformance and API suites as every backend, plus what is DynamoDB's own —
 //! the table schema, conflict retries, Secrets Manager and the local server on a table.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -1003,4 +1004,81 @@ async fn writes_with_lost_answers(reset: bool) {
         .unwrap()
         .unwrap();
     assert!(revoked.revoked_at.is_some());
+}
+
+/// Guards written before the email key sit under the lower-cased address (see the store's
+/// module documentation). For an ASCII address that is the key's own item; for another the
+/// store also checks the old item, so the very address registered before is still refused.
+/// A spelling that folds alike but lower-cases otherwise is not caught by an old guard.
+#[tokio::test]
+async fn email_guards_written_before_the_key_still_hold_their_address() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use lighttech_tests::conformance::user_with_email;
+
+    let store = dynamo_store().await;
+    let client = aws_sdk_dynamodb::Client::new(&emulator_sdk_config(&dynamodb_endpoint()));
+    let guard = |email: &str| {
+        HashMap::from([
+            ("PK".to_owned(), AttributeValue::S(format!("EMAIL#{email}"))),
+            ("SK".to_owned(), AttributeValue::S("EMAIL".into())),
+        ])
+    };
+    let guard_exists = async |email: &str| {
+        client
+            .get_item()
+            .table_name(store.table())
+            .set_key(Some(guard(email)))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap()
+            .item()
+            .is_some()
+    };
+
+    let bob = user_with_email("bob", "Bob@Example.com");
+    store.create_user(&bob).await.unwrap();
+    assert!(
+        guard_exists("bob@example.com").await,
+        "old and new are one item"
+    );
+
+    // An earlier build registered ΣΑΣ@EXAMPLE.COM under its lower-cased form, σας.
+    let legacy = user_with_email("legacy", "ΣΑΣ@EXAMPLE.COM");
+    store.create_user(&legacy).await.unwrap();
+    assert!(guard_exists("σασ@example.com").await);
+    client
+        .delete_item()
+        .table_name(store.table())
+        .set_key(Some(guard("σασ@example.com")))
+        .send()
+        .await
+        .unwrap();
+    let mut old = guard("σας@example.com");
+    old.insert("user_id".into(), AttributeValue::S(legacy.id.to_string()));
+    client
+        .put_item()
+        .table_name(store.table())
+        .set_item(Some(old))
+        .send()
+        .await
+        .unwrap();
+
+    for (name, email) in [
+        ("again", "ΣΑΣ@example.com"),
+        ("again2", "σας@example.com"),
+        ("bob2", "BOB@example.com"),
+    ] {
+        assert!(
+            matches!(
+                store.create_user(&user_with_email(name, email)).await,
+                Err(StoreError::EmailTaken)
+            ),
+            "{email}"
+        );
+    }
+    store
+        .create_user(&user_with_email("variant", "σασ@example.com"))
+        .await
+        .unwrap();
 }

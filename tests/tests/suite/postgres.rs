@@ -589,3 +589,89 @@ async fn transfers_racing_the_deactivation_of_both_parties_never_deadlock() {
     );
     eprintln!("transfers racing deactivations: {done} applied, {refused} refused, no deadlock");
 }
+
+/// A database at schema version 6 is migrated by `--init`: every user gets the folded key of
+/// their address, computed in Rust inside the migration's transaction. Two users whose addresses
+/// fold alike (registered while uniqueness was by `email`) both keep working; the older holds
+/// the key, and a new registration of any spelling of it is refused.
+#[tokio::test]
+async fn migration_7_backfills_email_keys() {
+    use lighttech_tests::conformance::user_with_email;
+
+    let db = PgDatabase::create().await;
+    let pg = PgStore::connect(&db.url).unwrap();
+    pg.migrate().await.unwrap();
+    let older = user_with_email("older", "ΣΑΣ@EXAMPLE.COM");
+    let bob = user_with_email("bob", "Bob@Example.com");
+    pg.create_user(&older).await.unwrap();
+    pg.create_user(&bob).await.unwrap();
+    // Back to version 6's shape, plus what version 6 let in: the same address, folded.
+    let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "ALTER TABLE users DROP COLUMN email_key, \
+                 ADD CONSTRAINT users_email_unique UNIQUE (email); \
+             DELETE FROM lighttech_schema WHERE version = 7;",
+        )
+        .await
+        .unwrap();
+    let younger = user_with_email("younger", "σασ@example.com");
+    client
+        .execute(
+            "INSERT INTO users (id, username, username_key, email, password_hash, is_staff, \
+             is_active, created_at) VALUES ($1, 'younger', 'younger', $2, 'x', false, true, $3)",
+            &[
+                &younger.id.0,
+                &younger.email.as_str(),
+                &(older.now.millis() + 1),
+            ],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO accounts (user_id, balance, version, updated_at) VALUES ($1, 0, 0, 0)",
+            &[&younger.id.0],
+        )
+        .await
+        .unwrap();
+    assert_eq!(pg.schema_version().await.unwrap(), 6);
+
+    pg.migrate().await.unwrap();
+    pg.check_schema().await.unwrap();
+    let key_of = async |name: &str| -> Option<String> {
+        client
+            .query_one("SELECT email_key FROM users WHERE username = $1", &[&name])
+            .await
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(key_of("older").await.as_deref(), Some("σασ@example.com"));
+    assert_eq!(key_of("bob").await.as_deref(), Some("bob@example.com"));
+    assert_eq!(
+        key_of("younger").await,
+        None,
+        "the older account holds the key"
+    );
+    let read = pg.user_by_username("younger").await.unwrap().unwrap();
+    assert_eq!(read.email.as_str(), "σασ@example.com");
+    for (name, email) in [
+        ("third", "σας@example.com"),
+        ("fourth", "ΣΑΣ@example.com"),
+        ("fifth", "BOB@example.com"),
+    ] {
+        assert!(
+            matches!(
+                pg.create_user(&user_with_email(name, email)).await,
+                Err(StoreError::EmailTaken)
+            ),
+            "{email}"
+        );
+    }
+    pg.create_user(&user_with_email("carol", "carol@example.com"))
+        .await
+        .unwrap();
+}

@@ -343,3 +343,86 @@ async fn a_sparse_filter_pages_within_the_scan_bound() {
     assert_eq!(full.operations[0].seq, last);
     assert_eq!(full.next_before, Some(last - 99));
 }
+
+/// A database from before the email key (schema version 2) is migrated on open: every user gets
+/// the folded key of their address, computed in Rust. Two users whose addresses fold alike
+/// (registered while uniqueness was by `to_lowercase`) both keep working; the older holds the
+/// key, and a new registration of any spelling of it is refused.
+#[tokio::test]
+async fn opening_a_version_2_database_backfills_email_keys() {
+    use lighttech::store::{Store, StoreError};
+    use lighttech_tests::conformance::user_with_email;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let older = user_with_email("older", "ΣΑΣ@EXAMPLE.COM");
+    let bob = user_with_email("bob", "Bob@Example.com");
+    {
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.create_user(&older).await.unwrap();
+        store.create_user(&bob).await.unwrap();
+    }
+    // Back to version 2's shape, plus what version 2 let in: the same address, folded.
+    let younger = user_with_email("younger", "σασ@example.com");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    conn.execute_batch(
+        "DROP INDEX users_by_email_key; ALTER TABLE users DROP COLUMN email_key; \
+         PRAGMA user_version = 2;",
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO users (id, username, username_key, email, password_hash, is_staff, \
+         is_active, created_at) VALUES (?1, 'younger', 'younger', ?2, 'x', 0, 1, ?3)",
+        rusqlite::params![
+            younger.id.to_string(),
+            younger.email.as_str(),
+            older.now.millis() + 1
+        ],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO accounts (user_id, balance, version, updated_at) VALUES (?1, 0, 0, 0)",
+        [younger.id.to_string()],
+    )
+    .unwrap();
+    drop(conn);
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 3);
+    let key_of = |name: &str| -> Option<String> {
+        conn.query_row(
+            "SELECT email_key FROM users WHERE username = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(key_of("older").as_deref(), Some("σασ@example.com"));
+    assert_eq!(key_of("bob").as_deref(), Some("bob@example.com"));
+    assert_eq!(key_of("younger"), None, "the older account holds the key");
+    let read = store.user_by_username("younger").await.unwrap().unwrap();
+    assert_eq!(read.email.as_str(), "σασ@example.com");
+    for (name, email) in [
+        ("third", "σας@example.com"),
+        ("fourth", "ΣΑΣ@example.com"),
+        ("fifth", "BOB@example.com"),
+    ] {
+        assert!(
+            matches!(
+                store.create_user(&user_with_email(name, email)).await,
+                Err(StoreError::EmailTaken)
+            ),
+            "{email}"
+        );
+    }
+    store
+        .create_user(&user_with_email("carol", "carol@example.com"))
+        .await
+        .unwrap();
+}
