@@ -6,13 +6,14 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
+use http::uri::Authority;
 use http::{HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -93,11 +94,9 @@ async fn respond(
     let (parts, body) = request.into_parts();
     let body = read_bounded(body).await;
     let request_id = uuid::Uuid::new_v4().to_string();
-    let Some(lambda_request) = to_lambda_request(parts, body, peer, &request_id) else {
-        return to_hyper(lighttech::http::response::problem(
-            &lighttech::ApiError::field("Host", "The Host header is not a valid host name."),
-            &request_id,
-        ));
+    let lambda_request = match to_lambda_request(parts, body, peer, &request_id) {
+        Ok(request) => request,
+        Err(error) => return to_hyper(lighttech::http::response::problem(&error, &request_id)),
     };
     if let Some(rejected) = reject_disallowed_host(&app, &lambda_request) {
         return to_hyper(rejected);
@@ -136,26 +135,64 @@ async fn read_bounded(mut body: Incoming) -> Vec<u8> {
     buf
 }
 
+/// The request's `Host` (or, without one, the request target's authority) when it is a plain
+/// `host[:port]`: a DNS-style name, an IPv4 address or a bracketed IPv6 address, and an
+/// optional decimal port. Anything else (a path, a query, a fragment, userinfo, whitespace,
+/// percent-escapes) is refused: API Gateway never lets such a host through, and `lambda_http`
+/// would read the path out of it.
+fn request_host(parts: &http::request::Parts) -> Option<Authority> {
+    let host = match parts.headers.get(http::header::HOST) {
+        Some(value) => value.to_str().ok()?,
+        None => parts.uri.authority()?.as_str(),
+    };
+    // `Authority` accepts userinfo (`user@host`), which has no place in a Host header.
+    if host.contains('@') {
+        return None;
+    }
+    let authority: Authority = host.parse().ok()?;
+    let name = authority.host();
+    let name_ok = match name.strip_prefix('[') {
+        Some(literal) => literal
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<Ipv6Addr>().is_ok()),
+        None => {
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        }
+    };
+    let port_ok = match authority.as_str()[name.len()..].strip_prefix(':') {
+        Some(port) => {
+            port.is_empty()
+                || (port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok())
+        }
+        None => authority.as_str().len() == name.len(),
+    };
+    (name_ok && port_ok).then_some(authority)
+}
+
 /// Builds the API Gateway v2 event for this request and converts it exactly as `lambda_http`
-/// does in AWS. `None` for a `Host` that is not a valid authority: API Gateway never lets one
-/// through, and `lambda_http` would panic building its URI from it.
+/// does in AWS, except that the route is always the request line's path.
 fn to_lambda_request(
     parts: http::request::Parts,
     body: Vec<u8>,
     peer: SocketAddr,
     request_id: &str,
-) -> Option<lambda_http::Request> {
+) -> Result<lambda_http::Request, lighttech::ApiError> {
+    let authority = request_host(&parts).ok_or_else(|| {
+        lighttech::ApiError::field(
+            "Host",
+            "The Host header must be a host name or address, with an optional port.",
+        )
+    })?;
+    let host = authority.as_str().to_owned();
     let mut headers = parts.headers;
-    let host = headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
-        .unwrap_or_default();
     let path = parts.uri.path().to_owned();
-    // lambda_http builds its URI from these with `Url::parse(..).unwrap()`.
+    // lambda_http builds a URI from these with `Url::parse(..).unwrap()`; with a valid host
+    // only an odd request target (`OPTIONS *`) can fail it, and no route has such a path.
     if url::Url::parse(&format!("http://{host}{path}")).is_err() {
-        return None;
+        return Err(lighttech::ApiError::NotFound);
     }
     // Like API Gateway, the front decides the scheme header; the client does not.
     headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
@@ -216,7 +253,15 @@ fn to_lambda_request(
             }
         }
     }
-    Some(LambdaRequest::ApiGatewayV2(event).into())
+    let mut request: lambda_http::Request = LambdaRequest::ApiGatewayV2(event).into();
+    // lambda_http parsed `http://{host}{path}` as a URL, which resolves dot segments
+    // (`/x/../api/health/`); the router and the logs get the request line's path as sent.
+    let mut uri = http::Uri::builder().scheme("http").authority(authority);
+    if let Some(path_and_query) = parts.uri.path_and_query() {
+        uri = uri.path_and_query(path_and_query.clone());
+    }
+    *request.uri_mut() = uri.build().map_err(|_| lighttech::ApiError::NotFound)?;
+    Ok(request)
 }
 
 fn to_hyper(response: lambda_http::Response<lambda_http::Body>) -> Response<Full<Bytes>> {
@@ -227,4 +272,69 @@ fn to_hyper(response: lambda_http::Response<lambda_http::Body>) -> Response<Full
         _ => Bytes::new(),
     };
     Response::from_parts(parts, Full::new(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host_of(host: &str) -> Option<String> {
+        let (parts, ()) = Request::builder()
+            .uri("/api/health/")
+            .header(http::header::HOST, host)
+            .body(())
+            .unwrap()
+            .into_parts();
+        request_host(&parts).map(|a| a.to_string())
+    }
+
+    #[test]
+    fn a_host_is_a_name_or_address_with_an_optional_port() {
+        for host in [
+            "localhost",
+            "localhost:8000",
+            "localhost:",
+            "api_1.internal",
+            "127.0.0.1:65535",
+            "[::1]",
+            "[::1]:8000",
+        ] {
+            assert_eq!(host_of(host).as_deref(), Some(host), "{host:?}");
+        }
+    }
+
+    #[test]
+    fn a_host_with_a_path_query_userinfo_or_junk_is_refused() {
+        for host in [
+            "",
+            "localhost:1/api/health/?x=",
+            "localhost/api/schema",
+            "localhost?x",
+            "localhost#x",
+            "user@localhost",
+            "localhost:65536",
+            "localhost:+1",
+            "localhost:8000:1",
+            "local%68ost",
+            "local host",
+            "[::1",
+            "[::g]:80",
+            ":80",
+        ] {
+            assert_eq!(host_of(host), None, "{host:?}");
+        }
+    }
+
+    #[test]
+    fn without_a_host_header_the_target_authority_counts() {
+        let (parts, ()) = Request::builder()
+            .uri("http://localhost:8000/api/health/")
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert_eq!(
+            request_host(&parts).map(|a| a.to_string()).as_deref(),
+            Some("localhost:8000")
+        );
+    }
 }
