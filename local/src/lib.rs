@@ -4,7 +4,6 @@
 //! makes are the ones API Gateway makes before a function runs (a well-formed `Host`, a bounded
 //! body) plus the `ALLOWED_HOSTS` rule of the original service.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -58,7 +57,7 @@ pub async fn serve(
                 let app = Arc::clone(&app);
                 let service = service_fn(move |request| {
                     let app = Arc::clone(&app);
-                    async move { Ok::<_, Infallible>(respond(app, request, peer).await) }
+                    async move { respond(app, request, peer).await }
                 });
                 // Half-closes allowed: a client that sends its request and shuts down its side
                 // (or hangs up) at once still has that request read and carried out; without
@@ -86,27 +85,34 @@ pub async fn serve(
     Ok(())
 }
 
+/// Answers one request, or fails when its body cannot be read in full: hyper then closes the
+/// connection without an answer, and nothing was dispatched.
 async fn respond(
     app: Arc<App>,
     request: Request<Incoming>,
     peer: SocketAddr,
-) -> Response<Full<Bytes>> {
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let (parts, body) = request.into_parts();
-    let body = read_bounded(body).await;
+    let body = read_bounded(body).await?;
     let request_id = uuid::Uuid::new_v4().to_string();
     let lambda_request = match to_lambda_request(parts, body, peer, &request_id) {
         Ok(request) => request,
-        Err(error) => return to_hyper(lighttech::http::response::problem(&error, &request_id)),
+        Err(error) => {
+            return Ok(to_hyper(lighttech::http::response::problem(
+                &error,
+                &request_id,
+            )));
+        }
     };
     if let Some(rejected) = reject_disallowed_host(&app, &lambda_request) {
-        return to_hyper(rejected);
+        return Ok(to_hyper(rejected));
     }
     // A request, once read in full, runs to its end in a task of its own, as it would in a
     // Lambda invocation: a client that hangs up (or times out) mid-request drops only the
     // connection, never a money movement halfway through its store calls. The client learns
     // the outcome by retrying with its Idempotency-Key.
     let handled = tokio::spawn(async move { handle(&app, lambda_request, Scope::All).await }).await;
-    match handled {
+    Ok(match handled {
         Ok(response) => to_hyper(response),
         Err(e) => {
             tracing::error!(error = %e, "a request handler failed");
@@ -115,12 +121,14 @@ async fn respond(
                 &request_id,
             ))
         }
-    }
+    })
 }
 
 /// Reads the body up to one byte past the limit: enough for the handler to answer 413 without
-/// buffering whatever a client chooses to send.
-async fn read_bounded(mut body: Incoming) -> Vec<u8> {
+/// buffering whatever a client chooses to send. A body that ends before its declared length
+/// (the client hung up or shut its side early) or whose read fails is an error: what arrived
+/// is not the request the client meant, so it must not be carried out.
+async fn read_bounded(mut body: Incoming) -> Result<Vec<u8>, hyper::Error> {
     let mut buf = Vec::new();
     while buf.len() <= MAX_BODY_BYTES {
         match body.frame().await {
@@ -129,10 +137,11 @@ async fn read_bounded(mut body: Incoming) -> Vec<u8> {
                     buf.extend_from_slice(&data);
                 }
             }
-            Some(Err(_)) | None => break,
+            Some(Err(e)) => return Err(e),
+            None => break,
         }
     }
-    buf
+    Ok(buf)
 }
 
 /// The request's `Host` (or, without one, the request target's authority) when it is a plain
