@@ -1,8 +1,13 @@
 //! The local server: an HTTP front that turns each request into the API Gateway v2 event the
 //! Lambda functions receive in AWS, converts it with `lambda_http`'s own code, and calls the
 //! very same [`lighttech::http::handle`]. It adds no API logic of its own; the only checks it
-//! makes are the ones API Gateway makes before a function runs (a well-formed `Host`, a bounded
-//! body) plus the `ALLOWED_HOSTS` rule of the original service.
+//! makes are the ones API Gateway makes before a function runs (a well-formed `Host`, a body
+//! read in full and bounded) plus the `ALLOWED_HOSTS` rule of the original service.
+//!
+//! Since it may face the network (the container listens on 0.0.0.0), it also bounds what a
+//! client can hold: `conn` keeps each connection's time limits (request head, idle
+//! keep-alive, a stalled answer), `respond` the body's, and [`serve`] caps how many
+//! connections are served at once.
 
 use std::future::Future;
 use std::net::{Ipv6Addr, SocketAddr};
@@ -29,51 +34,106 @@ use lighttech::App;
 use lighttech::http::request::MAX_BODY_BYTES;
 use lighttech::http::{Scope, handle, match_route, reject_disallowed_host};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::conn::{Crowding, Cycle, Limits, Watched};
+
+mod conn;
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+/// Least time between two warnings that the connection cap was reached.
+const CAP_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish. The time limits and
+/// the connection cap come from `app.config` (`HTTP_*`).
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let limits = Limits {
+        header: app.config.http_header_timeout,
+        body: app.config.http_body_timeout,
+        idle: app.config.http_idle_timeout,
+    };
+    let slots = Arc::new(Semaphore::new(app.config.http_max_connections));
+    let crowding = Arc::new(Crowding::default());
+    let mut warned_at: Option<Instant> = None;
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: keep serving what we can.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let app = Arc::clone(&app);
-                let service = service_fn(move |request| {
-                    let app = Arc::clone(&app);
-                    async move { respond(app, request, peer).await }
-                });
-                // Half-closes allowed: a client that sends its request and shuts down its side
-                // (or hangs up) at once still has that request read and carried out; without
-                // this, hyper would drop the request the moment it read the end of the stream.
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .half_close(true)
-                    .serve_connection(TokioIo::new(stream), service);
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(error = %e, "connection closed with an error");
-                    }
-                });
-            }
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: keep serving what we can.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
             () = &mut shutdown => break,
-        }
+        };
+        let permit = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                // At the cap, this connection waits for a slot, and the ones behind it wait in
+                // the listen backlog, where they cost no file descriptor. Waiting rather than
+                // turning clients away keeps the server answering everyone: every slot comes
+                // free within the time limits, and idle kept-alive connections give theirs up
+                // at once (below). Closing instead would fail well-behaved clients outright
+                // while the slow ones keep their slots.
+                if warned_at.is_none_or(|at| at.elapsed() >= CAP_WARNING_INTERVAL) {
+                    tracing::warn!(
+                        max = app.config.http_max_connections,
+                        "connection cap reached; new connections wait for a free slot"
+                    );
+                    warned_at = Some(Instant::now());
+                }
+                crowding.press();
+                let acquired = tokio::select! {
+                    acquired = Arc::clone(&slots).acquire_owned() => acquired,
+                    () = &mut shutdown => break,
+                };
+                crowding.relieve();
+                match acquired {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                }
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let cycle = Cycle::new(limits);
+        let io = Watched::new(stream, Arc::clone(&cycle), Arc::clone(&crowding));
+        let app = Arc::clone(&app);
+        let service = service_fn(move |request| {
+            // Here, as hyper hands the head over, not when the future first runs: from this
+            // moment the body's own deadline applies instead of the head's.
+            cycle.request_started();
+            let app = Arc::clone(&app);
+            let cycle = Arc::clone(&cycle);
+            async move {
+                let answer = respond(app, request, peer, limits.body).await;
+                cycle.answer_ready();
+                answer
+            }
+        });
+        // Half-closes allowed: a client that sends its request and shuts down its side
+        // (or hangs up) at once still has that request read and carried out; without
+        // this, hyper would drop the request the moment it read the end of the stream.
+        let connection = hyper::server::conn::http1::Builder::new()
+            .half_close(true)
+            .serve_connection(TokioIo::new(io), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection closed with an error");
+            }
+            drop(permit);
+        });
     }
     drop(listener);
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
@@ -85,15 +145,20 @@ pub async fn serve(
     Ok(())
 }
 
-/// Answers one request, or fails when its body cannot be read in full: hyper then closes the
-/// connection without an answer, and nothing was dispatched.
+/// Answers one request, or fails when its body cannot be read in full within `body_timeout`:
+/// hyper then closes the connection without an answer, and nothing was dispatched.
 async fn respond(
     app: Arc<App>,
     request: Request<Incoming>,
     peer: SocketAddr,
-) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    body_timeout: Duration,
+) -> Result<Response<Full<Bytes>>, Unread> {
     let (parts, body) = request.into_parts();
-    let body = read_bounded(body).await?;
+    let body = match tokio::time::timeout(body_timeout, read_bounded(body)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => return Err(Unread::Failed(e)),
+        Err(_) => return Err(Unread::TimedOut),
+    };
     let request_id = uuid::Uuid::new_v4().to_string();
     let lambda_request = match to_lambda_request(parts, body, peer, &request_id) {
         Ok(request) => request,
@@ -122,6 +187,33 @@ async fn respond(
             ))
         }
     })
+}
+
+/// Why a request was dropped without an answer, before anything was dispatched.
+#[derive(Debug)]
+enum Unread {
+    /// The body ended before its declared length, or reading it failed.
+    Failed(hyper::Error),
+    /// The body did not arrive in full within the body timeout.
+    TimedOut,
+}
+
+impl std::fmt::Display for Unread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unread::Failed(e) => write!(f, "the request body could not be read: {e}"),
+            Unread::TimedOut => f.write_str("the request body did not arrive in time"),
+        }
+    }
+}
+
+impl std::error::Error for Unread {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Unread::Failed(e) => Some(e),
+            Unread::TimedOut => None,
+        }
+    }
 }
 
 /// Reads the body up to one byte past the limit: enough for the handler to answer 413 without
