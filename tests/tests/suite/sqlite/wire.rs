@@ -396,3 +396,65 @@ async fn at_the_connection_cap_a_new_client_waits_for_a_slot_and_is_served() {
     }
     server.stop().await;
 }
+
+/// Over the wire too, every answer says `X-Content-Type-Options: nosniff`: successes, 304s,
+/// problems, and the local server's own refusals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_on_the_wire_says_nosniff() {
+    let t = TestApp::new(sqlite_fixture().await).await;
+    let alice = t.user("alice").await;
+    t.deposit(&alice, "1").await;
+    let server = Server::spawn(t.app.clone()).await;
+    let addr = server.addr;
+    let auth = format!("Bearer {}", alice.access);
+    let history = "/api/balance/v1/operations/";
+    let page = request(addr, "GET", history, &[("Authorization", &auth)], b"").await;
+    let etag = page.header("etag").expect("an ETag").to_owned();
+    let mut too_big = deposit_head(addr, &alice.access, 100_000);
+    too_big.extend(std::iter::repeat_n(b'x', 20 * 1024));
+    let answers = [
+        (200, page),
+        (
+            304,
+            request(
+                addr,
+                "GET",
+                history,
+                &[("Authorization", &auth), ("If-None-Match", &etag)],
+                b"",
+            )
+            .await,
+        ),
+        (404, request(addr, "GET", "/api/nowhere/", &[], b"").await),
+        (405, request(addr, "DELETE", "/api/health/", &[], b"").await),
+        (
+            401,
+            request(addr, "GET", "/api/balance/v1/", &[], b"").await,
+        ),
+        (413, raw(addr, &too_big).await),
+        (
+            400,
+            request(
+                addr,
+                "GET",
+                "/api/health/",
+                &[("Host", "evil.example.com")],
+                b"",
+            )
+            .await,
+        ),
+        (
+            400,
+            request(addr, "GET", "/", &[("Host", "localhost:1/api/schema")], b"").await,
+        ),
+    ];
+    for (status, r) in answers {
+        assert_eq!(r.status, status, "{:?}", r.json());
+        assert_eq!(
+            r.header("x-content-type-options"),
+            Some("nosniff"),
+            "a {status} answer"
+        );
+    }
+    server.stop().await;
+}
