@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretSlice};
 
@@ -126,6 +127,26 @@ pub const VARIABLES: &[Variable] = &[
         name: "ALLOWED_HOSTS",
         default: Some("localhost,127.0.0.1,[::1]"),
         doc: "Host names the local server answers (ports ignored; `*` allows any); others get 400",
+    },
+    Variable {
+        name: "HTTP_HEADER_TIMEOUT_SECONDS",
+        default: Some("10"),
+        doc: "Local server: longest a client may take to send a request's line and headers, counted from the connection's opening (or the request's first byte on a kept-alive connection); then the connection is closed",
+    },
+    Variable {
+        name: "HTTP_BODY_TIMEOUT_SECONDS",
+        default: Some("10"),
+        doc: "Local server: longest a client may take to send a request's body once its headers are in; a body that does not arrive in full is never carried out",
+    },
+    Variable {
+        name: "HTTP_IDLE_TIMEOUT_SECONDS",
+        default: Some("60"),
+        doc: "Local server: longest a kept-alive connection may wait for its next request, or an answer wait for the client to read any of it",
+    },
+    Variable {
+        name: "HTTP_MAX_CONNECTIONS",
+        default: Some("512"),
+        doc: "Local server: most connections served at once; at the cap, new connections wait for a free slot and idle kept-alive connections are closed to make room. Keep it below the open-file limit (`ulimit -n`)",
     },
     Variable {
         name: "ROTATE_REFRESH_TOKENS",
@@ -273,6 +294,14 @@ pub struct Config {
     pub debug: bool,
     /// `ALLOWED_HOSTS`, lower-cased; `*` allows any host.
     pub allowed_hosts: Vec<String>,
+    /// `HTTP_HEADER_TIMEOUT_SECONDS` (local server).
+    pub http_header_timeout: Duration,
+    /// `HTTP_BODY_TIMEOUT_SECONDS` (local server).
+    pub http_body_timeout: Duration,
+    /// `HTTP_IDLE_TIMEOUT_SECONDS` (local server).
+    pub http_idle_timeout: Duration,
+    /// `HTTP_MAX_CONNECTIONS` (local server).
+    pub http_max_connections: usize,
 }
 
 impl Config {
@@ -291,6 +320,9 @@ impl Config {
     /// Reads through any lookup function; unset and empty values take the default.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let get = |name: &'static str| -> String { set_or_default(name, lookup(name)) };
+        let seconds = |name: &'static str, min: i64, max: i64| {
+            parse_int(name, &get(name), min, max).map(|n| Duration::from_secs(n as u64))
+        };
         for name in ["ROTATE_REFRESH_TOKENS", "BLACKLIST_AFTER_ROTATION"] {
             if !parse_bool(name, &get(name))? {
                 return Err(ConfigError::new(
@@ -411,6 +443,15 @@ impl Config {
             )? as u64,
             debug: parse_bool("DEBUG", &get("DEBUG"))?,
             allowed_hosts,
+            http_header_timeout: seconds("HTTP_HEADER_TIMEOUT_SECONDS", 1, 300)?,
+            http_body_timeout: seconds("HTTP_BODY_TIMEOUT_SECONDS", 1, 300)?,
+            http_idle_timeout: seconds("HTTP_IDLE_TIMEOUT_SECONDS", 1, 3600)?,
+            http_max_connections: parse_int(
+                "HTTP_MAX_CONNECTIONS",
+                &get("HTTP_MAX_CONNECTIONS"),
+                1,
+                1_000_000,
+            )? as usize,
         })
     }
 
@@ -543,6 +584,37 @@ mod tests {
         assert_eq!(c.login_window_seconds, 900);
         assert!(c.secret_key.is_none());
         assert!(!c.debug);
+        assert_eq!(c.http_header_timeout, Duration::from_secs(10));
+        assert_eq!(c.http_body_timeout, Duration::from_secs(10));
+        assert_eq!(c.http_idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.http_max_connections, 512);
+    }
+
+    #[test]
+    fn local_server_limits_are_read_and_bad_ones_name_their_variable() {
+        let c = config(&[
+            ("HTTP_HEADER_TIMEOUT_SECONDS", "1"),
+            ("HTTP_BODY_TIMEOUT_SECONDS", "2"),
+            ("HTTP_IDLE_TIMEOUT_SECONDS", "3"),
+            ("HTTP_MAX_CONNECTIONS", "4"),
+        ])
+        .unwrap();
+        assert_eq!(c.http_header_timeout, Duration::from_secs(1));
+        assert_eq!(c.http_body_timeout, Duration::from_secs(2));
+        assert_eq!(c.http_idle_timeout, Duration::from_secs(3));
+        assert_eq!(c.http_max_connections, 4);
+        for name in [
+            "HTTP_HEADER_TIMEOUT_SECONDS",
+            "HTTP_BODY_TIMEOUT_SECONDS",
+            "HTTP_IDLE_TIMEOUT_SECONDS",
+            "HTTP_MAX_CONNECTIONS",
+        ] {
+            for bad in ["0", "-1", "ten", "1.5", "99999999"] {
+                let err = config(&[(name, bad)]).unwrap_err();
+                assert_eq!(err.variable, name, "{name}={bad}");
+                assert!(err.to_string().starts_with(name), "{err}");
+            }
+        }
     }
 
     #[test]

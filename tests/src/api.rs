@@ -62,6 +62,7 @@ macro_rules! api_suite {
             history_filters_by_type_and_time,
             routing_answers_404_405_and_ignores_the_trailing_slash,
             every_response_carries_a_request_id,
+            every_response_carries_nosniff,
             health_answers_ok,
             store_outages_answer_503_and_failures_500_without_details,
             malformed_input_never_causes_a_server_error,
@@ -1739,6 +1740,77 @@ pub async fn every_response_carries_a_request_id(t: TestApp) {
         ids.insert(id);
     }
     assert_eq!(ids.len(), 6, "each request has its own id");
+}
+
+/// API.md: every response carries `X-Content-Type-Options: nosniff`, successes, problems and
+/// bodiless answers alike.
+pub async fn every_response_carries_nosniff(t: TestApp) {
+    let alice = t.user("alice").await;
+    t.deposit(&alice, "5").await;
+    let auth = format!("Bearer {}", alice.access);
+    let page = history(&t, &alice, "?limit=5", None).await;
+    let etag = page.header("etag").expect("an ETag");
+    let big = format!("{{\"description\": \"{}\"}}", "x".repeat(17 * 1024));
+    let responses = vec![
+        (200, t.get("/api/health/", None).await),
+        (200, t.get("/api/balance/v1/", Some(&alice.access)).await),
+        (200, page),
+        (304, history(&t, &alice, "?limit=5", Some(&etag)).await),
+        (
+            201,
+            t.post(
+                "/api/balance/v1/deposit/",
+                Some(&alice.access),
+                &json!({"amount": "1"}),
+                &[],
+            )
+            .await,
+        ),
+        (200, t.get("/admin/", None).await),
+        (200, t.get("/api/schema/", None).await),
+        (404, t.get("/api/nowhere/", None).await),
+        (
+            405,
+            t.send(Method::PATCH, "/api/balance/v1/", &[], None).await,
+        ),
+        (401, t.get("/api/balance/v1/", None).await),
+        (401, t.get("/api/balance/v1/", Some("bad")).await),
+        (
+            400,
+            t.post("/api/auth/v1/login/", None, &json!({}), &[]).await,
+        ),
+        (
+            413,
+            t.send(
+                Method::POST,
+                "/api/balance/v1/deposit/",
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                ],
+                Some(big.into_bytes()),
+            )
+            .await,
+        ),
+        (
+            415,
+            t.send(
+                Method::POST,
+                "/api/balance/v1/deposit/",
+                &[("authorization", &auth), ("content-type", "text/plain")],
+                Some(b"{}".to_vec()),
+            )
+            .await,
+        ),
+    ];
+    for (status, r) in responses {
+        assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.header("x-content-type-options").as_deref(),
+            Some("nosniff"),
+            "a {status} answer"
+        );
+    }
 }
 
 pub async fn health_answers_ok(t: TestApp) {

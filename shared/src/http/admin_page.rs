@@ -43,7 +43,6 @@ fn reply() -> Reply {
         .with_header_value("content-security-policy", &POLICY)
         .with_header("x-frame-options", "DENY")
         .with_header("referrer-policy", "no-referrer")
-        .with_header("x-content-type-options", "nosniff")
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! it both ways): the operation's metadata lives in [`describe`], its schemas come from the
 //! response and request types through `utoipa::ToSchema`, and the error responses are derived
 //! from the contract's error codes each operation can produce. Headers every response carries
-//! (`X-Request-Id`) and the problem+json schema are added uniformly, so they cannot be
+//! (`X-Request-Id`, `X-Content-Type-Options`) and the problem+json schema are added uniformly, so they cannot be
 //! forgotten on one route.
 
 use std::borrow::Cow;
@@ -687,10 +687,15 @@ fn header(description: &str) -> utoipa::openapi::header::Header {
 }
 
 fn response_with_id(builder: ResponseBuilder) -> ResponseBuilder {
-    builder.header(
-        "X-Request-Id",
-        header("The request id (API Gateway's in AWS); also in the logs."),
-    )
+    builder
+        .header(
+            "X-Request-Id",
+            header("The request id (API Gateway's in AWS); also in the logs."),
+        )
+        .header(
+            "X-Content-Type-Options",
+            header("Always `nosniff`: the body is only ever what its Content-Type says."),
+        )
 }
 
 fn schema_ref(name: &str) -> RefOr<Schema> {
@@ -1218,7 +1223,7 @@ pub fn document() -> OpenApi {
                     "Accounts and money: register, log in, hold a balance, deposit, withdraw, \
                      transfer and read history. Amounts are decimal strings with two fraction \
                      digits; every error is `application/problem+json` with a `code`; every \
-                     response carries `X-Request-Id`. Paths are listed with their trailing slash; \
+                     response carries `X-Request-Id` and `X-Content-Type-Options: nosniff`. Paths are listed with their trailing slash; \
                      the same path without it is served identically, except the two \
                      documentation pages: `/api/docs` and `/api/redoc` answer `308 Permanent \
                      Redirect` to `/api/docs/` and `/api/redoc/`, where the pages' relative links \

@@ -114,10 +114,17 @@ impl Reply {
     }
 }
 
+/// The headers every answer carries (API.md), stamped last so no handler can forget them.
 fn finish_headers(headers: &mut http::HeaderMap, request_id: &str) {
     if let Ok(id) = HeaderValue::from_str(request_id) {
         headers.insert(HeaderName::from_static("x-request-id"), id);
     }
+    // Browsers must take each body for the type it is labelled with, never guess a script or
+    // a page out of JSON.
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     headers
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
@@ -460,4 +467,41 @@ impl From<&crate::store::AuditEntry> for AuditView {
 pub struct HealthView {
     /// `ok`.
     pub status: &'static str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nosniff(response: &Response<Body>) -> Option<&str> {
+        response
+            .headers()
+            .get(header::X_CONTENT_TYPE_OPTIONS)
+            .and_then(|v| v.to_str().ok())
+    }
+
+    #[test]
+    fn every_reply_and_every_problem_says_nosniff() {
+        let replies = [
+            Reply::json(StatusCode::OK, &HealthView { status: "ok" }).unwrap(),
+            Reply::empty(StatusCode::NO_CONTENT),
+            Reply::empty(StatusCode::NOT_MODIFIED),
+            Reply::html("<p>hi</p>"),
+        ];
+        for reply in replies {
+            let status = reply.status;
+            let response = reply.into_response("req-1");
+            assert_eq!(nosniff(&response), Some("nosniff"), "{status}");
+        }
+        for error in [
+            ApiError::NotFound,
+            ApiError::NotAuthenticated,
+            ApiError::MethodNotAllowed(vec![http::Method::GET]),
+            ApiError::PayloadTooLarge,
+            ApiError::field("Host", "bad"),
+        ] {
+            let response = problem(&error, "req-2");
+            assert_eq!(nosniff(&response), Some("nosniff"), "{error:?}");
+        }
+    }
 }

@@ -169,6 +169,11 @@ async fn the_document_and_the_router_serve_exactly_the_same_routes() {
             r.status,
             String::from_utf8_lossy(&r.body)
         );
+        assert_eq!(
+            r.header("x-content-type-options"),
+            Some("nosniff"),
+            "{method} {path}: every response carries nosniff"
+        );
         // The body comes in one of the media types documented for it.
         let content = &op["responses"][r.status.to_string()]["content"];
         if !r.body.is_empty() {
@@ -263,10 +268,12 @@ fn every_response_names_its_request_id_and_every_error_is_a_problem() {
         assert!(responses.contains_key("500"), "{method} {path} lacks 500");
         assert!(responses.contains_key("503"), "{method} {path} lacks 503");
         for (status, response) in responses {
-            assert!(
-                response["headers"]["X-Request-Id"].is_object(),
-                "{method} {path} {status} lacks X-Request-Id"
-            );
+            for header in ["X-Request-Id", "X-Content-Type-Options"] {
+                assert!(
+                    response["headers"][header].is_object(),
+                    "{method} {path} {status} lacks {header}"
+                );
+            }
             if status.starts_with('4') || status.starts_with('5') {
                 assert_eq!(
                     response["content"]["application/problem+json"]["schema"]["allOf"][0]["$ref"],

@@ -12,6 +12,8 @@ use serde_json::json;
 lighttech_tests::store_conformance_suite!(sqlite_fixture);
 lighttech_tests::api_suite!(sqlite_fixture);
 
+mod wire;
+
 /// The same primitives with group commit turned off (`SQLITE_WRITE_BATCH=1`).
 mod unbatched {
     use lighttech_tests::sqlite_unbatched_fixture;
