@@ -82,9 +82,9 @@ use rand::RngExt;
 
 use super::{
     Account, Applied, Attempt, AuditAction, AuditEntry, AuditPage, AuditParty, BalanceChange,
-    Counterparty, HistoryPage, HistoryQuery, IdempotencyStamp, IdempotentRecord, NewUser,
-    Operation, RotateOutcome, Rotation, SessionRecord, SessionUse, StatusChange, Store, StoreError,
-    ThrottlePolicy, TransferCommand, UserPage, UserQuery, UserRecord, UserSummary,
+    Counterparty, FIRST_SEQ, HistoryPage, HistoryQuery, IdempotencyStamp, IdempotentRecord,
+    NewUser, Operation, RotateOutcome, Rotation, SessionRecord, SessionUse, StatusChange, Store,
+    StoreError, ThrottlePolicy, TransferCommand, UserPage, UserQuery, UserRecord, UserSummary,
 };
 use crate::domain::{
     Email, IdempotencyKey, Money, OperationId, OperationKind, RequestFingerprint, SessionId,
@@ -158,6 +158,14 @@ fn user_pk(id: UserId) -> String {
 
 fn op_sk(seq: u64) -> String {
     format!("OP#{seq:020}")
+}
+
+/// The sort keys of operations `FIRST_SEQ..=top` (every operation when `None`) as the bounds of
+/// a `BETWEEN`; `None` when the range is empty, which DynamoDB refuses as a
+/// `ValidationException` rather than answering with nothing.
+fn op_range(top: Option<u64>) -> Option<(String, String)> {
+    let top = top.unwrap_or(u64::MAX / 2);
+    (top >= FIRST_SEQ).then(|| (op_sk(FIRST_SEQ), op_sk(top)))
 }
 
 fn bad(what: &str) -> StoreError {
@@ -2016,11 +2024,10 @@ impl Store for DynamoStore {
             operations: vec![],
             next_before: None,
         };
-        let mut top = match q.before_seq {
-            Some(0) => return Ok(empty),
-            Some(before) => Some(before - 1),
-            None => None,
-        };
+        if q.below_everything() {
+            return Ok(empty);
+        }
+        let mut top = q.before_seq.map(|before| before - 1);
         if let Some(until) = q.until {
             // The sort key is the sequence, not the time; but `created_at` never decreases with
             // it, so the newest operation at or before `until` is found by bisection and the
@@ -2030,11 +2037,14 @@ impl Store for DynamoStore {
                 None => return Ok(empty),
             }
         }
+        let Some((lo, hi)) = op_range(top) else {
+            return Ok(empty);
+        };
         let mut filters = Vec::new();
         let mut values: Item = HashMap::from([
             (":pk".into(), s(user_pk(q.user))),
-            (":lo".into(), s(op_sk(1))),
-            (":hi".into(), s(op_sk(top.unwrap_or(u64::MAX / 2)))),
+            (":lo".into(), s(lo)),
+            (":hi".into(), s(hi)),
         ]);
         let mut names = HashMap::new();
         if !q.kinds.is_empty() && q.kinds.len() < OperationKind::ALL.len() {
@@ -2122,12 +2132,15 @@ impl Store for DynamoStore {
                 break;
             }
         }
-        let mut page = HistoryPage::from_fetched(collected, q.limit);
-        if page.next_before.is_none() && !exhausted {
-            // A filtered scan that ran out of round trips: resume where it stopped.
-            page.next_before = last_evaluated;
-        }
-        Ok(page)
+        Ok(match last_evaluated {
+            // A filtered scan that ran out of round trips: resume where it stopped. DynamoDB
+            // names the last item a query evaluated whenever it hit its `Limit`, also when that
+            // is the first operation and nothing lies below.
+            Some(last) if collected.len() < wanted && !exhausted => {
+                HistoryPage::cut_short(collected, last)
+            }
+            _ => HistoryPage::from_fetched(collected, q.limit),
+        })
     }
 
     async fn list_users(&self, q: &UserQuery) -> Result<UserPage, StoreError> {

@@ -14,6 +14,8 @@ use lighttech_tests::{
     StoreFixture, dynamo_fixture, dynamo_store, dynamodb_endpoint, emulator_sdk_config,
 };
 
+mod service_errors;
+
 lighttech_tests::store_conformance_suite!(dynamo_fixture);
 lighttech_tests::api_suite!(dynamo_fixture);
 
