@@ -103,8 +103,8 @@ pub const GSI1: &str = "GSI1";
 const MAX_ATTEMPTS: u32 = 40;
 /// Query round trips a filtered history page may take before returning what it has.
 const MAX_HISTORY_QUERIES: usize = 10;
-/// Times one `TransactWriteItems` is sent again after DynamoDB refused the whole call as
-/// throttled (the SDK has already retried it with its own backoff by then).
+/// Times one call is sent again after DynamoDB refused it whole as throttled (the SDK has
+/// already retried it with its own backoff by then).
 const MAX_THROTTLED_CALLS: u32 = 5;
 /// Sessions and login counters linger this long past expiry before TTL may delete them.
 const TTL_GRACE_SECONDS: i64 = 86_400;
@@ -112,7 +112,8 @@ const TTL_GRACE_SECONDS: i64 = 86_400;
 /// Counters of what the store had to absorb, for tests and logs.
 #[derive(Debug, Default)]
 pub struct DynamoStats {
-    /// Conditional writes retried after a version conflict or `TransactionConflict`.
+    /// Writes retried after a version conflict, a `TransactionConflict` in a transaction, or a
+    /// plain write's conflict (`TransactionConflictException`).
     pub conflict_retries: std::sync::atomic::AtomicU64,
     /// Retries after throttling: of one item in a cancelled transaction, or of a whole call.
     pub throttle_retries: std::sync::atomic::AtomicU64,
@@ -217,9 +218,9 @@ fn parse_id<T>(text: &str, what: &str, parse: fn(&str) -> Option<T>) -> Result<T
     parse(text).ok_or_else(|| bad(what))
 }
 
-/// Maps an SDK failure: connectivity, throttling and server errors are `Unavailable` (the
-/// client may retry); anything else is internal. The full error context goes into the source,
-/// because `SdkError`'s own `Display` says only "service error".
+/// Maps an SDK failure: connectivity, throttling, conflicts and server errors are
+/// `Unavailable` (the client may retry); anything else is internal. The full error context goes
+/// into the source, because `SdkError`'s own `Display` says only "service error".
 fn sdk_error<E>(err: SdkError<E>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -228,7 +229,8 @@ where
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
             true
         }
-        SdkError::ServiceError(_) => is_transient(err.code()),
+        // A 5xx is the service's own failure whatever its code says (or when it names none).
+        SdkError::ServiceError(e) => is_transient(err.code()) || e.raw().status().is_server_error(),
         _ => false,
     };
     let text = crate::aws::describe(&err);
@@ -251,18 +253,24 @@ fn is_throttle(code: Option<&str>) -> bool {
     )
 }
 
-fn is_transient(code: Option<&str>) -> bool {
+/// A plain write (`PutItem`, `UpdateItem`, `DeleteItem`) refused because its item is part of a
+/// transaction in flight, or (a multi-Region global table) being written in another Region:
+/// nothing was applied, and the same call may well pass a moment later. Reads never meet it:
+/// DynamoDB orders them against transactions instead.
+fn is_write_conflict(code: Option<&str>) -> bool {
     matches!(
         code,
-        Some(
-            "ProvisionedThroughputExceededException"
-                | "ThrottlingException"
-                | "RequestLimitExceeded"
-                | "InternalServerError"
-                | "ServiceUnavailable"
-                | "TransactionInProgressException"
-        )
+        Some("TransactionConflictException" | "ReplicatedWriteConflictException")
     )
+}
+
+fn is_transient(code: Option<&str>) -> bool {
+    is_throttle(code)
+        || is_write_conflict(code)
+        || matches!(
+            code,
+            Some("InternalServerError" | "ServiceUnavailable" | "TransactionInProgressException")
+        )
 }
 
 /// A write that ended without an answer (`Unavailable`: a timeout, a connection lost after
@@ -293,6 +301,11 @@ enum Cancelled {
 }
 
 impl Cancelled {
+    /// A conflict with another write, as a reason to back off.
+    fn conflict() -> Self {
+        Cancelled::Reasons(vec![Some("TransactionConflict".into())])
+    }
+
     fn failed(&self, index: usize) -> bool {
         matches!(self, Cancelled::Reasons(r) if r.get(index).is_some_and(|c| c.as_deref() == Some("ConditionalCheckFailed")))
     }
@@ -522,8 +535,7 @@ impl DynamoStore {
 
     /// Sends one transaction. A whole call refused as throttled (not one cancelled item, which
     /// the callers' loops handle) was rejected before any condition was evaluated, so the same
-    /// items are sent again, up to [`MAX_THROTTLED_CALLS`] times with the usual backoff and
-    /// counted as throttle retries, before it ends as `Unavailable`.
+    /// items are sent again ([`Self::resend_refused`]) before it ends as `Unavailable`.
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), Cancelled> {
         if let Some(fault) = self.fault
             && rand::rng().random_bool(fault.conflict_rate.clamp(0.0, 1.0))
@@ -533,34 +545,54 @@ impl DynamoStore {
                 items.len()
             ]));
         }
-        let mut throttled = 0;
+        let request = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items));
+        let err = match self.resend_refused(|| request.clone().send()).await {
+            Ok(_) => return Ok(()),
+            Err(err) => err,
+        };
+        if let Some(TransactWriteItemsError::TransactionCanceledException(e)) =
+            err.as_service_error()
+        {
+            return Err(Cancelled::Reasons(
+                e.cancellation_reasons()
+                    .iter()
+                    .map(|r| r.code().map(str::to_owned))
+                    .collect(),
+            ));
+        }
+        Err(Cancelled::Other(sdk_error(err)))
+    }
+
+    /// Sends a call, and sends it again while DynamoDB refuses it whole, which applies nothing
+    /// of it: throttled (up to [`MAX_THROTTLED_CALLS`] more times, the SDK having retried it
+    /// with its own backoff already), or a plain write in conflict with another write of its
+    /// item ([`is_write_conflict`], which the SDK does not retry: up to [`MAX_ATTEMPTS`] times,
+    /// as the store retries a transaction's conflicts). Each resend waits the usual backoff and
+    /// is counted; the last refusal stands, and [`sdk_error`] makes it `Unavailable`.
+    async fn resend_refused<T, E, F>(&self, send: impl Fn() -> F) -> Result<T, SdkError<E>>
+    where
+        F: std::future::Future<Output = Result<T, SdkError<E>>>,
+        E: ProvideErrorMetadata,
+    {
+        let (mut throttled, mut conflicts) = (0, 0);
         loop {
-            let sent = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items.clone()))
-                .send()
-                .await;
-            let err = match sent {
-                Ok(_) => return Ok(()),
+            let err = match send().await {
+                Ok(out) => return Ok(out),
                 Err(err) => err,
             };
-            if let Some(TransactWriteItemsError::TransactionCanceledException(e)) =
-                err.as_service_error()
-            {
-                return Err(Cancelled::Reasons(
-                    e.cancellation_reasons()
-                        .iter()
-                        .map(|r| r.code().map(str::to_owned))
-                        .collect(),
-                ));
-            }
-            if is_throttle(err.code()) && throttled < MAX_THROTTLED_CALLS {
-                self.backoff(throttled, &Cancelled::Throttled).await;
+            let (why, attempt) = if is_throttle(err.code()) && throttled < MAX_THROTTLED_CALLS {
                 throttled += 1;
-                continue;
-            }
-            return Err(Cancelled::Other(sdk_error(err)));
+                (Cancelled::Throttled, throttled)
+            } else if is_write_conflict(err.code()) && conflicts < MAX_ATTEMPTS {
+                conflicts += 1;
+                (Cancelled::conflict(), conflicts)
+            } else {
+                return Err(err);
+            };
+            self.backoff(attempt - 1, &why).await;
         }
     }
 
@@ -1478,7 +1510,7 @@ impl Store for DynamoStore {
             return Ok(RotateOutcome::Inactive);
         }
         let session_key = key(user_pk(r.user), &format!("SESSION#{}", r.session));
-        let rotated = self
+        let request = self
             .client
             .update_item()
             .table_name(&self.table)
@@ -1499,9 +1531,8 @@ impl Store for DynamoStore {
                 ":ttl",
                 n(r.expires_at.unix_seconds() + TTL_GRACE_SECONDS),
             )
-            .expression_attribute_values(":epoch", n(account.session_epoch))
-            .send()
-            .await;
+            .expression_attribute_values(":epoch", n(account.session_epoch));
+        let rotated = self.resend_refused(|| request.clone().send()).await;
         match rotated {
             Ok(_) => return Ok(RotateOutcome::Rotated),
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => {}
@@ -1533,16 +1564,15 @@ impl Store for DynamoStore {
         }
         // A validly signed token of this session that is no longer current was spent before:
         // revoke the session. Losing this race to another revocation changes nothing.
-        let revoked = self
+        let request = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(session_key))
             .update_expression("SET revoked_at = :now")
             .condition_expression("attribute_exists(PK) AND attribute_not_exists(revoked_at)")
-            .expression_attribute_values(":now", n(r.now.millis()))
-            .send()
-            .await;
+            .expression_attribute_values(":now", n(r.now.millis()));
+        let revoked = self.resend_refused(|| request.clone().send()).await;
         match revoked {
             Ok(_) => Ok(RotateOutcome::Reused),
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
@@ -1558,16 +1588,15 @@ impl Store for DynamoStore {
         id: SessionId,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let touched = self
+        let request = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user), &format!("SESSION#{id}"))))
             .update_expression("SET last_used_at = :now")
             .condition_expression("attribute_exists(PK) AND attribute_not_exists(revoked_at)")
-            .expression_attribute_values(":now", n(now.millis()))
-            .send()
-            .await;
+            .expression_attribute_values(":now", n(now.millis()));
+        let touched = self.resend_refused(|| request.clone().send()).await;
         match touched {
             Ok(_) => Ok(()),
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(()),
@@ -1591,7 +1620,7 @@ impl Store for DynamoStore {
         }
         // Marks this call's revocation, to recognise it should the answer be lost.
         let call = uuid::Uuid::new_v4();
-        let revoked = self
+        let request = self
             .client
             .update_item()
             .table_name(&self.table)
@@ -1603,9 +1632,8 @@ impl Store for DynamoStore {
             ))
             .expression_attribute_values(":now", n(now.millis()))
             .expression_attribute_values(":call", s(call.to_string()))
-            .expression_attribute_values(":epoch", n(account.session_epoch))
-            .send()
-            .await;
+            .expression_attribute_values(":epoch", n(account.session_epoch));
+        let revoked = self.resend_refused(|| request.clone().send()).await;
         match revoked {
             Ok(_) => Ok(true),
             // Perhaps revoked by an earlier sending of this same call, whose answer was lost.
@@ -1674,7 +1702,7 @@ impl Store for DynamoStore {
         let floor = now.millis() - window_ms;
         for attempt in 0..MAX_ATTEMPTS {
             // Count the attempt inside a live window that still has room.
-            let counted = self
+            let request = self
                 .client
                 .update_item()
                 .table_name(&self.table)
@@ -1685,9 +1713,8 @@ impl Store for DynamoStore {
                 )
                 .expression_attribute_values(":one", n(1))
                 .expression_attribute_values(":floor", n(floor))
-                .expression_attribute_values(":max", n(i64::from(policy.max_attempts)))
-                .send()
-                .await;
+                .expression_attribute_values(":max", n(i64::from(policy.max_attempts)));
+            let counted = self.resend_refused(|| request.clone().send()).await;
             match counted {
                 Ok(_) => return Ok(Attempt::Allowed),
                 Err(e) if e.code() == Some("ConditionalCheckFailedException") => {}
@@ -1721,20 +1748,18 @@ impl Store for DynamoStore {
                         TTL_ATTRIBUTE.into(),
                         n(now.unix_seconds() + policy.window_seconds + TTL_GRACE_SECONDS),
                     );
-                    let opened = self
+                    let request = self
                         .client
                         .put_item()
                         .table_name(&self.table)
                         .set_item(Some(item))
                         .condition_expression("attribute_not_exists(PK) OR window_start <= :floor")
-                        .expression_attribute_values(":floor", n(floor))
-                        .send()
-                        .await;
+                        .expression_attribute_values(":floor", n(floor));
+                    let opened = self.resend_refused(|| request.clone().send()).await;
                     match opened {
                         Ok(_) => return Ok(Attempt::Allowed),
                         Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
-                            let why = Cancelled::Reasons(vec![Some("TransactionConflict".into())]);
-                            self.backoff(attempt, &why).await;
+                            self.backoff(attempt, &Cancelled::conflict()).await;
                         }
                         Err(e) => return Err(sdk_error(e)),
                     }
@@ -1745,11 +1770,12 @@ impl Store for DynamoStore {
     }
 
     async fn clear_login_attempts(&self, username_key: &str) -> Result<(), StoreError> {
-        self.client
+        let request = self
+            .client
             .delete_item()
             .table_name(&self.table)
-            .set_key(Some(key(format!("LOGIN#{username_key}"), "LOGIN")))
-            .send()
+            .set_key(Some(key(format!("LOGIN#{username_key}"), "LOGIN")));
+        self.resend_refused(|| request.clone().send())
             .await
             .map_err(sdk_error)?;
         Ok(())
@@ -2287,14 +2313,13 @@ impl Store for DynamoStore {
     }
 
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        let put = self
+        let request = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(audit_item(entry)))
-            .condition_expression("attribute_not_exists(PK)")
-            .send()
-            .await;
+            .condition_expression("attribute_not_exists(PK)");
+        let put = self.resend_refused(|| request.clone().send()).await;
         match put {
             Ok(_) => Ok(()),
             // The entry's id is new and random: an earlier sending of this call put it.
