@@ -87,6 +87,28 @@ pub fn dynamodb_error(status: &str, kind: &str) -> Vec<u8> {
     dynamodb_error_saying(status, kind, "injected by the test proxy")
 }
 
+/// A `TransactionCanceledException` with one cancellation reason code per item (`None` for an
+/// item that was fine), as DynamoDB answers a `TransactWriteItems` it did not apply.
+pub fn dynamodb_cancelled(reasons: &[&str]) -> Vec<u8> {
+    let body = serde_json::json!({
+        "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+        "Message": format!(
+            "Transaction cancelled, please refer cancellation reasons for specific reasons [{}]",
+            reasons.join(", ")
+        ),
+        "CancellationReasons": reasons
+            .iter()
+            .map(|code| serde_json::json!({"Code": code}))
+            .collect::<Vec<_>>(),
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.0\r\nx-amzn-ErrorType: TransactionCanceledException\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 /// A `200` answer with this JSON body.
 pub fn dynamodb_ok(body: &str) -> Vec<u8> {
     format!(

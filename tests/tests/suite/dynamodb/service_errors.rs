@@ -12,7 +12,9 @@ use lighttech::store::dynamo::DynamoStore;
 use lighttech::store::{
     BalanceChange, HistoryQuery, RotateOutcome, Rotation, SessionRecord, Store, StoreError,
 };
-use lighttech_tests::dynamo_proxy::{Call, DynamoProxy, Verdict, dynamodb_error};
+use lighttech_tests::dynamo_proxy::{
+    Call, DynamoProxy, Verdict, dynamodb_cancelled, dynamodb_error,
+};
 use lighttech_tests::{Resp, StoreFixture, TestApp, TestUser, dynamo_store};
 use serde_json::json;
 
@@ -311,11 +313,11 @@ async fn a_reused_refresh_token_never_leaves_its_session_alive() {
     }
 }
 
-/// Injects `code` (with `status`) on every call of `operation`.
-async fn failing(operation: &'static str, status: &'static str, code: &'static str) -> DynamoProxy {
+/// Answers every call of `operation` with `answer`.
+async fn answering(operation: &'static str, answer: Vec<u8>) -> DynamoProxy {
     DynamoProxy::start(move |call| {
         if call.operation == operation {
-            Verdict::Answer(dynamodb_error(status, code))
+            Verdict::Answer(answer.clone())
         } else {
             Verdict::Forward
         }
@@ -348,7 +350,7 @@ async fn each_dynamodb_error_is_classified_as_transient_or_not() {
     assert!(healthy.create_session(&session).await.unwrap());
 
     // (operation, HTTP status, code, whether it is transient)
-    let cases: &[(&str, &str, &str, bool)] = &[
+    let errors: &[(&str, &str, &str, bool)] = &[
         (
             "getitem",
             BAD,
@@ -415,9 +417,27 @@ async fn each_dynamodb_error_is_classified_as_transient_or_not() {
             false,
         ),
     ];
+    // (operation, answer, what the failure must name, whether it is transient)
+    let mut cases: Vec<(&str, Vec<u8>, &str, bool)> = errors
+        .iter()
+        .map(|&(operation, status, code, transient)| {
+            (operation, dynamodb_error(status, code), code, transient)
+        })
+        .collect();
+    // A transaction cancelled for one item's throttling is tried again like a conflict, then
+    // given up as unavailable; one cancelled as invalid is a failure.
+    for (reason, shows, transient) in [
+        ("ThrottlingError", "kept changing", true),
+        ("ProvisionedThroughputExceeded", "kept changing", true),
+        ("TransactionConflict", "kept changing", true),
+        ("ValidationError", "ValidationError", false),
+    ] {
+        let answer = dynamodb_cancelled(&[reason, "None"]);
+        cases.push(("transactwriteitems", answer, shows, transient));
+    }
     let mut misclassified = Vec::new();
-    for &(operation, status, code, transient) in cases {
-        let proxy = failing(operation, status, code).await;
+    for (operation, answer, code, transient) in cases {
+        let proxy = answering(operation, answer).await;
         let store = proxy.store(healthy.table());
         let result: Result<(), StoreError> = match operation {
             "getitem" => store.account(user).await.map(drop),
@@ -476,7 +496,7 @@ async fn each_dynamodb_error_is_classified_as_transient_or_not() {
             (true, Err(StoreError::Unavailable(_))) | (false, Err(StoreError::Internal(_)))
         );
         if !classified || !text.contains(code) {
-            misclassified.push(format!("{code} ({status}) on {operation}: {text}"));
+            misclassified.push(format!("{code} on {operation}: {text}"));
         }
     }
     assert_eq!(misclassified, Vec::<String>::new());
