@@ -38,6 +38,7 @@ macro_rules! store_conformance_suite {
             idempotency_keys_are_scoped_to_their_user,
             history_pages_newest_first_and_resumes_below_the_cursor,
             history_filters_keep_pages_full,
+            history_ends_where_nothing_lies_below,
             sessions_rotate_once_and_reuse_revokes,
             inactive_sessions_cannot_rotate_or_be_touched,
             racing_rotations_let_exactly_one_win,
@@ -724,6 +725,56 @@ pub async fn history_filters_keep_pages_full(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert!(none.operations.is_empty() && none.next_before.is_none());
+}
+
+/// No cursor leads to an empty range: a page that reaches the first operation has none, and a
+/// position at or below it (a validly signed cursor can carry any number) reads as an empty
+/// page without a cursor, whatever the filters — never as a store failure.
+pub async fn history_ends_where_nothing_lies_below(store: Arc<dyn Store>) {
+    let alice = create(&store, "alice").await;
+    for i in 1..=3 {
+        deposit(&store, alice.id, i).await;
+    }
+    let query = |limit, before_seq, kinds: Vec<OperationKind>, until| HistoryQuery {
+        user: alice.id,
+        limit,
+        before_seq,
+        kinds,
+        since: None,
+        until,
+    };
+    let later = Some(Timestamp::now().plus_seconds(3600));
+    for before in [0, 1] {
+        for kinds in [
+            vec![],
+            vec![OperationKind::Deposit],
+            vec![OperationKind::TransferIn],
+        ] {
+            for until in [None, later] {
+                let page = store
+                    .history(&query(20, Some(before), kinds.clone(), until))
+                    .await
+                    .unwrap_or_else(|e| panic!("below {before}, {kinds:?}, {until:?}: {e:?}"));
+                assert!(page.operations.is_empty(), "below {before}: {page:?}");
+                assert_eq!(page.next_before, None, "below {before}, {kinds:?}");
+            }
+        }
+    }
+    // Paged down to the first operation: the page holding it has no cursor.
+    let page = store.history(&query(2, None, vec![], None)).await.unwrap();
+    assert_eq!(page.next_before, Some(2));
+    let page = store
+        .history(&query(2, Some(2), vec![], None))
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = page.operations.iter().map(|o| o.seq).collect();
+    assert_eq!((seqs, page.next_before), (vec![1], None));
+    // A filter nothing matches: one empty page, no cursor.
+    let page = store
+        .history(&query(2, None, vec![OperationKind::TransferIn], None))
+        .await
+        .unwrap();
+    assert!(page.operations.is_empty() && page.next_before.is_none());
 }
 
 fn session(user: UserId, now: Timestamp) -> SessionRecord {

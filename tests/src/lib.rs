@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod conformance;
+pub mod dynamo_proxy;
 pub mod faulty;
 pub mod hardening;
 pub mod wire;
@@ -135,9 +136,14 @@ pub async fn dynamo_store() -> lighttech::store::dynamo::DynamoStore {
     store
 }
 
-/// A fresh DynamoDB store, as a fixture.
+/// A fresh DynamoDB store, as a fixture: through a [`dynamo_proxy::DynamoProxy`] that refuses
+/// what DynamoDB refuses and moto would answer, so the suites on it meet DynamoDB's own
+/// validation.
 pub async fn dynamo_fixture() -> StoreFixture {
-    StoreFixture::new(Arc::new(dynamo_store().await), ())
+    let table = dynamo_store().await;
+    let proxy = dynamo_proxy::DynamoProxy::strict().await;
+    let store = proxy.retrying_store(table.table());
+    StoreFixture::new(Arc::new(store), proxy)
 }
 
 /// The variable through which `tests/run` tells the PostgreSQL suites where the server is: a

@@ -94,9 +94,9 @@ use rand::RngExt;
 
 use super::{
     Account, Applied, Attempt, AuditAction, AuditEntry, AuditPage, AuditParty, BalanceChange,
-    Counterparty, HistoryPage, HistoryQuery, IdempotencyStamp, IdempotentRecord, NewUser,
-    Operation, RotateOutcome, Rotation, SessionRecord, SessionUse, StatusChange, Store, StoreError,
-    ThrottlePolicy, TransferCommand, UserPage, UserQuery, UserRecord, UserSummary,
+    Counterparty, FIRST_SEQ, HistoryPage, HistoryQuery, IdempotencyStamp, IdempotentRecord,
+    NewUser, Operation, RotateOutcome, Rotation, SessionRecord, SessionUse, StatusChange, Store,
+    StoreError, ThrottlePolicy, TransferCommand, UserPage, UserQuery, UserRecord, UserSummary,
 };
 use crate::domain::{
     Email, IdempotencyKey, Money, OperationId, OperationKind, RequestFingerprint, SessionId,
@@ -115,8 +115,8 @@ pub const GSI1: &str = "GSI1";
 const MAX_ATTEMPTS: u32 = 40;
 /// Query round trips a filtered history page may take before returning what it has.
 const MAX_HISTORY_QUERIES: usize = 10;
-/// Times one `TransactWriteItems` is sent again after DynamoDB refused the whole call as
-/// throttled (the SDK has already retried it with its own backoff by then).
+/// Times one call is sent again after DynamoDB refused it whole as throttled (the SDK has
+/// already retried it with its own backoff by then).
 const MAX_THROTTLED_CALLS: u32 = 5;
 /// Sessions and login counters linger this long past expiry before TTL may delete them.
 const TTL_GRACE_SECONDS: i64 = 86_400;
@@ -124,7 +124,8 @@ const TTL_GRACE_SECONDS: i64 = 86_400;
 /// Counters of what the store had to absorb, for tests and logs.
 #[derive(Debug, Default)]
 pub struct DynamoStats {
-    /// Conditional writes retried after a version conflict or `TransactionConflict`.
+    /// Writes retried after a version conflict, a `TransactionConflict` in a transaction, or a
+    /// plain write's conflict (`TransactionConflictException`).
     pub conflict_retries: std::sync::atomic::AtomicU64,
     /// Retries after throttling: of one item in a cancelled transaction, or of a whole call.
     pub throttle_retries: std::sync::atomic::AtomicU64,
@@ -170,6 +171,14 @@ fn user_pk(id: UserId) -> String {
 
 fn op_sk(seq: u64) -> String {
     format!("OP#{seq:020}")
+}
+
+/// The sort keys of operations `FIRST_SEQ..=top` (every operation when `None`) as the bounds of
+/// a `BETWEEN`; `None` when the range is empty, which DynamoDB refuses as a
+/// `ValidationException` rather than answering with nothing.
+fn op_range(top: Option<u64>) -> Option<(String, String)> {
+    let top = top.unwrap_or(u64::MAX / 2);
+    (top >= FIRST_SEQ).then(|| (op_sk(FIRST_SEQ), op_sk(top)))
 }
 
 fn bad(what: &str) -> StoreError {
@@ -221,9 +230,9 @@ fn parse_id<T>(text: &str, what: &str, parse: fn(&str) -> Option<T>) -> Result<T
     parse(text).ok_or_else(|| bad(what))
 }
 
-/// Maps an SDK failure: connectivity, throttling and server errors are `Unavailable` (the
-/// client may retry); anything else is internal. The full error context goes into the source,
-/// because `SdkError`'s own `Display` says only "service error".
+/// Maps an SDK failure: connectivity, throttling, conflicts and server errors are
+/// `Unavailable` (the client may retry); anything else is internal. The full error context goes
+/// into the source, because `SdkError`'s own `Display` says only "service error".
 fn sdk_error<E>(err: SdkError<E>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -232,7 +241,8 @@ where
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
             true
         }
-        SdkError::ServiceError(_) => is_transient(err.code()),
+        // A 5xx is the service's own failure whatever its code says (or when it names none).
+        SdkError::ServiceError(e) => is_transient(err.code()) || e.raw().status().is_server_error(),
         _ => false,
     };
     let text = crate::aws::describe(&err);
@@ -255,18 +265,24 @@ fn is_throttle(code: Option<&str>) -> bool {
     )
 }
 
-fn is_transient(code: Option<&str>) -> bool {
+/// A plain write (`PutItem`, `UpdateItem`, `DeleteItem`) refused because its item is part of a
+/// transaction in flight, or (a multi-Region global table) being written in another Region:
+/// nothing was applied, and the same call may well pass a moment later. Reads never meet it:
+/// DynamoDB orders them against transactions instead.
+fn is_write_conflict(code: Option<&str>) -> bool {
     matches!(
         code,
-        Some(
-            "ProvisionedThroughputExceededException"
-                | "ThrottlingException"
-                | "RequestLimitExceeded"
-                | "InternalServerError"
-                | "ServiceUnavailable"
-                | "TransactionInProgressException"
-        )
+        Some("TransactionConflictException" | "ReplicatedWriteConflictException")
     )
+}
+
+fn is_transient(code: Option<&str>) -> bool {
+    is_throttle(code)
+        || is_write_conflict(code)
+        || matches!(
+            code,
+            Some("InternalServerError" | "ServiceUnavailable" | "TransactionInProgressException")
+        )
 }
 
 /// A write that ended without an answer (`Unavailable`: a timeout, a connection lost after
@@ -297,6 +313,11 @@ enum Cancelled {
 }
 
 impl Cancelled {
+    /// A conflict with another write, as a reason to back off.
+    fn conflict() -> Self {
+        Cancelled::Reasons(vec![Some("TransactionConflict".into())])
+    }
+
     fn failed(&self, index: usize) -> bool {
         matches!(self, Cancelled::Reasons(r) if r.get(index).is_some_and(|c| c.as_deref() == Some("ConditionalCheckFailed")))
     }
@@ -526,8 +547,7 @@ impl DynamoStore {
 
     /// Sends one transaction. A whole call refused as throttled (not one cancelled item, which
     /// the callers' loops handle) was rejected before any condition was evaluated, so the same
-    /// items are sent again, up to [`MAX_THROTTLED_CALLS`] times with the usual backoff and
-    /// counted as throttle retries, before it ends as `Unavailable`.
+    /// items are sent again ([`Self::resend_refused`]) before it ends as `Unavailable`.
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), Cancelled> {
         if let Some(fault) = self.fault
             && rand::rng().random_bool(fault.conflict_rate.clamp(0.0, 1.0))
@@ -537,34 +557,54 @@ impl DynamoStore {
                 items.len()
             ]));
         }
-        let mut throttled = 0;
+        let request = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items));
+        let err = match self.resend_refused(|| request.clone().send()).await {
+            Ok(_) => return Ok(()),
+            Err(err) => err,
+        };
+        if let Some(TransactWriteItemsError::TransactionCanceledException(e)) =
+            err.as_service_error()
+        {
+            return Err(Cancelled::Reasons(
+                e.cancellation_reasons()
+                    .iter()
+                    .map(|r| r.code().map(str::to_owned))
+                    .collect(),
+            ));
+        }
+        Err(Cancelled::Other(sdk_error(err)))
+    }
+
+    /// Sends a call, and sends it again while DynamoDB refuses it whole, which applies nothing
+    /// of it: throttled (up to [`MAX_THROTTLED_CALLS`] more times, the SDK having retried it
+    /// with its own backoff already), or a plain write in conflict with another write of its
+    /// item ([`is_write_conflict`], which the SDK does not retry: up to [`MAX_ATTEMPTS`] times,
+    /// as the store retries a transaction's conflicts). Each resend waits the usual backoff and
+    /// is counted; the last refusal stands, and [`sdk_error`] makes it `Unavailable`.
+    async fn resend_refused<T, E, F>(&self, send: impl Fn() -> F) -> Result<T, SdkError<E>>
+    where
+        F: std::future::Future<Output = Result<T, SdkError<E>>>,
+        E: ProvideErrorMetadata,
+    {
+        let (mut throttled, mut conflicts) = (0, 0);
         loop {
-            let sent = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items.clone()))
-                .send()
-                .await;
-            let err = match sent {
-                Ok(_) => return Ok(()),
+            let err = match send().await {
+                Ok(out) => return Ok(out),
                 Err(err) => err,
             };
-            if let Some(TransactWriteItemsError::TransactionCanceledException(e)) =
-                err.as_service_error()
-            {
-                return Err(Cancelled::Reasons(
-                    e.cancellation_reasons()
-                        .iter()
-                        .map(|r| r.code().map(str::to_owned))
-                        .collect(),
-                ));
-            }
-            if is_throttle(err.code()) && throttled < MAX_THROTTLED_CALLS {
-                self.backoff(throttled, &Cancelled::Throttled).await;
+            let (why, attempt) = if is_throttle(err.code()) && throttled < MAX_THROTTLED_CALLS {
                 throttled += 1;
-                continue;
-            }
-            return Err(Cancelled::Other(sdk_error(err)));
+                (Cancelled::Throttled, throttled)
+            } else if is_write_conflict(err.code()) && conflicts < MAX_ATTEMPTS {
+                conflicts += 1;
+                (Cancelled::conflict(), conflicts)
+            } else {
+                return Err(err);
+            };
+            self.backoff(attempt - 1, &why).await;
         }
     }
 
@@ -1499,7 +1539,7 @@ impl Store for DynamoStore {
             return Ok(RotateOutcome::Inactive);
         }
         let session_key = key(user_pk(r.user), &format!("SESSION#{}", r.session));
-        let rotated = self
+        let request = self
             .client
             .update_item()
             .table_name(&self.table)
@@ -1520,9 +1560,8 @@ impl Store for DynamoStore {
                 ":ttl",
                 n(r.expires_at.unix_seconds() + TTL_GRACE_SECONDS),
             )
-            .expression_attribute_values(":epoch", n(account.session_epoch))
-            .send()
-            .await;
+            .expression_attribute_values(":epoch", n(account.session_epoch));
+        let rotated = self.resend_refused(|| request.clone().send()).await;
         match rotated {
             Ok(_) => return Ok(RotateOutcome::Rotated),
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => {}
@@ -1554,16 +1593,15 @@ impl Store for DynamoStore {
         }
         // A validly signed token of this session that is no longer current was spent before:
         // revoke the session. Losing this race to another revocation changes nothing.
-        let revoked = self
+        let request = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(session_key))
             .update_expression("SET revoked_at = :now")
             .condition_expression("attribute_exists(PK) AND attribute_not_exists(revoked_at)")
-            .expression_attribute_values(":now", n(r.now.millis()))
-            .send()
-            .await;
+            .expression_attribute_values(":now", n(r.now.millis()));
+        let revoked = self.resend_refused(|| request.clone().send()).await;
         match revoked {
             Ok(_) => Ok(RotateOutcome::Reused),
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
@@ -1579,16 +1617,15 @@ impl Store for DynamoStore {
         id: SessionId,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let touched = self
+        let request = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user), &format!("SESSION#{id}"))))
             .update_expression("SET last_used_at = :now")
             .condition_expression("attribute_exists(PK) AND attribute_not_exists(revoked_at)")
-            .expression_attribute_values(":now", n(now.millis()))
-            .send()
-            .await;
+            .expression_attribute_values(":now", n(now.millis()));
+        let touched = self.resend_refused(|| request.clone().send()).await;
         match touched {
             Ok(_) => Ok(()),
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(()),
@@ -1612,7 +1649,7 @@ impl Store for DynamoStore {
         }
         // Marks this call's revocation, to recognise it should the answer be lost.
         let call = uuid::Uuid::new_v4();
-        let revoked = self
+        let request = self
             .client
             .update_item()
             .table_name(&self.table)
@@ -1624,9 +1661,8 @@ impl Store for DynamoStore {
             ))
             .expression_attribute_values(":now", n(now.millis()))
             .expression_attribute_values(":call", s(call.to_string()))
-            .expression_attribute_values(":epoch", n(account.session_epoch))
-            .send()
-            .await;
+            .expression_attribute_values(":epoch", n(account.session_epoch));
+        let revoked = self.resend_refused(|| request.clone().send()).await;
         match revoked {
             Ok(_) => Ok(true),
             // Perhaps revoked by an earlier sending of this same call, whose answer was lost.
@@ -1695,7 +1731,7 @@ impl Store for DynamoStore {
         let floor = now.millis() - window_ms;
         for attempt in 0..MAX_ATTEMPTS {
             // Count the attempt inside a live window that still has room.
-            let counted = self
+            let request = self
                 .client
                 .update_item()
                 .table_name(&self.table)
@@ -1706,9 +1742,8 @@ impl Store for DynamoStore {
                 )
                 .expression_attribute_values(":one", n(1))
                 .expression_attribute_values(":floor", n(floor))
-                .expression_attribute_values(":max", n(i64::from(policy.max_attempts)))
-                .send()
-                .await;
+                .expression_attribute_values(":max", n(i64::from(policy.max_attempts)));
+            let counted = self.resend_refused(|| request.clone().send()).await;
             match counted {
                 Ok(_) => return Ok(Attempt::Allowed),
                 Err(e) if e.code() == Some("ConditionalCheckFailedException") => {}
@@ -1742,20 +1777,18 @@ impl Store for DynamoStore {
                         TTL_ATTRIBUTE.into(),
                         n(now.unix_seconds() + policy.window_seconds + TTL_GRACE_SECONDS),
                     );
-                    let opened = self
+                    let request = self
                         .client
                         .put_item()
                         .table_name(&self.table)
                         .set_item(Some(item))
                         .condition_expression("attribute_not_exists(PK) OR window_start <= :floor")
-                        .expression_attribute_values(":floor", n(floor))
-                        .send()
-                        .await;
+                        .expression_attribute_values(":floor", n(floor));
+                    let opened = self.resend_refused(|| request.clone().send()).await;
                     match opened {
                         Ok(_) => return Ok(Attempt::Allowed),
                         Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
-                            let why = Cancelled::Reasons(vec![Some("TransactionConflict".into())]);
-                            self.backoff(attempt, &why).await;
+                            self.backoff(attempt, &Cancelled::conflict()).await;
                         }
                         Err(e) => return Err(sdk_error(e)),
                     }
@@ -1766,11 +1799,12 @@ impl Store for DynamoStore {
     }
 
     async fn clear_login_attempts(&self, username_key: &str) -> Result<(), StoreError> {
-        self.client
+        let request = self
+            .client
             .delete_item()
             .table_name(&self.table)
-            .set_key(Some(key(format!("LOGIN#{username_key}"), "LOGIN")))
-            .send()
+            .set_key(Some(key(format!("LOGIN#{username_key}"), "LOGIN")));
+        self.resend_refused(|| request.clone().send())
             .await
             .map_err(sdk_error)?;
         Ok(())
@@ -2045,11 +2079,10 @@ impl Store for DynamoStore {
             operations: vec![],
             next_before: None,
         };
-        let mut top = match q.before_seq {
-            Some(0) => return Ok(empty),
-            Some(before) => Some(before - 1),
-            None => None,
-        };
+        if q.below_everything() {
+            return Ok(empty);
+        }
+        let mut top = q.before_seq.map(|before| before - 1);
         if let Some(until) = q.until {
             // The sort key is the sequence, not the time; but `created_at` never decreases with
             // it, so the newest operation at or before `until` is found by bisection and the
@@ -2059,11 +2092,14 @@ impl Store for DynamoStore {
                 None => return Ok(empty),
             }
         }
+        let Some((lo, hi)) = op_range(top) else {
+            return Ok(empty);
+        };
         let mut filters = Vec::new();
         let mut values: Item = HashMap::from([
             (":pk".into(), s(user_pk(q.user))),
-            (":lo".into(), s(op_sk(1))),
-            (":hi".into(), s(op_sk(top.unwrap_or(u64::MAX / 2)))),
+            (":lo".into(), s(lo)),
+            (":hi".into(), s(hi)),
         ]);
         let mut names = HashMap::new();
         if !q.kinds.is_empty() && q.kinds.len() < OperationKind::ALL.len() {
@@ -2151,12 +2187,15 @@ impl Store for DynamoStore {
                 break;
             }
         }
-        let mut page = HistoryPage::from_fetched(collected, q.limit);
-        if page.next_before.is_none() && !exhausted {
-            // A filtered scan that ran out of round trips: resume where it stopped.
-            page.next_before = last_evaluated;
-        }
-        Ok(page)
+        Ok(match last_evaluated {
+            // A filtered scan that ran out of round trips: resume where it stopped. DynamoDB
+            // names the last item a query evaluated whenever it hit its `Limit`, also when that
+            // is the first operation and nothing lies below.
+            Some(last) if collected.len() < wanted && !exhausted => {
+                HistoryPage::cut_short(collected, last)
+            }
+            _ => HistoryPage::from_fetched(collected, q.limit),
+        })
     }
 
     async fn list_users(&self, q: &UserQuery) -> Result<UserPage, StoreError> {
@@ -2303,14 +2342,13 @@ impl Store for DynamoStore {
     }
 
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        let put = self
+        let request = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(audit_item(entry)))
-            .condition_expression("attribute_not_exists(PK)")
-            .send()
-            .await;
+            .condition_expression("attribute_not_exists(PK)");
+        let put = self.resend_refused(|| request.clone().send()).await;
         match put {
             Ok(_) => Ok(()),
             // The entry's id is new and random: an earlier sending of this call put it.

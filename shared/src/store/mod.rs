@@ -293,7 +293,16 @@ pub struct HistoryQuery {
     pub until: Option<Timestamp>,
 }
 
+/// The `seq` of every account's first operation: nothing lies below it.
+pub const FIRST_SEQ: u64 = 1;
+
 impl HistoryQuery {
+    /// Whether the cursor's position leaves nothing to read (at or below [`FIRST_SEQ`]): such a
+    /// page is empty without asking the backend, which might refuse the empty range it makes.
+    pub fn below_everything(&self) -> bool {
+        self.before_seq.is_some_and(|before| before <= FIRST_SEQ)
+    }
+
     /// Whether an entry of this kind, created at `at`, passes the query's filters.
     pub fn admits(&self, kind: OperationKind, at: Timestamp) -> bool {
         (self.kinds.is_empty() || self.kinds.contains(&kind))
@@ -315,15 +324,26 @@ impl HistoryPage {
     /// The page of `limit` entries from `fetched`, up to `limit + 1` rows read newest first: a
     /// row beyond the limit only tells that there is more, after the page's last entry.
     pub fn from_fetched(mut fetched: Vec<Operation>, limit: u32) -> HistoryPage {
-        let next_before = if fetched.len() > limit as usize {
+        if fetched.len() > limit as usize {
             fetched.truncate(limit as usize);
-            fetched.last().map(|o| o.seq)
-        } else {
-            None
-        };
+            if let Some(last) = fetched.last().map(|o| o.seq) {
+                return HistoryPage::cut_short(fetched, last);
+            }
+        }
         HistoryPage {
             operations: fetched,
-            next_before,
+            next_before: None,
+        }
+    }
+
+    /// A page that stopped at `last_looked_at`, the oldest position it looked at, before it knew
+    /// whether more lies below (a full page, or a store's bound on what one page passes over):
+    /// the next page resumes below it — unless that is the first operation, and the history
+    /// ends here. No cursor ever points at an empty range.
+    pub fn cut_short(operations: Vec<Operation>, last_looked_at: u64) -> HistoryPage {
+        HistoryPage {
+            operations,
+            next_before: (last_looked_at > FIRST_SEQ).then_some(last_looked_at),
         }
     }
 }
@@ -618,4 +638,56 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// One page of the audit trail, newest first, below an opaque position from a previous page.
     async fn audit_log(&self, limit: u32, before: Option<&[u8]>) -> Result<AuditPage, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn operation(seq: u64) -> Operation {
+        Operation {
+            id: OperationId::new(),
+            user: UserId::new(),
+            seq,
+            kind: OperationKind::Deposit,
+            amount: Money::from_minor(1),
+            balance_after: Money::from_minor(seq as i64),
+            counterparty: None,
+            transfer_id: None,
+            description: None,
+            created_at: Timestamp::from_millis(1_700_000_000_000),
+        }
+    }
+
+    #[test]
+    fn a_page_cut_short_resumes_below_its_last_position_unless_that_is_the_first() {
+        assert_eq!(HistoryPage::cut_short(vec![], 2).next_before, Some(2));
+        assert_eq!(HistoryPage::cut_short(vec![], FIRST_SEQ).next_before, None);
+        assert_eq!(HistoryPage::cut_short(vec![], 0).next_before, None);
+    }
+
+    #[test]
+    fn a_full_page_resumes_below_its_last_entry() {
+        let page = HistoryPage::from_fetched((1..=3).rev().map(operation).collect(), 2);
+        assert_eq!(page.operations.len(), 2);
+        assert_eq!(page.next_before, Some(2));
+        let page = HistoryPage::from_fetched((1..=2).rev().map(operation).collect(), 2);
+        assert_eq!(page.next_before, None);
+    }
+
+    #[test]
+    fn a_position_at_or_below_the_first_operation_leaves_nothing_to_read() {
+        let query = |before_seq| HistoryQuery {
+            user: UserId::new(),
+            limit: 20,
+            before_seq,
+            kinds: vec![],
+            since: None,
+            until: None,
+        };
+        assert!(query(Some(0)).below_everything());
+        assert!(query(Some(FIRST_SEQ)).below_everything());
+        assert!(!query(Some(2)).below_everything());
+        assert!(!query(None).below_everything());
+    }
 }

@@ -1146,6 +1146,9 @@ impl Store for PgStore {
     }
 
     async fn history(&self, q: &HistoryQuery) -> Result<HistoryPage, StoreError> {
+        if q.below_everything() {
+            return Ok(HistoryPage::from_fetched(vec![], q.limit));
+        }
         let kinds: Vec<&str> = if q.kinds.is_empty() {
             OperationKind::ALL.iter().map(|k| k.as_str()).collect()
         } else {

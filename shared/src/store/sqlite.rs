@@ -401,6 +401,9 @@ fn spawn_checkpointer(path: &Path) -> Result<mpsc::SyncSender<()>, String> {
 /// first and filtered here, until the page is full or [`HISTORY_SCAN_ROWS`] entries were looked
 /// at.
 fn history_page(c: &Connection, q: &HistoryQuery) -> Result<HistoryPage, StoreError> {
+    if q.below_everything() {
+        return Ok(HistoryPage::from_fetched(vec![], q.limit));
+    }
     let mut stmt = c
         .prepare_cached(&format!(
             "SELECT {OPERATION_COLUMNS} FROM operations o \
@@ -419,20 +422,17 @@ fn history_page(c: &Connection, q: &HistoryQuery) -> Result<HistoryPage, StoreEr
     let wanted = q.limit as usize + 1;
     let mut ops: Vec<Operation> = Vec::with_capacity(wanted.min(HISTORY_SCAN_ROWS));
     let mut looked_at = 0;
-    let mut last_seq = None;
+    let mut last_seq = 0;
     while let Some(row) = rows.next().map_err(map_err)? {
         if looked_at == HISTORY_SCAN_ROWS {
             // More lies beyond the bound: this page ends below the last entry looked at.
-            return Ok(HistoryPage {
-                operations: ops,
-                next_before: last_seq,
-            });
+            return Ok(HistoryPage::cut_short(ops, last_seq));
         }
         looked_at += 1;
         // The filter's columns first: decoding a whole operation costs more than twice as much,
         // and a page that matches rarely passes over up to the bound.
         let seq: i64 = row.get(OPERATION_SEQ).map_err(map_err)?;
-        last_seq = Some(version_of(seq).map_err(map_err)?);
+        last_seq = version_of(seq).map_err(map_err)?;
         let kind = row
             .get_ref(OPERATION_KIND)
             .ok()

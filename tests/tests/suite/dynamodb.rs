@@ -10,9 +10,12 @@ use lighttech::domain::{Money, OperationId, OperationKind, Timestamp};
 use lighttech::store::dynamo::{DynamoStore, FaultInjector};
 use lighttech::store::{Applied, BalanceChange, Store, StoreError};
 use lighttech::{App, Config, StartOptions};
+use lighttech_tests::dynamo_proxy::{DynamoProxy, Verdict, dynamodb_error, dynamodb_ok};
 use lighttech_tests::{
     StoreFixture, dynamo_fixture, dynamo_store, dynamodb_endpoint, emulator_sdk_config,
 };
+
+mod service_errors;
 
 lighttech_tests::store_conformance_suite!(dynamo_fixture);
 lighttech_tests::api_suite!(dynamo_fixture);
@@ -325,112 +328,6 @@ async fn the_local_server_on_a_table_keeps_everything_across_a_restart() {
     server.stop().await;
 }
 
-/// A DynamoDB error answer as the service sends it.
-fn dynamodb_error(status: &str, kind: &str) -> Vec<u8> {
-    let body =
-        format!("{{\"__type\":\"com.amazonaws.dynamodb.v20120810#{kind}\",\"message\":\"test\"}}");
-    format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/x-amz-json-1.0\r\nx-amzn-ErrorType: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
-/// What a [`DynamoProxy`] does with one call.
-enum Verdict {
-    /// Passes it to moto and moto's answer back.
-    Forward,
-    /// Answers it itself with this response; moto never sees the call.
-    Answer(Vec<u8>),
-    /// Passes it to moto, which applies it, and hangs up without passing the answer on: with
-    /// a reset (which the SDK's standard retries meet by sending the call again) or a plain
-    /// close (which they pass on to the store).
-    LoseAnswer { reset: bool },
-}
-
-/// A loopback endpoint in front of moto that treats each DynamoDB call as `verdict(operation)`
-/// says.
-struct DynamoProxy {
-    addr: std::net::SocketAddr,
-}
-
-impl DynamoProxy {
-    async fn start(verdict: impl Fn(&str) -> Verdict + Send + Sync + 'static) -> Self {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let upstream: std::net::SocketAddr = dynamodb_endpoint()
-            .trim_start_matches("http://")
-            .parse()
-            .expect("a loopback moto address");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let verdict = Arc::new(verdict);
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let verdict = Arc::clone(&verdict);
-                tokio::spawn(async move {
-                    let Some(request) = lighttech_tests::wire::read_message(&mut client).await
-                    else {
-                        return;
-                    };
-                    let head = String::from_utf8_lossy(&request).to_ascii_lowercase();
-                    let operation = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("x-amz-target: dynamodb_20120810."))
-                        .unwrap_or("")
-                        .trim()
-                        .to_owned();
-                    let lose = match verdict(&operation) {
-                        Verdict::Forward => None,
-                        Verdict::LoseAnswer { reset } => Some(reset),
-                        Verdict::Answer(response) => {
-                            let _ = client.write_all(&response).await;
-                            return;
-                        }
-                    };
-                    let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    if up.write_all(&request).await.is_err() {
-                        return;
-                    }
-                    let mut response = Vec::new();
-                    let _ = up.read_to_end(&mut response).await;
-                    match lose {
-                        None => {
-                            let _ = client.write_all(&response).await;
-                        }
-                        Some(true) => {
-                            let _ = client.set_zero_linger();
-                        }
-                        Some(false) => {}
-                    }
-                });
-            }
-        });
-        DynamoProxy { addr }
-    }
-
-    /// A store on `table` through this proxy whose SDK client does not retry by itself, so
-    /// every error the proxy makes reaches the store.
-    fn store(&self, table: &str) -> DynamoStore {
-        let sdk = emulator_sdk_config(&format!("http://{}", self.addr));
-        let config = aws_sdk_dynamodb::config::Builder::from(&sdk)
-            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
-            .build();
-        DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(config), table)
-    }
-
-    /// A store on `table` through this proxy with the SDK's standard retries, as in service:
-    /// a call whose answer is lost is sent again by the SDK itself.
-    fn retrying_store(&self, table: &str) -> DynamoStore {
-        let sdk = emulator_sdk_config(&format!("http://{}", self.addr));
-        let config = aws_sdk_dynamodb::config::Builder::from(&sdk)
-            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::standard())
-            .build();
-        DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(config), table)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_call_throttles_of_a_transaction_are_retried_and_counted() {
     use std::sync::atomic::AtomicUsize;
@@ -441,8 +338,8 @@ async fn whole_call_throttles_of_a_transaction_are_retried_and_counted() {
     let throttles = Arc::new(AtomicUsize::new(0));
     let refused = Arc::new(AtomicUsize::new(0));
     let (left, count) = (Arc::clone(&throttles), Arc::clone(&refused));
-    let proxy = DynamoProxy::start(move |operation| {
-        if operation != "transactwriteitems"
+    let proxy = DynamoProxy::start(move |call| {
+        if call.operation != "transactwriteitems"
             || left
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_err()
@@ -582,19 +479,17 @@ async fn init_on_an_existing_table_turns_ttl_on_and_checks_it() {
 
 #[tokio::test]
 async fn init_fails_clearly_when_the_table_never_becomes_active() {
-    let proxy = DynamoProxy::start(|operation| match operation {
-        "createtable" => Verdict::Answer(dynamodb_error("400 Bad Request", "ResourceInUseException")),
-        "describetable" => {
-            let body = r#"{"Table":{"TableName":"stuck","TableStatus":"CREATING"}}"#;
-            Verdict::Answer(
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-                .into_bytes(),
-            )
+    let proxy = DynamoProxy::start(|call| match call.operation.as_str() {
+        "createtable" => {
+            Verdict::Answer(dynamodb_error("400 Bad Request", "ResourceInUseException"))
         }
-        _ => Verdict::Answer(dynamodb_error("500 Internal Server Error", "InternalServerError")),
+        "describetable" => Verdict::Answer(dynamodb_ok(
+            r#"{"Table":{"TableName":"stuck","TableStatus":"CREATING"}}"#,
+        )),
+        _ => Verdict::Answer(dynamodb_error(
+            "500 Internal Server Error",
+            "InternalServerError",
+        )),
     })
     .await;
     let store = proxy
@@ -789,10 +684,10 @@ async fn writes_with_lost_answers(reset: bool) {
     let lose: Arc<Mutex<Option<&'static str>>> = Arc::default();
     let calls: Arc<Mutex<Vec<String>>> = Arc::default();
     let (next, seen) = (Arc::clone(&lose), Arc::clone(&calls));
-    let proxy = DynamoProxy::start(move |operation| {
-        seen.lock().unwrap().push(operation.to_owned());
+    let proxy = DynamoProxy::start(move |call| {
+        seen.lock().unwrap().push(call.operation.clone());
         let mut next = next.lock().unwrap();
-        if next.is_some_and(|op| op == operation) {
+        if next.is_some_and(|op| op == call.operation) {
             *next = None;
             Verdict::LoseAnswer { reset }
         } else {
