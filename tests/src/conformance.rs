@@ -38,6 +38,7 @@ macro_rules! store_conformance_suite {
             history_filters_keep_pages_full,
             sessions_rotate_once_and_reuse_revokes,
             inactive_sessions_cannot_rotate_or_be_touched,
+            sessions_end_at_their_maximum_lifetime,
             racing_rotations_let_exactly_one_win,
             movements_need_a_live_session_of_their_own_before_anything_else,
             movements_record_their_sessions_use_when_due,
@@ -667,9 +668,13 @@ fn rotation(s: &SessionRecord, presented: TokenId, now: Timestamp) -> Rotation {
         presented,
         next: TokenId::new(),
         expires_at: now.plus_seconds(7200),
+        max_lifetime_seconds: MAX_LIFETIME,
         now,
     }
 }
+
+/// The sessions' maximum lifetime in these cases: the default, 30 days.
+const MAX_LIFETIME: i64 = 30 * 86_400;
 
 pub async fn sessions_rotate_once_and_reuse_revokes(store: Arc<dyn Store>) {
     let alice = create(&store, "alice").await;
@@ -692,7 +697,9 @@ pub async fn sessions_rotate_once_and_reuse_revokes(store: Arc<dyn Store>) {
     let r1 = rotation(&s, s.refresh_jti, now);
     assert_eq!(
         store.rotate_session(&r1).await.unwrap(),
-        RotateOutcome::Rotated
+        RotateOutcome::Rotated {
+            created_at: s.created_at
+        }
     );
     let after = store.session(s.user, s.id).await.unwrap().unwrap();
     assert_eq!(after.refresh_jti, r1.next);
@@ -703,7 +710,9 @@ pub async fn sessions_rotate_once_and_reuse_revokes(store: Arc<dyn Store>) {
     // one): it already applied, so it is that rotation, not a reuse, and the session lives on.
     assert_eq!(
         store.rotate_session(&r1).await.unwrap(),
-        RotateOutcome::Rotated,
+        RotateOutcome::Rotated {
+            created_at: s.created_at
+        },
         "a resent rotation is not a reuse"
     );
     let resent = store.session(s.user, s.id).await.unwrap().unwrap();
@@ -797,6 +806,88 @@ pub async fn inactive_sessions_cannot_rotate_or_be_touched(store: Arc<dyn Store>
     );
 }
 
+pub async fn sessions_end_at_their_maximum_lifetime(store: Arc<dyn Store>) {
+    let alice = create(&store, "alice").await;
+    let now = Timestamp::now();
+    // A minute before its deadline: it rotates, but its new end is the deadline, not the
+    // replacement token's expiry.
+    let mut late = session(alice.id, now.plus_seconds(60 - MAX_LIFETIME));
+    late.expires_at = now.plus_seconds(30);
+    store.create_session(&late).await.unwrap();
+    let r = rotation(&late, late.refresh_jti, now);
+    assert_eq!(
+        store.rotate_session(&r).await.unwrap(),
+        RotateOutcome::Rotated {
+            created_at: late.created_at
+        }
+    );
+    let deadline = late.created_at.plus_seconds(MAX_LIFETIME);
+    assert_eq!(r.session_end(late.created_at), deadline);
+    let stored = store.session(alice.id, late.id).await.unwrap().unwrap();
+    assert_eq!(stored.expires_at, deadline, "cut to the maximum lifetime");
+    // At the deadline the newest token no longer rotates: the session has ended, which is not
+    // a reuse, so nothing is revoked.
+    assert_eq!(
+        store
+            .rotate_session(&rotation(&late, r.next, deadline))
+            .await
+            .unwrap(),
+        RotateOutcome::Inactive
+    );
+    let ended = store.session(alice.id, late.id).await.unwrap().unwrap();
+    assert_eq!(ended.refresh_jti, r.next);
+    assert!(ended.revoked_at.is_none());
+
+    // A session stored with an expiry beyond its deadline (as before the limit existed) is
+    // refused by its login time alone, with its current token or a spent one.
+    for age in [MAX_LIFETIME, MAX_LIFETIME + 1, MAX_LIFETIME + 86_400] {
+        let mut old = session(alice.id, now.plus_seconds(-age));
+        old.expires_at = now.plus_seconds(3600);
+        store.create_session(&old).await.unwrap();
+        for presented in [old.refresh_jti, TokenId::new()] {
+            assert_eq!(
+                store
+                    .rotate_session(&rotation(&old, presented, now))
+                    .await
+                    .unwrap(),
+                RotateOutcome::Inactive,
+                "a session {age} s old"
+            );
+        }
+        let kept = store.session(alice.id, old.id).await.unwrap().unwrap();
+        assert_eq!(
+            (kept.refresh_jti, kept.revoked_at, kept.expires_at),
+            (old.refresh_jti, None, old.expires_at),
+            "a refused rotation changes nothing"
+        );
+    }
+    // A millisecond younger than the limit, it still rotates.
+    let mut young = session(
+        alice.id,
+        Timestamp::from_millis(now.millis() - MAX_LIFETIME * 1000 + 1),
+    );
+    young.expires_at = now.plus_seconds(3600);
+    store.create_session(&young).await.unwrap();
+    assert_eq!(
+        store
+            .rotate_session(&rotation(&young, young.refresh_jti, now))
+            .await
+            .unwrap(),
+        RotateOutcome::Rotated {
+            created_at: young.created_at
+        }
+    );
+    assert_eq!(
+        store
+            .session(alice.id, young.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_at,
+        Timestamp::from_millis(now.millis() + 1)
+    );
+}
+
 pub async fn racing_rotations_let_exactly_one_win(store: Arc<dyn Store>) {
     let alice = create(&store, "alice").await;
     let now = Timestamp::now();
@@ -812,9 +903,14 @@ pub async fn racing_rotations_let_exactly_one_win(store: Arc<dyn Store>) {
     }
     let mut outcomes = HashMap::new();
     for t in tasks {
-        *outcomes
-            .entry(format!("{:?}", t.await.unwrap()))
-            .or_insert(0) += 1;
+        let outcome = match t.await.unwrap() {
+            RotateOutcome::Rotated { created_at } => {
+                assert_eq!(created_at, s.created_at);
+                "Rotated".to_owned()
+            }
+            other => format!("{other:?}"),
+        };
+        *outcomes.entry(outcome).or_insert(0) += 1;
     }
     assert_eq!(outcomes.get("Rotated"), Some(&1), "{outcomes:?}");
     assert_eq!(

@@ -503,11 +503,15 @@ async fn create_user_tx(tx: &Tx<'_>, user: &NewUser) -> Result<(), Failure> {
 }
 
 async fn rotate_session_tx(tx: &Tx<'_>, r: &Rotation) -> Result<RotateOutcome, Failure> {
+    // The session ends at the new token's expiry or its maximum lifetime, whichever comes
+    // first (`Rotation::session_end`, computed here from the stored login time).
     let rotated = tx
-        .execute(
-            "UPDATE sessions SET refresh_jti = $1, last_used_at = $2, expires_at = $3 \
+        .query_opt(
+            "UPDATE sessions SET refresh_jti = $1, last_used_at = $2, \
+                 expires_at = LEAST($3, created_at + $7) \
                  WHERE id = $4 AND user_id = $5 AND refresh_jti = $6 \
-                 AND revoked_at IS NULL AND expires_at > $2",
+                 AND revoked_at IS NULL AND expires_at > $2 AND created_at > $8 \
+                 RETURNING created_at",
             &[
                 &r.next.0,
                 &r.now.millis(),
@@ -515,11 +519,15 @@ async fn rotate_session_tx(tx: &Tx<'_>, r: &Rotation) -> Result<RotateOutcome, F
                 &r.session.0,
                 &r.user.0,
                 &r.presented.0,
+                &r.max_lifetime_seconds.saturating_mul(1000),
+                &r.created_after().millis(),
             ],
         )
         .await?;
-    if rotated == 1 {
-        return Ok(RotateOutcome::Rotated);
+    if let Some(row) = rotated {
+        return Ok(RotateOutcome::Rotated {
+            created_at: Timestamp::from_millis(row.try_get(0).map_err(map_pg)?),
+        });
     }
     let current = tx
         .query_opt(
@@ -531,8 +539,10 @@ async fn rotate_session_tx(tx: &Tx<'_>, r: &Rotation) -> Result<RotateOutcome, F
         .await?;
     match current.map(|row| session_from_row(&row)).transpose()? {
         // This very rotation already applied (a resend): its fresh token id is current.
-        Some(s) if s.is_active(r.now) && s.refresh_jti == r.next => Ok(RotateOutcome::Rotated),
-        Some(s) if s.is_active(r.now) => {
+        Some(s) if r.admits(&s) && s.refresh_jti == r.next => Ok(RotateOutcome::Rotated {
+            created_at: s.created_at,
+        }),
+        Some(s) if r.admits(&s) => {
             tx.execute(
                 "UPDATE sessions SET revoked_at = $1 WHERE id = $2",
                 &[&r.now.millis(), &r.session.0],

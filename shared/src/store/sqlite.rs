@@ -901,11 +901,15 @@ impl Store for SqliteStore {
     async fn rotate_session(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
         let r = rotation.clone();
         self.write(move |txn| {
-            let rotated = txn
-                .execute(
-                    "UPDATE sessions SET refresh_jti = ?1, last_used_at = ?2, expires_at = ?3 \
+            // The session ends at the new token's expiry or its maximum lifetime, whichever
+            // comes first (`Rotation::session_end`, computed here from the stored login time).
+            let rotated: Option<i64> = txn
+                .query_row(
+                    "UPDATE sessions SET refresh_jti = ?1, last_used_at = ?2, \
+                     expires_at = MIN(?3, created_at + ?7) \
                      WHERE id = ?4 AND user_id = ?6 AND refresh_jti = ?5 AND revoked_at IS NULL \
-                     AND expires_at > ?2",
+                     AND expires_at > ?2 AND created_at > ?8 \
+                     RETURNING created_at",
                     params![
                         r.next.to_string(),
                         r.now.millis(),
@@ -913,11 +917,17 @@ impl Store for SqliteStore {
                         r.session.to_string(),
                         r.presented.to_string(),
                         r.user.to_string(),
+                        r.max_lifetime_seconds.saturating_mul(1000),
+                        r.created_after().millis(),
                     ],
+                    |row| row.get(0),
                 )
+                .optional()
                 .map_err(map_err)?;
-            if rotated == 1 {
-                return Ok(RotateOutcome::Rotated);
+            if let Some(created_at) = rotated {
+                return Ok(RotateOutcome::Rotated {
+                    created_at: Timestamp::from_millis(created_at),
+                });
             }
             let current = txn
                 .query_row(
@@ -931,10 +941,10 @@ impl Store for SqliteStore {
                 .map_err(map_err)?;
             match current {
                 // This very rotation already applied (a resend): its fresh token id is current.
-                Some(s) if s.is_active(r.now) && s.refresh_jti == r.next => {
-                    Ok(RotateOutcome::Rotated)
-                }
-                Some(s) if s.is_active(r.now) => {
+                Some(s) if r.admits(&s) && s.refresh_jti == r.next => Ok(RotateOutcome::Rotated {
+                    created_at: s.created_at,
+                }),
+                Some(s) if r.admits(&s) => {
                     // A validly signed token for this session that is not the current one was
                     // spent before: whoever holds it may have stolen it. End the session.
                     txn.execute(
