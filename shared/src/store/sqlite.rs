@@ -6,7 +6,8 @@
 //! applies the change. The thread commits in groups: it takes every primitive waiting in its
 //! queue (up to a bound), runs each in its own savepoint inside one `BEGIN IMMEDIATE`
 //! transaction — a primitive that fails rolls back to its savepoint and leaves the others alone —
-//! commits once, and only then answers them all. Each answer still means "durably committed"
+//! commits once, and only then answers them all (`group`, which also keeps every answer true
+//! when SQLite rolls a whole group back). Each answer still means "durably committed"
 //! (WAL, `synchronous=FULL`); the group shares one fsync instead of paying one each.
 //! Reads use a pool of read-only connections, which WAL lets run beside the writer (no liveness
 //! query per checkout: a local file connection does not go stale). A read of bounded cost (a
@@ -27,6 +28,9 @@ use async_trait::async_trait;
 use rusqlite::{self, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
+mod group;
+
+use self::group::{Job, commit_group};
 use super::{
     Account, Applied, Attempt, AuditAction, AuditEntry, AuditPage, AuditParty, BalanceChange,
     Counterparty, HistoryPage, HistoryQuery, IdempotencyStamp, IdempotentRecord, NewUser,
@@ -119,11 +123,6 @@ CREATE TABLE login_attempts (
 /// Durability is not negotiable: WAL with `synchronous=FULL` syncs every commit.
 const PRAGMAS: &str = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
      PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;";
-
-/// Delivers a primitive's result once the group it ran in is committed (or failed to commit).
-type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-/// A primitive, run inside the group's transaction; returns how to deliver its result.
-type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
 
 /// Read-only connections.
 const READERS: usize = 8;
@@ -265,17 +264,11 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let result = in_savepoint(conn, f);
-            Box::new(move |committed: Result<(), StoreError>| {
-                let _ = tx.send(committed.and(result));
-            })
-        });
+        let (job, answer) = group::job(f);
         self.writer
             .send(job)
             .map_err(|_| StoreError::internal("SQLite writer thread stopped"))?;
-        rx.await.map_err(|_| {
+        answer.await.map_err(|_| {
             StoreError::unavailable("the write could not run: the database is busy or failing")
         })?
     }
@@ -310,47 +303,6 @@ impl SqliteStore {
             .get()
             .await
             .map_err(|e| StoreError::unavailable(format!("no free database connection: {e}")))
-    }
-}
-
-/// Runs `f` between `SAVEPOINT` and `RELEASE`, rolling back to the savepoint when it fails.
-fn in_savepoint<T>(
-    conn: &Connection,
-    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    conn.execute_batch("SAVEPOINT primitive").map_err(map_err)?;
-    let result = f(conn);
-    let end = if result.is_ok() {
-        "RELEASE primitive"
-    } else {
-        "ROLLBACK TO primitive; RELEASE primitive"
-    };
-    conn.execute_batch(end).map_err(map_err)?;
-    result
-}
-
-/// Runs a group of primitives in one transaction and delivers every result after the commit.
-fn commit_group(conn: &mut Connection, group: Vec<Job>) {
-    let txn = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-        Ok(txn) => txn,
-        Err(e) => {
-            // None of the jobs ran; dropping them tells each waiting request (as `503`).
-            tracing::error!(error = %e, "cannot begin a write transaction");
-            drop(group);
-            return;
-        }
-    };
-    let completions: Vec<Completion> = group.into_iter().map(|job| job(&txn)).collect();
-    let committed = txn.commit().map_err(|e| {
-        tracing::error!(error = %e, "a group commit failed; nothing in it was applied");
-        map_err(e)
-    });
-    for complete in completions {
-        let outcome = match &committed {
-            Ok(()) => Ok(()),
-            Err(e) => Err(StoreError::unavailable(e.to_string())),
-        };
-        complete(outcome);
     }
 }
 
