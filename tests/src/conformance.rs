@@ -1206,6 +1206,65 @@ pub async fn login_attempts_are_limited_per_window(store: Arc<dyn Store>) {
     }
 }
 
+/// For the SQL stores, which prune throttle rows themselves (DynamoDB's TTL does it there):
+/// attempts for made-up usernames leave behind no row whose window has passed. `rows(floor)`
+/// counts the table's rows directly: all of them, and those whose window started at or before
+/// `floor` (has passed).
+pub async fn made_up_usernames_leave_no_expired_throttle_rows<F, Fut>(
+    store: Arc<dyn Store>,
+    rows: F,
+) where
+    F: Fn(Timestamp) -> Fut,
+    Fut: std::future::Future<Output = (usize, usize)>,
+{
+    use lighttech::clock::{Clock, ManualClock};
+    use lighttech::store::EXPIRED_ATTEMPTS_PRUNED;
+    let policy = ThrottlePolicy {
+        max_attempts: 5,
+        window_seconds: 900,
+    };
+    let clock = ManualClock::new();
+    let floor = |now: Timestamp| now.plus_seconds(-policy.window_seconds);
+    let attempt = |name: String, now: Timestamp| {
+        let store = Arc::clone(&store);
+        async move {
+            assert_eq!(
+                store.take_login_attempt(&name, policy, now).await.unwrap(),
+                Attempt::Allowed
+            );
+        }
+    };
+    for i in 0..200 {
+        attempt(format!("ghost-{i}"), clock.now()).await;
+    }
+    assert_eq!(rows(floor(clock.now())).await, (200, 0));
+
+    // Once their window has passed, each new attempt takes a batch of them along.
+    clock.advance_seconds(policy.window_seconds + 1);
+    let batches = 200 / EXPIRED_ATTEMPTS_PRUNED + 1;
+    for i in 0..batches {
+        attempt(format!("late-{i}"), clock.now()).await;
+    }
+    assert_eq!(
+        rows(floor(clock.now())).await,
+        (batches, 0),
+        "only the live windows are left"
+    );
+
+    // A steady stream of made-up usernames, one every 30 s for three hours: the table never
+    // holds more than the live window's rows.
+    let live = (policy.window_seconds / 30) as usize;
+    for i in 0..360 {
+        clock.advance_seconds(30);
+        attempt(format!("stream-{i}"), clock.now()).await;
+        if i % 30 == 29 {
+            let (total, expired) = rows(floor(clock.now())).await;
+            assert_eq!(expired, 0, "after {i} attempts");
+            assert!(total <= live, "{total} rows after {i} attempts");
+        }
+    }
+}
+
 pub async fn racing_login_attempts_never_exceed_the_limit(store: Arc<dyn Store>) {
     let policy = ThrottlePolicy {
         max_attempts: 5,

@@ -296,6 +296,12 @@ pub enum Attempt {
     },
 }
 
+/// Rows of other usernames whose throttle window has passed that a SQL store deletes along with
+/// each attempt it counts: more than the one row an attempt can add, so the table holds little
+/// beyond the live windows, and bounded, so no attempt does unbounded work. (DynamoDB expires
+/// them with its TTL instead.)
+pub const EXPIRED_ATTEMPTS_PRUNED: usize = 16;
+
 /// Login throttle limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThrottlePolicy {
@@ -589,7 +595,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Vec<SessionRecord>, StoreError>;
 
     /// Counts a login attempt for a username inside the policy's window, atomically: of many
-    /// racing attempts at most `max_attempts` are `Allowed` per window.
+    /// racing attempts at most `max_attempts` are `Allowed` per window. Records whose window has
+    /// passed are removed as it goes (at most [`EXPIRED_ATTEMPTS_PRUNED`] per attempt in the SQL
+    /// stores; by TTL in DynamoDB).
     async fn take_login_attempt(
         &self,
         username_key: &str,

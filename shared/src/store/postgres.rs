@@ -36,9 +36,10 @@ use uuid::Uuid;
 
 use super::{
     Account, Applied, Attempt, AuditAction, AuditEntry, AuditPage, AuditParty, BalanceChange,
-    Counterparty, HistoryPage, HistoryQuery, IdempotencyStamp, IdempotentRecord, NewUser,
-    Operation, RotateOutcome, Rotation, SessionRecord, SessionUse, StatusChange, Store, StoreError,
-    ThrottlePolicy, TransferCommand, UserPage, UserQuery, UserRecord, UserSummary,
+    Counterparty, EXPIRED_ATTEMPTS_PRUNED, HistoryPage, HistoryQuery, IdempotencyStamp,
+    IdempotentRecord, NewUser, Operation, RotateOutcome, Rotation, SessionRecord, SessionUse,
+    StatusChange, Store, StoreError, ThrottlePolicy, TransferCommand, UserPage, UserQuery,
+    UserRecord, UserSummary,
 };
 use crate::domain::{
     Email, IdempotencyKey, Money, OperationId, OperationKind, RequestFingerprint, SessionId,
@@ -67,6 +68,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (
         6,
         include_str!("../../migrations/postgres/0006_transfer_recipient_lock.sql"),
+    ),
+    (
+        7,
+        include_str!("../../migrations/postgres/0007_login_attempts_by_window.sql"),
     ),
 ];
 
@@ -563,10 +568,17 @@ async fn take_login_attempt_tx(
     max: i32,
 ) -> Result<Attempt, Failure> {
     // One statement: open a window, or count inside a live one that has room. The row
-    // lock taken by ON CONFLICT serialises racing attempts.
+    // lock taken by ON CONFLICT serialises racing attempts. Alongside, a bounded batch of
+    // other usernames' rows whose window has passed is deleted (rows another attempt holds
+    // are skipped, never waited for), so the table holds about the live windows only.
     let counted = tx
         .query_opt(
-            "INSERT INTO login_attempts (username_key, attempts, window_start) \
+            "WITH pruned AS (\
+                 DELETE FROM login_attempts WHERE username_key IN (\
+                     SELECT username_key FROM login_attempts \
+                     WHERE window_start <= $3 AND username_key <> $1 \
+                     LIMIT $5 FOR UPDATE SKIP LOCKED)) \
+                 INSERT INTO login_attempts (username_key, attempts, window_start) \
                  VALUES ($1, 1, $2) \
                  ON CONFLICT (username_key) DO UPDATE SET \
                    attempts = CASE WHEN login_attempts.window_start <= $3 THEN 1 \
@@ -575,7 +587,13 @@ async fn take_login_attempt_tx(
                                        ELSE login_attempts.window_start END \
                  WHERE login_attempts.window_start <= $3 OR login_attempts.attempts < $4 \
                  RETURNING attempts",
-            &[&username_key, &now.millis(), &floor, &max],
+            &[
+                &username_key,
+                &now.millis(),
+                &floor,
+                &max,
+                &(EXPIRED_ATTEMPTS_PRUNED as i64),
+            ],
         )
         .await?;
     if counted.is_some() {

@@ -33,9 +33,10 @@ mod group;
 use self::group::{Job, commit_group};
 use super::{
     Account, Applied, Attempt, AuditAction, AuditEntry, AuditPage, AuditParty, BalanceChange,
-    Counterparty, HistoryPage, HistoryQuery, IdempotencyStamp, IdempotentRecord, NewUser,
-    Operation, RotateOutcome, Rotation, SessionRecord, SessionUse, StatusChange, Store, StoreError,
-    ThrottlePolicy, TransferCommand, UserPage, UserQuery, UserRecord, UserSummary,
+    Counterparty, EXPIRED_ATTEMPTS_PRUNED, HistoryPage, HistoryQuery, IdempotencyStamp,
+    IdempotentRecord, NewUser, Operation, RotateOutcome, Rotation, SessionRecord, SessionUse,
+    StatusChange, Store, StoreError, ThrottlePolicy, TransferCommand, UserPage, UserQuery,
+    UserRecord, UserSummary,
 };
 use crate::domain::{
     Email, IdempotencyKey, Money, OperationId, OperationKind, RequestFingerprint, SessionId,
@@ -43,10 +44,14 @@ use crate::domain::{
 };
 
 /// The schema version this code reads and writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Schema changes in order: version N is reached by applying `MIGRATIONS[N - 1]`.
-const MIGRATIONS: &[&str] = &[SCHEMA, ADMIN];
+const MIGRATIONS: &[&str] = &[SCHEMA, ADMIN, LOGIN_ATTEMPTS_BY_WINDOW];
+
+/// Finds throttle rows whose window has passed without a scan (each attempt prunes a few).
+const LOGIN_ATTEMPTS_BY_WINDOW: &str =
+    "CREATE INDEX login_attempts_by_window ON login_attempts(window_start);";
 
 const ADMIN: &str = r#"
 CREATE TABLE audit_log (
@@ -977,6 +982,20 @@ impl Store for SqliteStore {
     ) -> Result<Attempt, StoreError> {
         let key = username_key.to_owned();
         self.write(move |txn| {
+            let window_ms = policy.window_seconds * 1000;
+            // A bounded batch of rows whose window has passed leaves with each attempt, so
+            // made-up usernames cannot grow the table for ever (one index probe when none has).
+            txn.prepare_cached(
+                "DELETE FROM login_attempts WHERE username_key IN (\
+                 SELECT username_key FROM login_attempts WHERE window_start <= ?1 LIMIT ?2)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    now.millis() - window_ms,
+                    EXPIRED_ATTEMPTS_PRUNED as i64
+                ])
+            })
+            .map_err(map_err)?;
             let current: Option<(i64, i64)> = txn
                 .query_row(
                     "SELECT attempts, window_start FROM login_attempts WHERE username_key = ?1",
@@ -985,7 +1004,6 @@ impl Store for SqliteStore {
                 )
                 .optional()
                 .map_err(map_err)?;
-            let window_ms = policy.window_seconds * 1000;
             let (attempts, start) = match current {
                 Some((attempts, start)) if start + window_ms > now.millis() => (attempts, start),
                 _ => (0, now.millis()),

@@ -589,3 +589,30 @@ async fn transfers_racing_the_deactivation_of_both_parties_never_deadlock() {
     );
     eprintln!("transfers racing deactivations: {done} applied, {refused} refused, no deadlock");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_usernames_leave_no_expired_throttle_rows() {
+    let db = PgDatabase::create().await;
+    let store = PgStore::connect(&db.url).unwrap();
+    store.migrate().await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let client = Arc::new(client);
+    let rows = |floor: Timestamp| {
+        let client = Arc::clone(&client);
+        async move {
+            let row = client
+                .query_one(
+                    "SELECT count(*), count(*) FILTER (WHERE window_start <= $1) \
+                     FROM login_attempts",
+                    &[&floor.millis()],
+                )
+                .await
+                .unwrap();
+            (row.get::<_, i64>(0) as usize, row.get::<_, i64>(1) as usize)
+        }
+    };
+    conformance::made_up_usernames_leave_no_expired_throttle_rows(Arc::new(store), rows).await;
+}

@@ -343,3 +343,26 @@ async fn a_sparse_filter_pages_within_the_scan_bound() {
     assert_eq!(full.operations[0].seq, last);
     assert_eq!(full.next_before, Some(last - 99));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_usernames_leave_no_expired_throttle_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("test.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let rows = |floor: lighttech::domain::Timestamp| {
+        let counted = rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT count(*), count(*) FILTER (WHERE window_start <= ?1) FROM login_attempts",
+                [floor.millis()],
+                |r| Ok((r.get::<_, i64>(0)? as usize, r.get::<_, i64>(1)? as usize)),
+            )
+            .unwrap();
+        async move { counted }
+    };
+    lighttech_tests::conformance::made_up_usernames_leave_no_expired_throttle_rows(
+        Arc::new(store),
+        rows,
+    )
+    .await;
+}
