@@ -28,6 +28,7 @@ use async_trait::async_trait;
 use rusqlite::{self, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
+mod files;
 mod group;
 
 use self::group::{Job, commit_group};
@@ -175,11 +176,7 @@ impl SqliteStore {
         write_batch: usize,
     ) -> Result<SqliteStore, StoreError> {
         let path = path.into();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::unavailable(format!("cannot create {}: {e}", dir.display()))
-            })?;
-        }
+        files::prepare(&path)?;
         let writer = Self::spawn_writer(path.clone(), write_batch.max(1)).await?;
         let readers = deadpool::unmanaged::Pool::from_config(&deadpool::unmanaged::PoolConfig {
             max_size: READERS,
