@@ -402,9 +402,15 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 
 fn map_err(e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::CannotOpen) => {
-            StoreError::unavailable(e)
-        }
+        // A full disk or an I/O error undoes what the statement (or its transaction) did: the
+        // request applied nothing and may be retried, which is what `503` says.
+        Some(
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::CannotOpen
+            | ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure,
+        ) => StoreError::unavailable(e),
         _ => StoreError::internal(e),
     }
 }
