@@ -296,10 +296,10 @@ pub enum Attempt {
     },
 }
 
-/// Rows of other usernames whose throttle window has passed that a SQL store deletes along with
-/// each attempt it counts: more than the one row an attempt can add, so the table holds little
-/// beyond the live windows, and bounded, so no attempt does unbounded work. (DynamoDB expires
-/// them with its TTL instead.)
+/// Throttle rows whose window has passed that a SQL store deletes, at most, along with each
+/// attempt it counts: more than the one row an attempt can add, so the table holds little beyond
+/// the live windows, and bounded, so no attempt does unbounded work. (DynamoDB expires them with
+/// its TTL instead.)
 pub const EXPIRED_ATTEMPTS_PRUNED: usize = 16;
 
 /// Login throttle limits.
