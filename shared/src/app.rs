@@ -246,7 +246,8 @@ fn load_or_create_key_file(path: &Path) -> Result<SecretKey, StartupError> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| fail("create the directory of", e))?;
+                crate::files::create_private_dir_all(dir)
+                    .map_err(|e| fail("create the directory of", e))?;
             }
             let mut raw = [0u8; 32];
             rand::fill(&mut raw);
@@ -328,6 +329,8 @@ mod tests {
                 .permissions()
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
+            let dir_mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+            assert_eq!(dir_mode & 0o777, 0o700, "the data directory it created");
         }
         std::fs::remove_dir_all(dir).unwrap();
     }

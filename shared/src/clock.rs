@@ -35,6 +35,11 @@ impl ManualClock {
     pub fn advance_seconds(&self, seconds: i64) {
         self.0.fetch_add(seconds * 1000, Ordering::SeqCst);
     }
+
+    /// Sets the time to this instant exactly.
+    pub fn set(&self, at: Timestamp) {
+        self.0.store(at.millis(), Ordering::SeqCst);
+    }
 }
 
 impl Default for ManualClock {

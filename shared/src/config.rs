@@ -69,6 +69,11 @@ pub const VARIABLES: &[Variable] = &[
         doc: "Refresh token (and idle session) lifetime",
     },
     Variable {
+        name: "SESSION_MAX_LIFETIME_DAYS",
+        default: Some("30"),
+        doc: "Longest a session lives after its login, however recently it was refreshed (at least 1); refresh and access tokens never outlive it, so it should be at least the refresh token lifetime, which it cuts short otherwise",
+    },
+    Variable {
         name: "CURRENCY",
         default: Some("RUB"),
         doc: "ISO 4217 code shown with balances",
@@ -270,6 +275,8 @@ pub struct Config {
     pub access_ttl_seconds: i64,
     /// `REFRESH_TOKEN_LIFETIME_MINUTES`, in seconds.
     pub refresh_ttl_seconds: i64,
+    /// `SESSION_MAX_LIFETIME_DAYS`, in seconds: a session ends this long after its login.
+    pub session_max_lifetime_seconds: i64,
     /// `CURRENCY`.
     pub currency: String,
     /// `LOGIN_THROTTLE_MAX_ATTEMPTS`.
@@ -406,6 +413,13 @@ impl Config {
                     &get("REFRESH_TOKEN_LIFETIME_MINUTES"),
                     1,
                     365 * 24 * 60,
+                )?,
+            session_max_lifetime_seconds: 86_400
+                * parse_int(
+                    "SESSION_MAX_LIFETIME_DAYS",
+                    &get("SESSION_MAX_LIFETIME_DAYS"),
+                    1,
+                    10 * 365,
                 )?,
             currency,
             login_max_attempts: u32::try_from(parse_int(
@@ -579,6 +593,7 @@ mod tests {
         );
         assert_eq!(c.access_ttl_seconds, 600);
         assert_eq!(c.refresh_ttl_seconds, 86_400);
+        assert_eq!(c.session_max_lifetime_seconds, 30 * 86_400);
         assert_eq!(c.currency, "RUB");
         assert_eq!(c.login_max_attempts, 5);
         assert_eq!(c.login_window_seconds, 900);
@@ -673,6 +688,23 @@ mod tests {
                 .store,
             StoreUrl::Dynamo("lighttech".into())
         );
+    }
+
+    #[test]
+    fn the_session_lifetime_is_whole_days_from_one_up() {
+        for bad in ["0", "-1", "1.5", "thirty", "3651"] {
+            let err = config(&[("SESSION_MAX_LIFETIME_DAYS", bad)]).unwrap_err();
+            assert_eq!(err.variable, "SESSION_MAX_LIFETIME_DAYS", "{bad}");
+        }
+        let one = config(&[("SESSION_MAX_LIFETIME_DAYS", "1")]).unwrap();
+        assert_eq!(one.session_max_lifetime_seconds, 86_400);
+        // Shorter than the refresh lifetime is allowed: it cuts refresh tokens short.
+        let short = config(&[
+            ("SESSION_MAX_LIFETIME_DAYS", "1"),
+            ("REFRESH_TOKEN_LIFETIME_MINUTES", "4320"),
+        ])
+        .unwrap();
+        assert!(short.session_max_lifetime_seconds < short.refresh_ttl_seconds);
     }
 
     #[test]

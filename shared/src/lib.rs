@@ -11,7 +11,8 @@
 //!   balance, deposit, withdraw, transfer, history).
 //! - [`store`]: the [`store::Store`] trait — one atomic primitive per method, shaped for
 //!   DynamoDB's conditional writes and transactions — and its backends.
-//! - [`domain`], [`auth`], [`config`]: newtypes, tokens and passwords, typed configuration.
+//! - [`domain`], [`auth`], [`config`]: newtypes, tokens and passwords, typed configuration;
+//!   [`files`]: the private files the local server keeps (its database, its key).
 //!
 //! The one idea: every money movement is a single conditional step in the store (balance
 //! condition, history record and idempotency record together), so there is no read-modify-write
@@ -25,6 +26,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod files;
 pub mod http;
 pub mod lambda;
 pub mod service;

@@ -40,6 +40,8 @@ macro_rules! api_suite {
             refresh_rotates_and_reuse_revokes_the_session,
             refresh_rejects_access_tokens_and_garbage,
             racing_refreshes_let_exactly_one_win,
+            tokens_are_refused_from_their_expiry_on,
+            a_session_ends_at_its_maximum_lifetime_however_often_it_is_refreshed,
             logout_revokes_the_session_and_its_tokens,
             logout_with_another_sessions_refresh_token_is_refused,
             a_revoked_session_moves_no_money_and_hears_invalid_token_first,
@@ -704,6 +706,143 @@ pub async fn racing_refreshes_let_exactly_one_win(t: TestApp) {
             .all(|(s, c)| *s == 200 || (*s == 401 && (c == "token_reused" || c == "invalid_token"))),
         "{statuses:?}"
     );
+}
+
+/// A token's `exp` claim, as an instant.
+fn exp_of(token: &str) -> Timestamp {
+    Timestamp::from_millis(claims_of(token)["exp"].as_i64().unwrap() * 1000)
+}
+
+pub async fn tokens_are_refused_from_their_expiry_on(t: TestApp) {
+    t.register("alice").await;
+    // A second before its `exp` a token still works; at its `exp` and after, it does not.
+    for (offset_ms, works) in [(-1000, true), (0, false), (1000, false)] {
+        // Logged in at a time with a fraction of a second, so `exp` (whole seconds) falls
+        // before the session's own end, which is kept to the millisecond.
+        let now = t.clock.now();
+        t.clock
+            .set(Timestamp::from_millis(now.unix_seconds() * 1000 + 1500));
+        let (access, refresh_token) = t.login("alice").await;
+
+        t.clock
+            .set(Timestamp::from_millis(exp_of(&access).millis() + offset_ms));
+        let me = t.get("/api/auth/v1/me/", Some(&access)).await;
+        let r = t
+            .post(
+                "/api/balance/v1/deposit/",
+                Some(&access),
+                &json!({"amount": "1"}),
+                &[],
+            )
+            .await;
+        if works {
+            me.expect(200, "");
+            r.expect(201, "");
+        } else {
+            me.expect(401, "invalid_token");
+            r.expect(401, "invalid_token");
+        }
+
+        t.clock.set(Timestamp::from_millis(
+            exp_of(&refresh_token).millis() + offset_ms,
+        ));
+        let r = refresh(&t, &refresh_token).await;
+        if works {
+            r.expect(200, "");
+        } else {
+            r.expect(401, "invalid_token");
+        }
+    }
+}
+
+pub async fn a_session_ends_at_its_maximum_lifetime_however_often_it_is_refreshed(t: TestApp) {
+    const DAY: i64 = 86_400;
+    t.register("alice").await;
+    let login_at = t.clock.now();
+    let (_, mut refresh_token) = t.login("alice").await;
+    let deadline = login_at.plus_seconds(30 * DAY);
+    let last = deadline.plus_seconds(-60);
+    // Refreshed every six hours, it lives on until a minute before its deadline.
+    let mut refreshes = 0;
+    while t.clock.now().plus_seconds(6 * 3600) < last {
+        t.clock.advance_seconds(6 * 3600);
+        let r = refresh(&t, &refresh_token).await;
+        r.expect(200, "");
+        refresh_token = r.json()["refresh"].as_str().unwrap().to_owned();
+        refreshes += 1;
+    }
+    assert!(refreshes >= 100, "{refreshes}");
+    t.clock.set(last);
+    let r = refresh(&t, &refresh_token).await;
+    r.expect(200, "");
+    let (access, refresh_token) = (
+        r.json()["access"].as_str().unwrap().to_owned(),
+        r.json()["refresh"].as_str().unwrap().to_owned(),
+    );
+    // The tokens issued then expire no later than the deadline.
+    assert!(exp_of(&access) <= deadline, "the access token outlives it");
+    assert!(
+        exp_of(&refresh_token) <= deadline,
+        "the refresh token outlives it"
+    );
+    t.get("/api/auth/v1/me/", Some(&access))
+        .await
+        .expect(200, "");
+    // Another login, late in the first one's life, to watch the list from.
+    let (other, _) = t.login("alice").await;
+    let listed = t.get("/api/auth/v1/sessions/", Some(&other)).await;
+    listed.expect(200, "");
+    assert_eq!(listed.json()["results"].as_array().unwrap().len(), 2);
+
+    // A second past the deadline the session has ended, however recently it was refreshed.
+    t.clock.set(deadline.plus_seconds(1));
+    refresh(&t, &refresh_token)
+        .await
+        .expect(401, "invalid_token");
+    t.get("/api/auth/v1/me/", Some(&access))
+        .await
+        .expect(401, "invalid_token");
+    t.post(
+        "/api/balance/v1/deposit/",
+        Some(&access),
+        &json!({"amount": "1"}),
+        &[],
+    )
+    .await
+    .expect(401, "invalid_token");
+    let listed = t.get("/api/auth/v1/sessions/", Some(&other)).await;
+    listed.expect(200, "");
+    assert_eq!(
+        listed.json()["results"].as_array().unwrap().len(),
+        1,
+        "an ended session is not listed"
+    );
+
+    // A refresh lifetime longer than the maximum is cut to it, at login already.
+    let secret = crate::test_secret();
+    let config = crate::test_config(&[
+        ("SECRET_KEY", secret.as_str()),
+        ("SESSION_MAX_LIFETIME_DAYS", "1"),
+        ("REFRESH_TOKEN_LIFETIME_MINUTES", "4320"),
+    ]);
+    let key = config.secret_key.clone().unwrap();
+    let short = TestApp::from_app(
+        lighttech::App::new(config, t.app.store.clone(), &key),
+        secret,
+    );
+    let login_at = short.clock.now();
+    let (_, refresh_token) = short.login("alice").await;
+    let deadline = login_at.plus_seconds(DAY);
+    assert!(exp_of(&refresh_token) <= deadline);
+    assert!(exp_of(&refresh_token) > deadline.plus_seconds(-2));
+    short.clock.set(deadline.plus_seconds(-1));
+    let r = refresh(&short, &refresh_token).await;
+    r.expect(200, "");
+    short.clock.set(deadline);
+    let refresh_token = r.json()["refresh"].as_str().unwrap().to_owned();
+    refresh(&short, &refresh_token)
+        .await
+        .expect(401, "invalid_token");
 }
 
 pub async fn logout_revokes_the_session_and_its_tokens(t: TestApp) {

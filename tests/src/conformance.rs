@@ -41,6 +41,7 @@ macro_rules! store_conformance_suite {
             history_ends_where_nothing_lies_below,
             sessions_rotate_once_and_reuse_revokes,
             inactive_sessions_cannot_rotate_or_be_touched,
+            sessions_end_at_their_maximum_lifetime,
             racing_rotations_let_exactly_one_win,
             movements_need_a_live_session_of_their_own_before_anything_else,
             movements_record_their_sessions_use_when_due,
@@ -798,9 +799,13 @@ fn rotation(s: &SessionRecord, presented: TokenId, now: Timestamp) -> Rotation {
         presented,
         next: TokenId::new(),
         expires_at: now.plus_seconds(7200),
+        max_lifetime_seconds: MAX_LIFETIME,
         now,
     }
 }
+
+/// The sessions' maximum lifetime in these cases: the default, 30 days.
+const MAX_LIFETIME: i64 = 30 * 86_400;
 
 pub async fn sessions_rotate_once_and_reuse_revokes(store: Arc<dyn Store>) {
     let alice = create(&store, "alice").await;
@@ -823,7 +828,9 @@ pub async fn sessions_rotate_once_and_reuse_revokes(store: Arc<dyn Store>) {
     let r1 = rotation(&s, s.refresh_jti, now);
     assert_eq!(
         store.rotate_session(&r1).await.unwrap(),
-        RotateOutcome::Rotated
+        RotateOutcome::Rotated {
+            created_at: s.created_at
+        }
     );
     let after = store.session(s.user, s.id).await.unwrap().unwrap();
     assert_eq!(after.refresh_jti, r1.next);
@@ -834,7 +841,9 @@ pub async fn sessions_rotate_once_and_reuse_revokes(store: Arc<dyn Store>) {
     // one): it already applied, so it is that rotation, not a reuse, and the session lives on.
     assert_eq!(
         store.rotate_session(&r1).await.unwrap(),
-        RotateOutcome::Rotated,
+        RotateOutcome::Rotated {
+            created_at: s.created_at
+        },
         "a resent rotation is not a reuse"
     );
     let resent = store.session(s.user, s.id).await.unwrap().unwrap();
@@ -928,6 +937,88 @@ pub async fn inactive_sessions_cannot_rotate_or_be_touched(store: Arc<dyn Store>
     );
 }
 
+pub async fn sessions_end_at_their_maximum_lifetime(store: Arc<dyn Store>) {
+    let alice = create(&store, "alice").await;
+    let now = Timestamp::now();
+    // A minute before its deadline: it rotates, but its new end is the deadline, not the
+    // replacement token's expiry.
+    let mut late = session(alice.id, now.plus_seconds(60 - MAX_LIFETIME));
+    late.expires_at = now.plus_seconds(30);
+    store.create_session(&late).await.unwrap();
+    let r = rotation(&late, late.refresh_jti, now);
+    assert_eq!(
+        store.rotate_session(&r).await.unwrap(),
+        RotateOutcome::Rotated {
+            created_at: late.created_at
+        }
+    );
+    let deadline = late.created_at.plus_seconds(MAX_LIFETIME);
+    assert_eq!(r.session_end(late.created_at), deadline);
+    let stored = store.session(alice.id, late.id).await.unwrap().unwrap();
+    assert_eq!(stored.expires_at, deadline, "cut to the maximum lifetime");
+    // At the deadline the newest token no longer rotates: the session has ended, which is not
+    // a reuse, so nothing is revoked.
+    assert_eq!(
+        store
+            .rotate_session(&rotation(&late, r.next, deadline))
+            .await
+            .unwrap(),
+        RotateOutcome::Inactive
+    );
+    let ended = store.session(alice.id, late.id).await.unwrap().unwrap();
+    assert_eq!(ended.refresh_jti, r.next);
+    assert!(ended.revoked_at.is_none());
+
+    // A session stored with an expiry beyond its deadline (as before the limit existed) is
+    // refused by its login time alone, with its current token or a spent one.
+    for age in [MAX_LIFETIME, MAX_LIFETIME + 1, MAX_LIFETIME + 86_400] {
+        let mut old = session(alice.id, now.plus_seconds(-age));
+        old.expires_at = now.plus_seconds(3600);
+        store.create_session(&old).await.unwrap();
+        for presented in [old.refresh_jti, TokenId::new()] {
+            assert_eq!(
+                store
+                    .rotate_session(&rotation(&old, presented, now))
+                    .await
+                    .unwrap(),
+                RotateOutcome::Inactive,
+                "a session {age} s old"
+            );
+        }
+        let kept = store.session(alice.id, old.id).await.unwrap().unwrap();
+        assert_eq!(
+            (kept.refresh_jti, kept.revoked_at, kept.expires_at),
+            (old.refresh_jti, None, old.expires_at),
+            "a refused rotation changes nothing"
+        );
+    }
+    // A millisecond younger than the limit, it still rotates.
+    let mut young = session(
+        alice.id,
+        Timestamp::from_millis(now.millis() - MAX_LIFETIME * 1000 + 1),
+    );
+    young.expires_at = now.plus_seconds(3600);
+    store.create_session(&young).await.unwrap();
+    assert_eq!(
+        store
+            .rotate_session(&rotation(&young, young.refresh_jti, now))
+            .await
+            .unwrap(),
+        RotateOutcome::Rotated {
+            created_at: young.created_at
+        }
+    );
+    assert_eq!(
+        store
+            .session(alice.id, young.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_at,
+        Timestamp::from_millis(now.millis() + 1)
+    );
+}
+
 pub async fn racing_rotations_let_exactly_one_win(store: Arc<dyn Store>) {
     let alice = create(&store, "alice").await;
     let now = Timestamp::now();
@@ -943,9 +1034,14 @@ pub async fn racing_rotations_let_exactly_one_win(store: Arc<dyn Store>) {
     }
     let mut outcomes = HashMap::new();
     for t in tasks {
-        *outcomes
-            .entry(format!("{:?}", t.await.unwrap()))
-            .or_insert(0) += 1;
+        let outcome = match t.await.unwrap() {
+            RotateOutcome::Rotated { created_at } => {
+                assert_eq!(created_at, s.created_at);
+                "Rotated".to_owned()
+            }
+            other => format!("{other:?}"),
+        };
+        *outcomes.entry(outcome).or_insert(0) += 1;
     }
     assert_eq!(outcomes.get("Rotated"), Some(&1), "{outcomes:?}");
     assert_eq!(
@@ -1238,6 +1334,65 @@ pub async fn login_attempts_are_limited_per_window(store: Arc<dyn Store>) {
                 .unwrap(),
             Attempt::Allowed
         );
+    }
+}
+
+/// For the SQL stores, which prune throttle rows themselves (DynamoDB's TTL does it there):
+/// attempts for made-up usernames leave behind no row whose window has passed. `rows(floor)`
+/// counts the table's rows directly: all of them, and those whose window started at or before
+/// `floor` (has passed).
+pub async fn made_up_usernames_leave_no_expired_throttle_rows<F, Fut>(
+    store: Arc<dyn Store>,
+    rows: F,
+) where
+    F: Fn(Timestamp) -> Fut,
+    Fut: std::future::Future<Output = (usize, usize)>,
+{
+    use lighttech::clock::{Clock, ManualClock};
+    use lighttech::store::EXPIRED_ATTEMPTS_PRUNED;
+    let policy = ThrottlePolicy {
+        max_attempts: 5,
+        window_seconds: 900,
+    };
+    let clock = ManualClock::new();
+    let floor = |now: Timestamp| now.plus_seconds(-policy.window_seconds);
+    let attempt = |name: String, now: Timestamp| {
+        let store = Arc::clone(&store);
+        async move {
+            assert_eq!(
+                store.take_login_attempt(&name, policy, now).await.unwrap(),
+                Attempt::Allowed
+            );
+        }
+    };
+    for i in 0..200 {
+        attempt(format!("ghost-{i}"), clock.now()).await;
+    }
+    assert_eq!(rows(floor(clock.now())).await, (200, 0));
+
+    // Once their window has passed, each new attempt takes a batch of them along.
+    clock.advance_seconds(policy.window_seconds + 1);
+    let batches = 200 / EXPIRED_ATTEMPTS_PRUNED + 1;
+    for i in 0..batches {
+        attempt(format!("late-{i}"), clock.now()).await;
+    }
+    assert_eq!(
+        rows(floor(clock.now())).await,
+        (batches, 0),
+        "only the live windows are left"
+    );
+
+    // A steady stream of made-up usernames, one every 30 s for three hours: the table never
+    // holds more than the live window's rows.
+    let live = (policy.window_seconds / 30) as usize;
+    for i in 0..360 {
+        clock.advance_seconds(30);
+        attempt(format!("stream-{i}"), clock.now()).await;
+        if i % 30 == 29 {
+            let (total, expired) = rows(floor(clock.now())).await;
+            assert_eq!(expired, 0, "after {i} attempts");
+            assert!(total <= live, "{total} rows after {i} attempts");
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! JWT access and refresh tokens (HS256), validated strictly.
 //!
 //! The algorithm is pinned to HS256; `exp`, `iat`, `sub`, `sid`, `jti`, `typ` and `iss` are all
-//! required and checked, with a small leeway for clock skew. A valid signature is not enough:
+//! required and checked: `exp` exactly, by the service's clock; `iat` with a small leeway for
+//! clock skew. A valid signature is not enough:
 //! the session named by `sid` is checked on every request by the service layer.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -9,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{SessionId, Timestamp, TokenId, UserId};
 
-/// Seconds of clock skew tolerated on `exp` and `iat`.
+/// Seconds of clock skew tolerated on `iat`. (`jsonwebtoken` also allows it on `exp` against the
+/// system clock; the exact check against the service's clock comes after.)
 pub const LEEWAY_SECONDS: i64 = 5;
 /// Tokens longer than this are rejected before any parsing.
 const MAX_TOKEN_LEN: usize = 4096;
@@ -63,6 +65,9 @@ pub enum TokenError {
     /// `iat` lies in the future.
     #[error("issued in the future")]
     IssuedInFuture,
+    /// `exp` has come, by the service's clock.
+    #[error("expired")]
+    Expired,
     /// Oversized input.
     #[error("token too long")]
     TooLong,
@@ -143,6 +148,12 @@ impl TokenService {
         if claims.iat > now.unix_seconds() + LEEWAY_SECONDS {
             return Err(TokenError::IssuedInFuture);
         }
+        // A token is not accepted on or after its `exp` (RFC 7519), with no leeway: the
+        // servers that issue tokens are the ones that check them, and the session's end (its
+        // maximum lifetime included) is exact.
+        if now.millis() >= claims.exp.saturating_mul(1000) {
+            return Err(TokenError::Expired);
+        }
         Ok(VerifiedToken {
             user: UserId::parse(&claims.sub).ok_or(TokenError::Claim("sub"))?,
             session: SessionId::parse(&claims.sid).ok_or(TokenError::Claim("sid"))?,
@@ -212,6 +223,20 @@ mod tests {
             .issue(TokenType::Access, u, s, t, now, 600)
             .unwrap();
         assert!(service().verify(&access, TokenType::Refresh, now).is_err());
+    }
+
+    #[test]
+    fn a_token_is_refused_from_its_exp_on_by_the_given_clock() {
+        let issued = Timestamp::from_millis(Timestamp::now().unix_seconds() * 1000);
+        let (u, s, t) = ids();
+        let token = service()
+            .issue(TokenType::Refresh, u, s, t, issued, 600)
+            .unwrap();
+        let exp = issued.plus_seconds(600);
+        let at = |ms: i64| service().verify(&token, TokenType::Refresh, Timestamp::from_millis(ms));
+        assert!(at(exp.millis() - 1).is_ok());
+        assert!(matches!(at(exp.millis()), Err(TokenError::Expired)));
+        assert!(matches!(at(exp.millis() + 1000), Err(TokenError::Expired)));
     }
 
     #[test]

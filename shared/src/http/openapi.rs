@@ -392,7 +392,10 @@ fn describe(route: &Route) -> Describe {
             ..base(
                 "auth",
                 "Refresh tokens",
-                "Rotates the refresh token. Presenting a spent one again revokes the session.",
+                "Rotates the refresh token. Presenting a spent one again revokes the session. \
+                 A session ends at the latest SESSION_MAX_LIFETIME_DAYS (default 30) after \
+                 login, however recently it was refreshed: no token is issued past that \
+                 moment, and a refresh after it answers 401 invalid_token.",
                 Access::Public,
             )
         },

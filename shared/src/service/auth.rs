@@ -113,12 +113,15 @@ pub async fn login(
         _ => return Err(ApiError::InvalidCredentials),
     };
     app.store.clear_login_attempts(&key).await?;
+    let deadline = session_deadline(app, now);
     let session = SessionRecord {
         id: SessionId::new(),
         user: user.id,
         created_at: now,
         last_used_at: now,
-        expires_at: now.plus_seconds(app.config.refresh_ttl_seconds),
+        expires_at: now
+            .plus_seconds(app.config.refresh_ttl_seconds)
+            .min(deadline),
         refresh_jti: TokenId::new(),
         user_agent: client
             .user_agent
@@ -131,7 +134,24 @@ pub async fn login(
         return Err(ApiError::InvalidCredentials);
     }
     tracing::info!(user_id = %user.id, session_id = %session.id, "logged in");
-    issue_pair(app, user.id, session.id, session.refresh_jti, now)
+    issue_pair(app, user.id, session.id, session.refresh_jti, now, deadline)
+}
+
+/// When a session opened at `created_at` ends, however recently it was refreshed.
+fn session_deadline(app: &App, created_at: Timestamp) -> Timestamp {
+    created_at.plus_seconds(app.config.session_max_lifetime_seconds)
+}
+
+/// Live for its owner: not revoked, not expired, and within its maximum lifetime (a session
+/// stored before that lifetime existed may still carry a later expiry).
+fn is_live(app: &App, session: &SessionRecord, now: Timestamp) -> bool {
+    session.is_active(now) && now < session_deadline(app, session.created_at)
+}
+
+/// A token lifetime from `now`, cut so that the token's `exp` (whole seconds) is no later
+/// than the session's deadline.
+fn lifetime_until(now: Timestamp, ttl_seconds: i64, deadline: Timestamp) -> i64 {
+    ttl_seconds.min(deadline.unix_seconds() - now.unix_seconds())
 }
 
 fn issue_pair(
@@ -140,7 +160,9 @@ fn issue_pair(
     session: SessionId,
     refresh_jti: TokenId,
     now: Timestamp,
+    deadline: Timestamp,
 ) -> Result<TokenPair, ApiError> {
+    let access_ttl = lifetime_until(now, app.config.access_ttl_seconds, deadline);
     let access = app
         .tokens
         .issue(
@@ -149,7 +171,7 @@ fn issue_pair(
             session,
             TokenId::new(),
             now,
-            app.config.access_ttl_seconds,
+            access_ttl,
         )
         .map_err(ApiError::internal)?;
     let refresh = app
@@ -160,13 +182,13 @@ fn issue_pair(
             session,
             refresh_jti,
             now,
-            app.config.refresh_ttl_seconds,
+            lifetime_until(now, app.config.refresh_ttl_seconds, deadline),
         )
         .map_err(ApiError::internal)?;
     Ok(TokenPair {
         access,
         refresh,
-        expires_in: app.config.access_ttl_seconds,
+        expires_in: access_ttl.max(0),
     })
 }
 
@@ -184,11 +206,19 @@ pub async fn refresh(app: &App, refresh_token: &str) -> Result<TokenPair, ApiErr
             presented: token.id,
             next,
             expires_at: now.plus_seconds(app.config.refresh_ttl_seconds),
+            max_lifetime_seconds: app.config.session_max_lifetime_seconds,
             now,
         })
         .await?;
     match outcome {
-        RotateOutcome::Rotated => issue_pair(app, token.user, token.session, next, now),
+        RotateOutcome::Rotated { created_at } => issue_pair(
+            app,
+            token.user,
+            token.session,
+            next,
+            now,
+            session_deadline(app, created_at),
+        ),
         RotateOutcome::Reused => {
             tracing::warn!(user_id = %token.user, session_id = %token.session,
                 "spent refresh token presented again; session revoked");
@@ -240,7 +270,7 @@ pub async fn authenticate(app: &App, access_token: &str) -> Result<Principal, Ap
         .store
         .session(token.user, token.session)
         .await?
-        .filter(|s| s.user == token.user && s.is_active(now))
+        .filter(|s| s.user == token.user && is_live(app, s, now))
         .ok_or(ApiError::InvalidToken)?;
     if now.millis() - session.last_used_at.millis() > TOUCH_INTERVAL_SECONDS * 1000 {
         // Best effort: failing to record use must not fail the request.
@@ -290,10 +320,10 @@ pub async fn me(app: &App, principal: Principal) -> Result<UserRecord, ApiError>
 
 /// The caller's live sessions, newest first.
 pub async fn sessions(app: &App, principal: Principal) -> Result<Vec<SessionRecord>, ApiError> {
-    Ok(app
-        .store
-        .active_sessions(principal.user, app.clock.now())
-        .await?)
+    let now = app.clock.now();
+    let mut sessions = app.store.active_sessions(principal.user, now).await?;
+    sessions.retain(|s| is_live(app, s, now));
+    Ok(sessions)
 }
 
 /// Revokes one of the caller's sessions; someone else's (or an unknown) id is `not_found`.

@@ -1528,16 +1528,20 @@ impl Store for DynamoStore {
     }
 
     async fn rotate_session(&self, r: &Rotation) -> Result<RotateOutcome, StoreError> {
-        // The account first: the rotation is conditioned on the session being of the epoch
-        // read. A deactivation committing after this read orders after the rotation, and the
-        // new tokens die with the session (see the module documentation).
-        let Some(account) = self.account_item(r.user).await? else {
+        // The account and the session first, in one round trip: the rotation is conditioned on
+        // the session being of the epoch read, so a deactivation committing after this read
+        // orders after the rotation, and the new tokens die with the session (see the module
+        // documentation). The session's login time, which never changes, gives its new end
+        // (`Rotation::session_end`); the condition checks its maximum lifetime again.
+        let (session, account) = self.session_and_account(r.user, r.session).await?;
+        let (Some(session), Some(account)) = (session, account) else {
             return Ok(RotateOutcome::Inactive);
         };
-        let account = account_state(&account)?;
         if !account.active {
             return Ok(RotateOutcome::Inactive);
         }
+        let created_at = Timestamp::from_millis(get_n(&session, "created_at")?);
+        let ends = r.session_end(created_at);
         let session_key = key(user_pk(r.user), &format!("SESSION#{}", r.session));
         let request = self
             .client
@@ -1548,22 +1552,21 @@ impl Store for DynamoStore {
                 "SET refresh_jti = :next, last_used_at = :now, expires_at = :expires, #ttl = :ttl",
             )
             .condition_expression(format!(
-                "refresh_jti = :presented AND attribute_not_exists(revoked_at) AND expires_at > :now AND {}",
+                "refresh_jti = :presented AND attribute_not_exists(revoked_at) AND expires_at > :now \
+                 AND created_at > :created_after AND {}",
                 epoch_is("epoch", account.session_epoch)
             ))
             .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
             .expression_attribute_values(":next", s(r.next.to_string()))
             .expression_attribute_values(":presented", s(r.presented.to_string()))
             .expression_attribute_values(":now", n(r.now.millis()))
-            .expression_attribute_values(":expires", n(r.expires_at.millis()))
-            .expression_attribute_values(
-                ":ttl",
-                n(r.expires_at.unix_seconds() + TTL_GRACE_SECONDS),
-            )
+            .expression_attribute_values(":created_after", n(r.created_after().millis()))
+            .expression_attribute_values(":expires", n(ends.millis()))
+            .expression_attribute_values(":ttl", n(ends.unix_seconds() + TTL_GRACE_SECONDS))
             .expression_attribute_values(":epoch", n(account.session_epoch));
         let rotated = self.resend_refused(|| request.clone().send()).await;
         match rotated {
-            Ok(_) => return Ok(RotateOutcome::Rotated),
+            Ok(_) => return Ok(RotateOutcome::Rotated { created_at }),
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => {}
             Err(e) => {
                 // Rotated all the same if the session now holds this rotation's fresh token id.
@@ -1574,7 +1577,7 @@ impl Store for DynamoStore {
                     }))
                 };
                 applied_despite(sdk_error(e), rotated).await?;
-                return Ok(RotateOutcome::Rotated);
+                return Ok(RotateOutcome::Rotated { created_at });
             }
         }
         let (current, account) = self.session_and_account(r.user, r.session).await?;
@@ -1582,14 +1585,16 @@ impl Store for DynamoStore {
             return Ok(RotateOutcome::Inactive);
         };
         let current = effective_session(&current, account.as_ref())?;
-        if !current.is_active(r.now) {
+        if !r.admits(&current) {
             return Ok(RotateOutcome::Inactive);
         }
         // The SDK resends a call whose answer it lost; if the first sending rotated the
         // session, the resend fails its condition. The token id it set is this rotation's own
         // fresh one, which nothing else can have written: that is this rotation, not a reuse.
         if current.refresh_jti == r.next {
-            return Ok(RotateOutcome::Rotated);
+            return Ok(RotateOutcome::Rotated {
+                created_at: current.created_at,
+            });
         }
         // A validly signed token of this session that is no longer current was spent before:
         // revoke the session. Losing this race to another revocation changes nothing.

@@ -238,20 +238,50 @@ pub struct Rotation {
     pub presented: TokenId,
     /// The replacement's `jti`.
     pub next: TokenId,
-    /// The replacement's expiry (the session's new end).
+    /// The replacement's expiry (the session's new end), unless the session's maximum lifetime
+    /// ends it sooner.
     pub expires_at: Timestamp,
+    /// How long a session may live after its login, in seconds (`SESSION_MAX_LIFETIME_DAYS`).
+    /// The store checks it inside the rotation's atomic step: a session created that long
+    /// before `now` (or longer) is not rotated (`Inactive`), and the session's new end is
+    /// [`Rotation::session_end`], never later than `created_at` plus this.
+    pub max_lifetime_seconds: i64,
     /// The moment of the rotation.
     pub now: Timestamp,
+}
+
+impl Rotation {
+    /// Only a session created after this instant may still be rotated.
+    pub fn created_after(&self) -> Timestamp {
+        self.now.plus_seconds(-self.max_lifetime_seconds)
+    }
+
+    /// The end a rotation gives a session created at `created_at`: the replacement's expiry,
+    /// cut to the session's maximum lifetime.
+    pub fn session_end(&self, created_at: Timestamp) -> Timestamp {
+        self.expires_at
+            .min(created_at.plus_seconds(self.max_lifetime_seconds))
+    }
+
+    /// Whether a session as stored may still be rotated (or its rotation recognised): not
+    /// revoked, not expired, and within its maximum lifetime.
+    pub fn admits(&self, session: &SessionRecord) -> bool {
+        session.is_active(self.now) && session.created_at > self.created_after()
+    }
 }
 
 /// How a rotation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RotateOutcome {
-    /// The presented token was current and is now spent.
-    Rotated,
+    /// The presented token was current and is now spent. The session's login time comes
+    /// back with it: the new tokens must not outlive the session's maximum lifetime.
+    Rotated {
+        /// When the session was opened.
+        created_at: Timestamp,
+    },
     /// The presented token was already spent: the store revoked the session in the same step.
     Reused,
-    /// The session does not exist, is revoked or has expired.
+    /// The session does not exist, is revoked, has expired or has reached its maximum lifetime.
     Inactive,
 }
 
@@ -266,6 +296,12 @@ pub enum Attempt {
         retry_after: u64,
     },
 }
+
+/// Throttle rows whose window has passed that a SQL store deletes, at most, along with each
+/// attempt it counts: more than the one row an attempt can add, so the table holds little beyond
+/// the live windows, and bounded, so no attempt does unbounded work. (DynamoDB expires them with
+/// its TTL instead.)
+pub const EXPIRED_ATTEMPTS_PRUNED: usize = 16;
 
 /// Login throttle limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -552,7 +588,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Spends the presented refresh token with a conditional write: of two racing rotations of
     /// the same token exactly one gets `Rotated`. A token that is no longer current revokes the
-    /// session in the same step (`Reused`).
+    /// session in the same step (`Reused`). A session past its maximum lifetime is `Inactive`
+    /// in that same step, and a rotated one ends at [`Rotation::session_end`].
     async fn rotate_session(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError>;
 
     /// Records use of a live session (`last_used_at`); a no-op for inactive sessions.
@@ -579,7 +616,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Vec<SessionRecord>, StoreError>;
 
     /// Counts a login attempt for a username inside the policy's window, atomically: of many
-    /// racing attempts at most `max_attempts` are `Allowed` per window.
+    /// racing attempts at most `max_attempts` are `Allowed` per window. Records whose window has
+    /// passed are removed as it goes (at most [`EXPIRED_ATTEMPTS_PRUNED`] per attempt in the SQL
+    /// stores; by TTL in DynamoDB).
     async fn take_login_attempt(
         &self,
         username_key: &str,

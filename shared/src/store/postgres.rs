@@ -36,9 +36,10 @@ use uuid::Uuid;
 
 use super::{
     Account, Applied, Attempt, AuditAction, AuditEntry, AuditPage, AuditParty, BalanceChange,
-    Counterparty, HistoryPage, HistoryQuery, IdempotencyStamp, IdempotentRecord, NewUser,
-    Operation, RotateOutcome, Rotation, SessionRecord, SessionUse, StatusChange, Store, StoreError,
-    ThrottlePolicy, TransferCommand, UserPage, UserQuery, UserRecord, UserSummary,
+    Counterparty, EXPIRED_ATTEMPTS_PRUNED, HistoryPage, HistoryQuery, IdempotencyStamp,
+    IdempotentRecord, NewUser, Operation, RotateOutcome, Rotation, SessionRecord, SessionUse,
+    StatusChange, Store, StoreError, ThrottlePolicy, TransferCommand, UserPage, UserQuery,
+    UserRecord, UserSummary,
 };
 use crate::domain::{
     Email, IdempotencyKey, Money, OperationId, OperationKind, RequestFingerprint, SessionId,
@@ -71,6 +72,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (
         7,
         include_str!("../../migrations/postgres/0007_email_key.sql"),
+    ),
+    (
+        8,
+        include_str!("../../migrations/postgres/0008_login_attempts_by_window.sql"),
     ),
 ];
 
@@ -539,11 +544,15 @@ async fn create_user_tx(tx: &Tx<'_>, user: &NewUser) -> Result<(), Failure> {
 }
 
 async fn rotate_session_tx(tx: &Tx<'_>, r: &Rotation) -> Result<RotateOutcome, Failure> {
+    // The session ends at the new token's expiry or its maximum lifetime, whichever comes
+    // first (`Rotation::session_end`, computed here from the stored login time).
     let rotated = tx
-        .execute(
-            "UPDATE sessions SET refresh_jti = $1, last_used_at = $2, expires_at = $3 \
+        .query_opt(
+            "UPDATE sessions SET refresh_jti = $1, last_used_at = $2, \
+                 expires_at = LEAST($3, created_at + $7) \
                  WHERE id = $4 AND user_id = $5 AND refresh_jti = $6 \
-                 AND revoked_at IS NULL AND expires_at > $2",
+                 AND revoked_at IS NULL AND expires_at > $2 AND created_at > $8 \
+                 RETURNING created_at",
             &[
                 &r.next.0,
                 &r.now.millis(),
@@ -551,11 +560,15 @@ async fn rotate_session_tx(tx: &Tx<'_>, r: &Rotation) -> Result<RotateOutcome, F
                 &r.session.0,
                 &r.user.0,
                 &r.presented.0,
+                &r.max_lifetime_seconds.saturating_mul(1000),
+                &r.created_after().millis(),
             ],
         )
         .await?;
-    if rotated == 1 {
-        return Ok(RotateOutcome::Rotated);
+    if let Some(row) = rotated {
+        return Ok(RotateOutcome::Rotated {
+            created_at: Timestamp::from_millis(row.try_get(0).map_err(map_pg)?),
+        });
     }
     let current = tx
         .query_opt(
@@ -567,8 +580,10 @@ async fn rotate_session_tx(tx: &Tx<'_>, r: &Rotation) -> Result<RotateOutcome, F
         .await?;
     match current.map(|row| session_from_row(&row)).transpose()? {
         // This very rotation already applied (a resend): its fresh token id is current.
-        Some(s) if s.is_active(r.now) && s.refresh_jti == r.next => Ok(RotateOutcome::Rotated),
-        Some(s) if s.is_active(r.now) => {
+        Some(s) if r.admits(&s) && s.refresh_jti == r.next => Ok(RotateOutcome::Rotated {
+            created_at: s.created_at,
+        }),
+        Some(s) if r.admits(&s) => {
             tx.execute(
                 "UPDATE sessions SET revoked_at = $1 WHERE id = $2",
                 &[&r.now.millis(), &r.session.0],
@@ -589,10 +604,17 @@ async fn take_login_attempt_tx(
     max: i32,
 ) -> Result<Attempt, Failure> {
     // One statement: open a window, or count inside a live one that has room. The row
-    // lock taken by ON CONFLICT serialises racing attempts.
+    // lock taken by ON CONFLICT serialises racing attempts. Alongside, a bounded batch of
+    // other usernames' rows whose window has passed is deleted (rows another attempt holds
+    // are skipped, never waited for), so the table holds about the live windows only.
     let counted = tx
         .query_opt(
-            "INSERT INTO login_attempts (username_key, attempts, window_start) \
+            "WITH pruned AS (\
+                 DELETE FROM login_attempts WHERE username_key IN (\
+                     SELECT username_key FROM login_attempts \
+                     WHERE window_start <= $3 AND username_key <> $1 \
+                     LIMIT $5 FOR UPDATE SKIP LOCKED)) \
+                 INSERT INTO login_attempts (username_key, attempts, window_start) \
                  VALUES ($1, 1, $2) \
                  ON CONFLICT (username_key) DO UPDATE SET \
                    attempts = CASE WHEN login_attempts.window_start <= $3 THEN 1 \
@@ -601,7 +623,13 @@ async fn take_login_attempt_tx(
                                        ELSE login_attempts.window_start END \
                  WHERE login_attempts.window_start <= $3 OR login_attempts.attempts < $4 \
                  RETURNING attempts",
-            &[&username_key, &now.millis(), &floor, &max],
+            &[
+                &username_key,
+                &now.millis(),
+                &floor,
+                &max,
+                &(EXPIRED_ATTEMPTS_PRUNED as i64),
+            ],
         )
         .await?;
     if counted.is_some() {

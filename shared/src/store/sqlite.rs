@@ -6,7 +6,8 @@
 //! applies the change. The thread commits in groups: it takes every primitive waiting in its
 //! queue (up to a bound), runs each in its own savepoint inside one `BEGIN IMMEDIATE`
 //! transaction — a primitive that fails rolls back to its savepoint and leaves the others alone —
-//! commits once, and only then answers them all. Each answer still means "durably committed"
+//! commits once, and only then answers them all (`group`, which also keeps every answer true
+//! when SQLite rolls a whole group back). Each answer still means "durably committed"
 //! (WAL, `synchronous=FULL`); the group shares one fsync instead of paying one each.
 //! Reads use a pool of read-only connections, which WAL lets run beside the writer (no liveness
 //! query per checkout: a local file connection does not go stale). A read of bounded cost (a
@@ -27,11 +28,16 @@ use async_trait::async_trait;
 use rusqlite::{self, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
+mod files;
+mod group;
+
+use self::group::{Job, commit_group};
 use super::{
     Account, Applied, Attempt, AuditAction, AuditEntry, AuditPage, AuditParty, BalanceChange,
-    Counterparty, HistoryPage, HistoryQuery, IdempotencyStamp, IdempotentRecord, NewUser,
-    Operation, RotateOutcome, Rotation, SessionRecord, SessionUse, StatusChange, Store, StoreError,
-    ThrottlePolicy, TransferCommand, UserPage, UserQuery, UserRecord, UserSummary,
+    Counterparty, EXPIRED_ATTEMPTS_PRUNED, HistoryPage, HistoryQuery, IdempotencyStamp,
+    IdempotentRecord, NewUser, Operation, RotateOutcome, Rotation, SessionRecord, SessionUse,
+    StatusChange, Store, StoreError, ThrottlePolicy, TransferCommand, UserPage, UserQuery,
+    UserRecord, UserSummary,
 };
 use crate::domain::{
     Email, IdempotencyKey, Money, OperationId, OperationKind, RequestFingerprint, SessionId,
@@ -39,7 +45,7 @@ use crate::domain::{
 };
 
 /// The schema version this code reads and writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// A schema change: its SQL, then, where it needs values SQL cannot compute, a step in Rust,
 /// both in the transaction that sets the new version.
@@ -53,7 +59,12 @@ const MIGRATIONS: &[Migration] = &[
     (SCHEMA, None),
     (ADMIN, None),
     (EMAIL_KEY, Some(backfill_email_keys)),
+    (LOGIN_ATTEMPTS_BY_WINDOW, None),
 ];
+
+/// Finds throttle rows whose window has passed without a scan (each attempt prunes a few).
+const LOGIN_ATTEMPTS_BY_WINDOW: &str =
+    "CREATE INDEX login_attempts_by_window ON login_attempts(window_start);";
 
 /// Emails are unique by their folded key (`Email::key`), not by the lower-cased address. The
 /// old `email UNIQUE` stays (SQLite drops a constraint only by rebuilding the table); equal
@@ -140,11 +151,6 @@ CREATE TABLE login_attempts (
 const PRAGMAS: &str = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
      PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;";
 
-/// Delivers a primitive's result once the group it ran in is committed (or failed to commit).
-type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-/// A primitive, run inside the group's transaction; returns how to deliver its result.
-type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
-
 /// Read-only connections.
 const READERS: usize = 8;
 
@@ -191,11 +197,7 @@ impl SqliteStore {
         write_batch: usize,
     ) -> Result<SqliteStore, StoreError> {
         let path = path.into();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::unavailable(format!("cannot create {}: {e}", dir.display()))
-            })?;
-        }
+        files::prepare(&path)?;
         let writer = Self::spawn_writer(path.clone(), write_batch.max(1)).await?;
         let readers = deadpool::unmanaged::Pool::from_config(&deadpool::unmanaged::PoolConfig {
             max_size: READERS,
@@ -285,17 +287,11 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let result = in_savepoint(conn, f);
-            Box::new(move |committed: Result<(), StoreError>| {
-                let _ = tx.send(committed.and(result));
-            })
-        });
+        let (job, answer) = group::job(f);
         self.writer
             .send(job)
             .map_err(|_| StoreError::internal("SQLite writer thread stopped"))?;
-        rx.await.map_err(|_| {
+        answer.await.map_err(|_| {
             StoreError::unavailable("the write could not run: the database is busy or failing")
         })?
     }
@@ -330,47 +326,6 @@ impl SqliteStore {
             .get()
             .await
             .map_err(|e| StoreError::unavailable(format!("no free database connection: {e}")))
-    }
-}
-
-/// Runs `f` between `SAVEPOINT` and `RELEASE`, rolling back to the savepoint when it fails.
-fn in_savepoint<T>(
-    conn: &Connection,
-    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    conn.execute_batch("SAVEPOINT primitive").map_err(map_err)?;
-    let result = f(conn);
-    let end = if result.is_ok() {
-        "RELEASE primitive"
-    } else {
-        "ROLLBACK TO primitive; RELEASE primitive"
-    };
-    conn.execute_batch(end).map_err(map_err)?;
-    result
-}
-
-/// Runs a group of primitives in one transaction and delivers every result after the commit.
-fn commit_group(conn: &mut Connection, group: Vec<Job>) {
-    let txn = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-        Ok(txn) => txn,
-        Err(e) => {
-            // None of the jobs ran; dropping them tells each waiting request (as `503`).
-            tracing::error!(error = %e, "cannot begin a write transaction");
-            drop(group);
-            return;
-        }
-    };
-    let completions: Vec<Completion> = group.into_iter().map(|job| job(&txn)).collect();
-    let committed = txn.commit().map_err(|e| {
-        tracing::error!(error = %e, "a group commit failed; nothing in it was applied");
-        map_err(e)
-    });
-    for complete in completions {
-        let outcome = match &committed {
-            Ok(()) => Ok(()),
-            Err(e) => Err(StoreError::unavailable(e.to_string())),
-        };
-        complete(outcome);
     }
 }
 
@@ -485,9 +440,15 @@ fn backfill_email_keys(txn: &Connection) -> rusqlite::Result<()> {
 
 fn map_err(e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::CannotOpen) => {
-            StoreError::unavailable(e)
-        }
+        // A full disk or an I/O error undoes what the statement (or its transaction) did: the
+        // request applied nothing and may be retried, which is what `503` says.
+        Some(
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::CannotOpen
+            | ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure,
+        ) => StoreError::unavailable(e),
         _ => StoreError::internal(e),
     }
 }
@@ -940,11 +901,15 @@ impl Store for SqliteStore {
     async fn rotate_session(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
         let r = rotation.clone();
         self.write(move |txn| {
-            let rotated = txn
-                .execute(
-                    "UPDATE sessions SET refresh_jti = ?1, last_used_at = ?2, expires_at = ?3 \
+            // The session ends at the new token's expiry or its maximum lifetime, whichever
+            // comes first (`Rotation::session_end`, computed here from the stored login time).
+            let rotated: Option<i64> = txn
+                .query_row(
+                    "UPDATE sessions SET refresh_jti = ?1, last_used_at = ?2, \
+                     expires_at = MIN(?3, created_at + ?7) \
                      WHERE id = ?4 AND user_id = ?6 AND refresh_jti = ?5 AND revoked_at IS NULL \
-                     AND expires_at > ?2",
+                     AND expires_at > ?2 AND created_at > ?8 \
+                     RETURNING created_at",
                     params![
                         r.next.to_string(),
                         r.now.millis(),
@@ -952,11 +917,17 @@ impl Store for SqliteStore {
                         r.session.to_string(),
                         r.presented.to_string(),
                         r.user.to_string(),
+                        r.max_lifetime_seconds.saturating_mul(1000),
+                        r.created_after().millis(),
                     ],
+                    |row| row.get(0),
                 )
+                .optional()
                 .map_err(map_err)?;
-            if rotated == 1 {
-                return Ok(RotateOutcome::Rotated);
+            if let Some(created_at) = rotated {
+                return Ok(RotateOutcome::Rotated {
+                    created_at: Timestamp::from_millis(created_at),
+                });
             }
             let current = txn
                 .query_row(
@@ -970,10 +941,10 @@ impl Store for SqliteStore {
                 .map_err(map_err)?;
             match current {
                 // This very rotation already applied (a resend): its fresh token id is current.
-                Some(s) if s.is_active(r.now) && s.refresh_jti == r.next => {
-                    Ok(RotateOutcome::Rotated)
-                }
-                Some(s) if s.is_active(r.now) => {
+                Some(s) if r.admits(&s) && s.refresh_jti == r.next => Ok(RotateOutcome::Rotated {
+                    created_at: s.created_at,
+                }),
+                Some(s) if r.admits(&s) => {
                     // A validly signed token for this session that is not the current one was
                     // spent before: whoever holds it may have stolen it. End the session.
                     txn.execute(
@@ -1054,6 +1025,20 @@ impl Store for SqliteStore {
     ) -> Result<Attempt, StoreError> {
         let key = username_key.to_owned();
         self.write(move |txn| {
+            let window_ms = policy.window_seconds * 1000;
+            // A bounded batch of rows whose window has passed leaves with each attempt, so
+            // made-up usernames cannot grow the table for ever (one index probe when none has).
+            txn.prepare_cached(
+                "DELETE FROM login_attempts WHERE username_key IN (\
+                 SELECT username_key FROM login_attempts WHERE window_start <= ?1 LIMIT ?2)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    now.millis() - window_ms,
+                    EXPIRED_ATTEMPTS_PRUNED as i64
+                ])
+            })
+            .map_err(map_err)?;
             let current: Option<(i64, i64)> = txn
                 .query_row(
                     "SELECT attempts, window_start FROM login_attempts WHERE username_key = ?1",
@@ -1062,7 +1047,6 @@ impl Store for SqliteStore {
                 )
                 .optional()
                 .map_err(map_err)?;
-            let window_ms = policy.window_seconds * 1000;
             let (attempts, start) = match current {
                 Some((attempts, start)) if start + window_ms > now.millis() => (attempts, start),
                 _ => (0, now.millis()),

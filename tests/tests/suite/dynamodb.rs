@@ -871,12 +871,18 @@ async fn writes_with_lost_answers(reset: bool) {
             presented: session.refresh_jti,
             next,
             expires_at: Timestamp::now().plus_seconds(3600),
+            max_lifetime_seconds: 30 * 86_400,
             now: Timestamp::now(),
         })
         .await
         .unwrap();
     was_lost("updateitem");
-    assert_eq!(rotated, RotateOutcome::Rotated);
+    assert_eq!(
+        rotated,
+        RotateOutcome::Rotated {
+            created_at: session.created_at
+        }
+    );
     let current = healthy
         .session(alice.id, session.id)
         .await

@@ -371,7 +371,7 @@ async fn opening_a_version_2_database_backfills_email_keys() {
         .unwrap();
     conn.execute_batch(
         "DROP INDEX users_by_email_key; ALTER TABLE users DROP COLUMN email_key; \
-         PRAGMA user_version = 2;",
+         DROP INDEX login_attempts_by_window; PRAGMA user_version = 2;",
     )
     .unwrap();
     conn.execute(
@@ -396,7 +396,7 @@ async fn opening_a_version_2_database_backfills_email_keys() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     let key_of = |name: &str| -> Option<String> {
         conn.query_row(
             "SELECT email_key FROM users WHERE username = ?1",
@@ -427,4 +427,27 @@ async fn opening_a_version_2_database_backfills_email_keys() {
         .create_user(&user_with_email("carol", "carol@example.com"))
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_usernames_leave_no_expired_throttle_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("test.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let rows = |floor: lighttech::domain::Timestamp| {
+        let counted = rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT count(*), count(*) FILTER (WHERE window_start <= ?1) FROM login_attempts",
+                [floor.millis()],
+                |r| Ok((r.get::<_, i64>(0)? as usize, r.get::<_, i64>(1)? as usize)),
+            )
+            .unwrap();
+        async move { counted }
+    };
+    lighttech_tests::conformance::made_up_usernames_leave_no_expired_throttle_rows(
+        Arc::new(store),
+        rows,
+    )
+    .await;
 }

@@ -292,6 +292,7 @@ fn functions_get_only_variables_the_configuration_reads_and_never_the_key_itself
             "REFRESH_TOKEN_LIFETIME_MINUTES",
             "RefreshTokenLifetimeMinutes",
         ),
+        ("SESSION_MAX_LIFETIME_DAYS", "SessionMaxLifetimeDays"),
         ("CURRENCY", "Currency"),
     ] {
         assert_eq!(globals[variable].as_str(), Some(parameter));

@@ -535,10 +535,11 @@ async fn a_plain_write_is_sent_again_through_transient_conflicts_and_counted() {
             next,
             expires_at: now.plus_seconds(7200),
             now,
+            max_lifetime_seconds: 30 * 24 * 3600,
         })
         .await
         .unwrap();
-    assert_eq!(rotated, RotateOutcome::Rotated);
+    assert_eq!(rotated, RotateOutcome::Rotated { created_at: now });
     assert_eq!(met.load(Ordering::SeqCst), 5);
     assert_eq!(store.stats.conflict_retries.load(Ordering::Relaxed), 5);
     let current = healthy.session(user, session.id).await.unwrap().unwrap();
