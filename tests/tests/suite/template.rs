@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use lighttech::config::{SecretKey, VARIABLES};
 use lighttech::http::{Function, ROUTES, Route, gateway, match_route};
-use lighttech::store::dynamo::{GSI1, TTL_ATTRIBUTE};
+use lighttech::store::dynamo::{GSI1, GSI1_PROJECTED, TTL_ATTRIBUTE};
 use serde_json::Value;
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -517,6 +517,27 @@ async fn the_table_is_the_one_the_dynamodb_store_creates() {
                 .and_then(|p| p.projection_type())
                 .map(|t| t.as_str())
         );
+        let declared: BTreeSet<String> = list(&index["Projection"]["NonKeyAttributes"])
+            .into_iter()
+            .collect();
+        let projected: BTreeSet<String> = made
+            .projection()
+            .map(|p| p.non_key_attributes().to_vec())
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        assert_eq!(declared, projected, "{name}: NonKeyAttributes");
+        if name == GSI1 {
+            assert_eq!(
+                declared,
+                GSI1_PROJECTED.iter().map(|a| (*a).to_owned()).collect(),
+                "{name} projects what the admin list reads"
+            );
+            assert!(
+                !declared.contains("password_hash"),
+                "{name} must not copy password hashes"
+            );
+        }
     }
     assert!(
         indexes
