@@ -689,6 +689,7 @@ impl DynamoStore {
     /// Sleeps before retry `attempt` (full jitter, capped) and counts why.
     async fn backoff(&self, attempt: u32, why: &Cancelled) {
         use std::sync::atomic::Ordering;
+        crate::metrics::retried(why.throttled());
         if why.throttled() {
             self.stats.throttle_retries.fetch_add(1, Ordering::Relaxed);
         } else {
