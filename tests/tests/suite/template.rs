@@ -17,6 +17,8 @@ use lighttech::store::dynamo::{GSI1, GSI1_PROJECTED, TTL_ATTRIBUTE};
 use serde_json::Value;
 use yaml_rust2::{Yaml, YamlLoader};
 
+#[path = "template/deploy.rs"]
+mod deploy;
 #[path = "template/transformed.rs"]
 mod transformed;
 
