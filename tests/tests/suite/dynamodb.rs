@@ -15,6 +15,7 @@ use lighttech_tests::{
     StoreFixture, dynamo_fixture, dynamo_store, dynamodb_endpoint, emulator_sdk_config,
 };
 
+mod capacity;
 mod service_errors;
 mod user_index;
 
