@@ -1,6 +1,6 @@
-"""Rewrites local/feature-set/Cargo.toml's [dependencies]: every dependency of the local server
-or the load harness whose features differ from the workspace build's, with the workspace's
-features. Run from anywhere after a dependency change that tests/built-once reports.
+"""Rewrites local/feature-set/Cargo.toml's [dependencies]: every dependency of the local server,
+the load harness or the functions whose features differ from the workspace build's, with the
+workspace's features. Run from anywhere after a dependency change that tests/built-once reports.
 
     python3 local/feature-set/generate.py
 """
@@ -34,7 +34,7 @@ manifest.write_text(head)  # measure without this crate's own lists
 try:
     workspace = tree("--workspace")
     need = {}
-    for package in ("lighttech-local", "lighttech-bench"):
+    for package in ("lighttech-local", "lighttech-bench", "lighttech-functions"):
         for key, features in tree("-p", package, "-e", "normal,build").items():
             if not key[0].startswith("lighttech") and key in workspace and workspace[key] != features:
                 need[key] = workspace[key]
