@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use lambda_http::service_fn;
 
-use crate::app::{App, StartOptions, start_store};
+use crate::app::App;
 use crate::config::Config;
 use crate::http::{Function, Needs, Scope, handle, handle_stateless, handle_store_only};
+use crate::startup::{StartOptions, start_store};
 
 /// Builds the application state once (cold start) and serves this function's routes until the
 /// runtime stops. A start-up failure prints one line naming the problem and exits non-zero.

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod history;
 pub mod money;
 
 use crate::error::ApiError;

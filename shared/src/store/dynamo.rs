@@ -1527,6 +1527,25 @@ impl Store for DynamoStore {
             .transpose()
     }
 
+    async fn session_with_account(
+        &self,
+        user: UserId,
+        id: SessionId,
+    ) -> Result<(Option<SessionRecord>, Option<Account>), StoreError> {
+        // The one BatchGetItem `session` makes already holds the account.
+        let (session, account) = self.session_and_account(user, id).await?;
+        let session = session
+            .map(|item| effective_session(&item, account.as_ref()))
+            .transpose()?;
+        let account = account.map(|a| Account {
+            user,
+            balance: a.balance,
+            version: a.version,
+            updated_at: a.updated_at,
+        });
+        Ok((session, account))
+    }
+
     async fn rotate_session(&self, r: &Rotation) -> Result<RotateOutcome, StoreError> {
         // The account and the session first, in one round trip: the rotation is conditioned on
         // the session being of the epoch read, so a deactivation committing after this read
