@@ -14,17 +14,21 @@
 //! cache.
 
 use std::fmt;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+#[cfg(feature = "redis")]
+use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+#[cfg(feature = "redis")]
 use crate::domain::Timestamp;
 use crate::store::HistoryQuery;
 
 /// How long Redis is skipped after a failure before it is tried again.
+#[cfg(feature = "redis")]
 const REDIS_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Why the cache could not answer (only logged; reads go on to the store).
@@ -171,6 +175,7 @@ impl HistoryCache for MemoryCache {
 }
 
 /// The shared cache in Redis, through a connection pool, every call bounded by a timeout.
+#[cfg(feature = "redis")]
 pub struct RedisCache {
     pool: deadpool_redis::Pool,
     prefix: String,
@@ -179,6 +184,8 @@ pub struct RedisCache {
     /// Unix millis until which Redis is skipped after a failure.
     skip_until: AtomicI64,
 }
+
+#[cfg(feature = "redis")]
 impl fmt::Debug for RedisCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisCache")
@@ -187,6 +194,8 @@ impl fmt::Debug for RedisCache {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(feature = "redis")]
 impl RedisCache {
     /// A pool for `url` (nothing connects until first use). Keys get `prefix`.
     pub fn new(
@@ -242,6 +251,8 @@ impl RedisCache {
         }
     }
 }
+
+#[cfg(feature = "redis")]
 #[async_trait]
 impl HistoryCache for RedisCache {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
@@ -291,7 +302,7 @@ impl FillTimer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{OperationKind, UserId};
+    use crate::domain::{OperationKind, Timestamp, UserId};
 
     const SIGNER: &str = "0123456789abcdef";
 

@@ -7,21 +7,23 @@ use lambda_http::service_fn;
 
 use crate::app::App;
 use crate::config::Config;
-use crate::http::{Function, Needs, Scope, handle, handle_stateless, handle_store_only};
+use crate::http::{
+    Endpoint, Function, FunctionEndpoints, StatelessEndpoint, StoreEndpoint, handle_function,
+    handle_stateless, handle_store_only,
+};
 use crate::startup::{StartOptions, start_store};
 
 /// Builds the application state once (cold start) and serves this function's routes until the
 /// runtime stops. A start-up failure prints one line naming the problem and exits non-zero.
-pub async fn run(function: Function) -> Result<(), lambda_http::Error> {
-    if function.needs() != Needs::App {
-        fail(
-            function,
-            "this function needs less than the application state: start it with `run_store_only` or `run_stateless`",
-        );
-    }
+/// `function` is the function's own endpoint table ([`crate::http::function`]): the binary links
+/// those endpoints alone.
+pub async fn run<F: FunctionEndpoints<Endpoint = Endpoint>>(
+    function: F,
+) -> Result<(), lambda_http::Error> {
+    let name = F::FUNCTION;
     let config = match Config::from_env() {
         Ok(c) => c,
-        Err(e) => fail(function, &e.to_string()),
+        Err(e) => fail(name, &e.to_string()),
     };
     crate::telemetry::init(config.debug);
     let app = match App::start_with(
@@ -35,11 +37,11 @@ pub async fn run(function: Function) -> Result<(), lambda_http::Error> {
     .await
     {
         Ok(app) => Arc::new(app),
-        Err(e) => fail(function, &e.to_string()),
+        Err(e) => fail(name, &e.to_string()),
     };
     lambda_http::run(service_fn(move |request| {
         let app = Arc::clone(&app);
-        async move { Ok::<_, Infallible>(handle(&app, request, Scope::Function(function)).await) }
+        async move { Ok::<_, Infallible>(handle_function(&app, request, function).await) }
     }))
     .await
 }
@@ -47,16 +49,13 @@ pub async fn run(function: Function) -> Result<(), lambda_http::Error> {
 /// The entry point of a function whose routes need the store alone (`health`): the whole
 /// configuration is read and checked, the store opened, and no signing key is read or fetched,
 /// so the function needs no permission on the secret.
-pub async fn run_store_only(function: Function) -> Result<(), lambda_http::Error> {
-    if function.needs() != Needs::Store {
-        fail(
-            function,
-            "this function needs more than the store: start it with `run` or `run_stateless`",
-        );
-    }
+pub async fn run_store_only<F: FunctionEndpoints<Endpoint = StoreEndpoint>>(
+    function: F,
+) -> Result<(), lambda_http::Error> {
+    let name = F::FUNCTION;
     let config = match Config::from_env() {
         Ok(c) => c,
-        Err(e) => fail(function, &e.to_string()),
+        Err(e) => fail(name, &e.to_string()),
     };
     crate::telemetry::init(config.debug);
     let store = match start_store(
@@ -70,7 +69,7 @@ pub async fn run_store_only(function: Function) -> Result<(), lambda_http::Error
     .await
     {
         Ok(store) => store,
-        Err(e) => fail(function, &e.to_string()),
+        Err(e) => fail(name, &e.to_string()),
     };
     lambda_http::run(service_fn(move |request| {
         let store = Arc::clone(&store);
@@ -84,16 +83,13 @@ pub async fn run_store_only(function: Function) -> Result<(), lambda_http::Error
 /// The entry point of a function whose routes need no application state (`docs`,
 /// `admin-page`): no configuration beyond logging, no store, no signing key. It never
 /// references the store, so none of it is linked into the binary.
-pub async fn run_stateless(function: Function) -> Result<(), lambda_http::Error> {
-    if !function.stateless() {
-        fail(
-            function,
-            "this function needs the store: start it with `run` or `run_store_only`",
-        );
-    }
+pub async fn run_stateless<F: FunctionEndpoints<Endpoint = StatelessEndpoint>>(
+    function: F,
+) -> Result<(), lambda_http::Error> {
+    let name = F::FUNCTION;
     let debug = match crate::config::debug_from_env() {
         Ok(debug) => debug,
-        Err(e) => fail(function, &e.to_string()),
+        Err(e) => fail(name, &e.to_string()),
     };
     crate::telemetry::init(debug);
     lambda_http::run(service_fn(move |request| async move {

@@ -7,12 +7,15 @@ use std::sync::Arc;
 
 use crate::app::App;
 use crate::auth::{CursorCodec, PasswordHasher, TokenService, derive_key};
-use crate::cache::{CacheStats, HistoryCache, MemoryCache, RedisCache};
+#[cfg(feature = "redis")]
+use crate::cache::RedisCache;
+use crate::cache::{CacheStats, HistoryCache, MemoryCache};
 use crate::clock::SystemClock;
 use crate::config::{Config, ConfigError, SecretKey, StoreUrl};
 use crate::store::dynamo::DynamoStore;
 #[cfg(feature = "postgres")]
 use crate::store::postgres::PgStore;
+#[cfg(feature = "sqlite")]
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 
@@ -58,6 +61,14 @@ impl App {
             None if needs_aws => Some(crate::aws::sdk_config().await),
             None => None,
         };
+        #[cfg(not(feature = "redis"))]
+        if config.redis_url.is_some() {
+            return Err(StartupError::Cache(
+                "REDIS_URL is set, but this build has no Redis client (build with the `redis` \
+                 feature)"
+                    .into(),
+            ));
+        }
         let key = resolve_key(&config, sdk.as_ref(), options.generate_key).await?;
         let store = open_store(&config, sdk.as_ref(), options).await?;
         Ok(App::new(config, store, &key))
@@ -81,6 +92,7 @@ pub async fn start_store(
 /// Redis when `REDIS_URL` is set, the in-process cache otherwise.
 fn history_cache(config: &Config) -> Arc<dyn HistoryCache> {
     let ttl = std::time::Duration::from_secs(config.history_cache_ttl_seconds);
+    #[cfg(feature = "redis")]
     if let Some(url) = &config.redis_url {
         match RedisCache::new(
             url,
@@ -124,6 +136,9 @@ pub enum StartupError {
     /// The store cannot be opened or prepared.
     #[error("store: {0}")]
     Store(String),
+    /// The history cache the configuration names cannot be used.
+    #[error("history cache: {0}")]
+    Cache(String),
 }
 
 impl From<StoreError> for StartupError {
@@ -146,8 +161,16 @@ pub async fn open_store(
 ) -> Result<Arc<dyn Store>, StartupError> {
     match &config.store {
         // The embedded store always prepares itself: zero setup is its point.
+        #[cfg(feature = "sqlite")]
         StoreUrl::Sqlite(path) => Ok(Arc::new(
             SqliteStore::open_with(path.clone(), config.sqlite_write_batch).await?,
+        )),
+        #[cfg(not(feature = "sqlite"))]
+        StoreUrl::Sqlite(_) => Err(StartupError::Store(
+            "this build has no embedded SQLite store (the Lambda functions are built for \
+             DynamoDB; build them with the `embedded` feature to run them on SQLite, as \
+             `cargo lambda watch --features embedded` does)"
+                .into(),
         )),
         StoreUrl::Dynamo(table) => {
             let sdk = sdk.ok_or_else(|| StartupError::Store("no AWS configuration".into()))?;

@@ -37,50 +37,74 @@ pub use routes::{Function, Needs, ROUTES, Route, RouteMatch, Scope, match_route}
 /// A boxed endpoint future.
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// An endpoint that uses the application state (the store, the keys, the cache).
-type Endpoint = for<'a> fn(&'a App, &'a Req) -> BoxFuture<'a, Result<Reply, ApiError>>;
+pub type Endpoint = for<'a> fn(&'a App, &'a Req) -> BoxFuture<'a, Result<Reply, ApiError>>;
 /// An endpoint that needs the store and nothing else (no signing key): the health check.
-type StoreEndpoint = for<'a> fn(&'a dyn Store, &'a Req) -> BoxFuture<'a, Result<Reply, ApiError>>;
+pub type StoreEndpoint =
+    for<'a> fn(&'a dyn Store, &'a Req) -> BoxFuture<'a, Result<Reply, ApiError>>;
 /// An endpoint that needs no application state: the documentation and the admin page.
-type StatelessEndpoint = fn(&Req) -> Result<Reply, ApiError>;
+pub type StatelessEndpoint = fn(&Req) -> Result<Reply, ApiError>;
+
+/// One Lambda function's endpoints, in the order of its routes in [`ROUTES`]. There is one type
+/// per function ([`function`]), generated from the route table; a binary names only its own,
+/// so the linker leaves every other endpoint, and all they call, out of it.
+pub trait FunctionEndpoints: Copy + Send + Sync + 'static {
+    /// The function.
+    const FUNCTION: Function;
+    /// What its endpoints take: [`Endpoint`], [`StoreEndpoint`] or [`StatelessEndpoint`].
+    type Endpoint: Copy + Send + Sync + 'static;
+    /// Its endpoints, one per route.
+    const ENDPOINTS: &'static [Self::Endpoint];
+}
 
 /// The endpoint tables, from the route table ([`routes::with_routes`]): `ENDPOINTS[i]` serves
-/// `ROUTES[i]`; `store_endpoint` and `stateless_endpoint` give the endpoints of the routes that
-/// need less than the whole state, for the binaries that build less.
+/// `ROUTES[i]` (the local server and the tests serve every route), and each function's own
+/// table is its [`FunctionEndpoints`] type in [`function`].
 macro_rules! endpoint_tables {
     ($($function:ident $kind:ident {
         $($method:ident $pattern:literal => $endpoint:path;)*
     })*) => {
         /// `ENDPOINTS[i]` serves `ROUTES[i]`.
-        static ENDPOINTS: &[Endpoint] = &[$($(endpoint_tables!(@endpoint $kind $endpoint),)*)*];
+        static ENDPOINTS: &[Endpoint] = &[$($(endpoint_tables!(@any $kind $endpoint),)*)*];
 
-        /// The store-only endpoint of `ROUTES[index]`, if that route needs the store alone.
-        fn store_endpoint(index: usize) -> Option<StoreEndpoint> {
-            let endpoints: &[Option<StoreEndpoint>] =
-                &[$($(endpoint_tables!(@store_endpoint $kind $endpoint),)*)*];
-            endpoints.get(index).copied().flatten()
+        /// One type per Lambda function, each carrying that function's endpoints alone.
+        pub mod function {
+            $(
+                #[doc = concat!("The endpoints of [`Function::", stringify!($function), "`](super::Function).")]
+                #[derive(Debug, Clone, Copy)]
+                pub struct $function;
+            )*
         }
 
-        /// The stateless endpoint of `ROUTES[index]`, if that route is stateless.
-        fn stateless_endpoint(index: usize) -> Option<StatelessEndpoint> {
-            let endpoints: &[Option<StatelessEndpoint>] =
-                &[$($(endpoint_tables!(@stateless_endpoint $kind $endpoint),)*)*];
-            endpoints.get(index).copied().flatten()
+        $(
+            impl FunctionEndpoints for function::$function {
+                const FUNCTION: Function = Function::$function;
+                type Endpoint = endpoint_tables!(@type $kind);
+                const ENDPOINTS: &'static [Self::Endpoint] =
+                    &[$(endpoint_tables!(@own $kind $endpoint),)*];
+            }
+        )*
+
+        /// Each function and the length of its own endpoint table.
+        #[cfg(test)]
+        fn own_table_lengths() -> Vec<(Function, usize)> {
+            vec![$(
+                (Function::$function, <function::$function as FunctionEndpoints>::ENDPOINTS.len()),
+            )*]
         }
     };
-    (@endpoint app $endpoint:path) => { |app, req| Box::pin($endpoint(app, req)) };
-    (@endpoint store $endpoint:path) => {
+    (@type app) => { Endpoint };
+    (@type store) => { StoreEndpoint };
+    (@type stateless) => { StatelessEndpoint };
+    (@any app $endpoint:path) => { |app, req| Box::pin($endpoint(app, req)) };
+    (@any store $endpoint:path) => {
         |app, req| Box::pin($endpoint(app.store.as_ref(), req))
     };
-    (@endpoint stateless $endpoint:path) => {
+    (@any stateless $endpoint:path) => {
         |_, req| Box::pin(std::future::ready($endpoint(req)))
     };
-    (@store_endpoint store $endpoint:path) => {{
-        let endpoint: StoreEndpoint = |store, req| Box::pin($endpoint(store, req));
-        Some(endpoint)
-    }};
-    (@store_endpoint $other:ident $endpoint:path) => { None };
-    (@stateless_endpoint stateless $endpoint:path) => { Some($endpoint as StatelessEndpoint) };
-    (@stateless_endpoint $other:ident $endpoint:path) => { None };
+    (@own app $endpoint:path) => { |app, req| Box::pin($endpoint(app, req)) };
+    (@own store $endpoint:path) => { |store, req| Box::pin($endpoint(store, req)) };
+    (@own stateless $endpoint:path) => { $endpoint };
 }
 
 routes::with_routes!(endpoint_tables);
@@ -117,9 +141,8 @@ fn client_of(request: &lambda_http::Request) -> ClientInfo {
     ClientInfo { ip, user_agent }
 }
 
-/// What runs a matched route: the application (every route) or nothing but the stateless
-/// endpoints. Generic rather than dynamic so that a stateless binary never references the
-/// stateful endpoints, and the linker leaves the store out of it.
+/// What runs a matched route: every endpoint (the application) or one function's own.
+/// Generic rather than dynamic so that a function's binary references its own endpoints alone.
 trait Endpoints: Sync {
     fn call<'a>(&'a self, index: usize, req: &'a Req) -> BoxFuture<'a, Result<Reply, ApiError>>;
 }
@@ -130,24 +153,37 @@ impl Endpoints for App {
     }
 }
 
-/// The store-only endpoints alone, on a store.
-struct StoreOnly<'s>(&'s dyn Store);
+/// Function `F`'s endpoints, on what they take (`S`: the application, the store, nothing).
+struct Own<'s, F, S: ?Sized>(&'s S, F);
 
-impl Endpoints for StoreOnly<'_> {
+/// The endpoint of `F` that serves `ROUTES[index]`, one of `F`'s routes.
+fn own<F: FunctionEndpoints>(index: usize) -> Option<F::Endpoint> {
+    let position = ROUTES[..index]
+        .iter()
+        .filter(|r| r.function == F::FUNCTION)
+        .count();
+    F::ENDPOINTS.get(position).copied()
+}
+
+fn not_found<'a>() -> BoxFuture<'a, Result<Reply, ApiError>> {
+    Box::pin(std::future::ready(Err(ApiError::NotFound)))
+}
+
+impl<F: FunctionEndpoints<Endpoint = Endpoint>> Endpoints for Own<'_, F, App> {
     fn call<'a>(&'a self, index: usize, req: &'a Req) -> BoxFuture<'a, Result<Reply, ApiError>> {
-        match store_endpoint(index) {
-            Some(endpoint) => endpoint(self.0, req),
-            None => Box::pin(std::future::ready(Err(ApiError::NotFound))),
-        }
+        own::<F>(index).map_or_else(not_found, |endpoint| endpoint(self.0, req))
     }
 }
 
-/// The stateless endpoints alone.
-struct Stateless;
-
-impl Endpoints for Stateless {
+impl<F: FunctionEndpoints<Endpoint = StoreEndpoint>> Endpoints for Own<'_, F, dyn Store> {
     fn call<'a>(&'a self, index: usize, req: &'a Req) -> BoxFuture<'a, Result<Reply, ApiError>> {
-        let reply = stateless_endpoint(index).map_or(Err(ApiError::NotFound), |f| f(req));
+        own::<F>(index).map_or_else(not_found, |endpoint| endpoint(self.0, req))
+    }
+}
+
+impl<F: FunctionEndpoints<Endpoint = StatelessEndpoint>> Endpoints for Own<'_, F, ()> {
+    fn call<'a>(&'a self, index: usize, req: &'a Req) -> BoxFuture<'a, Result<Reply, ApiError>> {
+        let reply = own::<F>(index).map_or(Err(ApiError::NotFound), |endpoint| endpoint(req));
         Box::pin(std::future::ready(reply))
     }
 }
@@ -157,20 +193,32 @@ pub async fn handle(app: &App, request: lambda_http::Request, scope: Scope) -> R
     serve(app, request, scope).await
 }
 
+/// Serves one request of function `F` (a Lambda binary) from its own endpoints.
+pub async fn handle_function<F: FunctionEndpoints<Endpoint = Endpoint>>(
+    app: &App,
+    request: lambda_http::Request,
+    function: F,
+) -> Response<Body> {
+    serve(&Own(app, function), request, Scope::Function(F::FUNCTION)).await
+}
+
 /// Serves one request of a function whose routes need the store alone (`health`), with no
 /// signing key.
-pub async fn handle_store_only(
+pub async fn handle_store_only<F: FunctionEndpoints<Endpoint = StoreEndpoint>>(
     store: &dyn Store,
     request: lambda_http::Request,
-    function: Function,
+    function: F,
 ) -> Response<Body> {
-    serve(&StoreOnly(store), request, Scope::Function(function)).await
+    serve(&Own(store, function), request, Scope::Function(F::FUNCTION)).await
 }
 
 /// Serves one request of a function whose routes are all stateless (`docs`, `admin-page`),
 /// without application state: no store, no signing key.
-pub async fn handle_stateless(request: lambda_http::Request, function: Function) -> Response<Body> {
-    serve(&Stateless, request, Scope::Function(function)).await
+pub async fn handle_stateless<F: FunctionEndpoints<Endpoint = StatelessEndpoint>>(
+    request: lambda_http::Request,
+    function: F,
+) -> Response<Body> {
+    serve(&Own(&(), function), request, Scope::Function(F::FUNCTION)).await
 }
 
 async fn serve<E: Endpoints>(
@@ -299,18 +347,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_route_has_the_endpoint_of_its_kind_and_no_function_mixes_kinds() {
-        for (index, route) in ROUTES.iter().enumerate() {
-            assert_eq!(
-                stateless_endpoint(index).is_some(),
-                route.needs == Needs::Nothing,
-                "{route:?}"
-            );
-            assert_eq!(
-                store_endpoint(index).is_some(),
-                route.needs == Needs::Store,
-                "{route:?}"
-            );
+    fn each_function_has_one_endpoint_per_route_and_needs_what_its_routes_need() {
+        assert_eq!(ENDPOINTS.len(), ROUTES.len());
+        for (f, length) in own_table_lengths() {
+            assert_eq!(length, f.routes().count(), "{f:?}");
         }
         for f in Function::ALL {
             let kinds: std::collections::BTreeSet<Needs> = f.routes().map(|r| r.needs).collect();
@@ -332,6 +372,7 @@ mod tests {
         assert_eq!(of(Needs::Store), [Function::Health]);
     }
 
+    #[cfg(feature = "sqlite")]
     #[tokio::test]
     async fn a_store_only_function_serves_its_routes_and_nothing_else() {
         let dir = std::env::temp_dir().join(format!("lt-http-{}", uuid::Uuid::new_v4()));
@@ -339,11 +380,11 @@ mod tests {
             .await
             .unwrap();
         let request = |path: &str| http::Request::get(path).body(Body::Empty).unwrap();
-        let ok = handle_store_only(&store, request("/api/health/"), Function::Health).await;
+        let ok = handle_store_only(&store, request("/api/health/"), function::Health).await;
         assert_eq!(ok.status(), 200);
         assert_eq!(ok.body().as_ref(), br#"{"status":"ok"}"#);
         // Another function's route is not served from this binary.
-        let other = handle_store_only(&store, request("/api/balance/v1/"), Function::Health).await;
+        let other = handle_store_only(&store, request("/api/balance/v1/"), function::Health).await;
         assert_eq!(other.status(), 404);
         drop(store);
         std::fs::remove_dir_all(dir).unwrap();

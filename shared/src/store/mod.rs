@@ -9,9 +9,11 @@
 //! account changed and the history cache can key on the version.
 
 pub mod dynamo;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod email_keys;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 use std::fmt;
