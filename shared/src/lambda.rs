@@ -41,7 +41,11 @@ pub async fn run<F: FunctionEndpoints<Endpoint = Endpoint>>(
     };
     lambda_http::run(service_fn(move |request| {
         let app = Arc::clone(&app);
-        async move { Ok::<_, Infallible>(handle_function(&app, request, function).await) }
+        async move {
+            let response = handle_function(&app, request, function).await;
+            crate::metrics::after_invocation(name.name(), response.status());
+            Ok::<_, Infallible>(response)
+        }
     }))
     .await
 }
@@ -74,7 +78,9 @@ pub async fn run_store_only<F: FunctionEndpoints<Endpoint = StoreEndpoint>>(
     lambda_http::run(service_fn(move |request| {
         let store = Arc::clone(&store);
         async move {
-            Ok::<_, Infallible>(handle_store_only(store.as_ref(), request, function).await)
+            let response = handle_store_only(store.as_ref(), request, function).await;
+            crate::metrics::after_invocation(name.name(), response.status());
+            Ok::<_, Infallible>(response)
         }
     }))
     .await
@@ -93,7 +99,9 @@ pub async fn run_stateless<F: FunctionEndpoints<Endpoint = StatelessEndpoint>>(
     };
     crate::telemetry::init(debug);
     lambda_http::run(service_fn(move |request| async move {
-        Ok::<_, Infallible>(handle_stateless(request, function).await)
+        let response = handle_stateless(request, function).await;
+        crate::metrics::after_invocation(name.name(), response.status());
+        Ok::<_, Infallible>(response)
     }))
     .await
 }

@@ -10,6 +10,7 @@
 mod admin_page;
 mod docs;
 mod endpoints;
+pub mod gateway;
 pub mod openapi;
 pub mod request;
 pub mod response;
@@ -296,6 +297,14 @@ async fn dispatch<E: Endpoints>(
         }
     }
     let Some((index, route, params)) = matched else {
+        if let (true, Scope::Function(function)) = (served_elsewhere, scope) {
+            let query = parts.uri.query();
+            if let Some(reply) =
+                gateway::redirect_to_routed_form(function, &parts.method, path, query)
+            {
+                return Ok(reply);
+            }
+        }
         return Err(if allowed.is_empty() || served_elsewhere {
             ApiError::NotFound
         } else {

@@ -101,7 +101,9 @@ impl Function {
 
     /// The function behind API Gateway's `$default` route, which receives every request that
     /// no route of the API matches: it answers `404 not_found`, or `405 method_not_allowed`
-    /// with `Allow` when the path exists under other methods, as the local server does.
+    /// with `Allow` when the path exists under other methods, as the local server does, and a
+    /// `308` to the routed form for another function's route asked for with its trailing slash
+    /// ([`super::gateway`]).
     pub const FALLBACK: Function = Function::Docs;
 
     /// What this function's routes need: its binary starts with [`crate::lambda::run_stateless`]
