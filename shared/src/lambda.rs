@@ -1,9 +1,11 @@
 //! The Lambda entry point every function binary calls.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 
-use lambda_http::service_fn;
+use http::Response;
+use lambda_http::{Body, service_fn};
 
 use crate::app::App;
 use crate::config::Config;
@@ -21,32 +23,18 @@ pub async fn run<F: FunctionEndpoints<Endpoint = Endpoint>>(
     function: F,
 ) -> Result<(), lambda_http::Error> {
     let name = F::FUNCTION;
-    let config = match Config::from_env() {
-        Ok(c) => c,
-        Err(e) => fail(name, &e.to_string()),
-    };
+    let config = ok_or_fail(name, Config::from_env());
     crate::telemetry::init(config.debug);
-    let app = match App::start_with(
-        config,
-        StartOptions {
-            init: false,
-            generate_key: false,
-            check_store: false,
-        },
-    )
-    .await
-    {
-        Ok(app) => Arc::new(app),
-        Err(e) => fail(name, &e.to_string()),
-    };
-    lambda_http::run(service_fn(move |request| {
+    // A function prepares nothing and checks nothing at start: no extra round trip, no extra
+    // permission.
+    let app = Arc::new(ok_or_fail(
+        name,
+        App::start_with(config, StartOptions::default()).await,
+    ));
+    serve(name, move |request| {
         let app = Arc::clone(&app);
-        async move {
-            let response = handle_function(&app, request, function).await;
-            crate::metrics::after_invocation(name.name(), response.status());
-            Ok::<_, Infallible>(response)
-        }
-    }))
+        async move { handle_function(&app, request, function).await }
+    })
     .await
 }
 
@@ -57,32 +45,13 @@ pub async fn run_store_only<F: FunctionEndpoints<Endpoint = StoreEndpoint>>(
     function: F,
 ) -> Result<(), lambda_http::Error> {
     let name = F::FUNCTION;
-    let config = match Config::from_env() {
-        Ok(c) => c,
-        Err(e) => fail(name, &e.to_string()),
-    };
+    let config = ok_or_fail(name, Config::from_env());
     crate::telemetry::init(config.debug);
-    let store = match start_store(
-        &config,
-        StartOptions {
-            init: false,
-            generate_key: false,
-            check_store: false,
-        },
-    )
-    .await
-    {
-        Ok(store) => store,
-        Err(e) => fail(name, &e.to_string()),
-    };
-    lambda_http::run(service_fn(move |request| {
+    let store = ok_or_fail(name, start_store(&config, StartOptions::default()).await);
+    serve(name, move |request| {
         let store = Arc::clone(&store);
-        async move {
-            let response = handle_store_only(store.as_ref(), request, function).await;
-            crate::metrics::after_invocation(name.name(), response.status());
-            Ok::<_, Infallible>(response)
-        }
-    }))
+        async move { handle_store_only(store.as_ref(), request, function).await }
+    })
     .await
 }
 
@@ -93,17 +62,30 @@ pub async fn run_stateless<F: FunctionEndpoints<Endpoint = StatelessEndpoint>>(
     function: F,
 ) -> Result<(), lambda_http::Error> {
     let name = F::FUNCTION;
-    let debug = match crate::config::debug_from_env() {
-        Ok(debug) => debug,
-        Err(e) => fail(name, &e.to_string()),
-    };
-    crate::telemetry::init(debug);
-    lambda_http::run(service_fn(move |request| async move {
-        let response = handle_stateless(request, function).await;
-        crate::metrics::after_invocation(name.name(), response.status());
-        Ok::<_, Infallible>(response)
+    crate::telemetry::init(ok_or_fail(name, crate::config::debug_from_env()));
+    serve(name, move |request| handle_stateless(request, function)).await
+}
+
+/// Serves invocations with `handle` until the runtime stops, counting each into the metrics.
+async fn serve<H, R>(name: Function, handle: H) -> Result<(), lambda_http::Error>
+where
+    H: Fn(lambda_http::Request) -> R,
+    R: Future<Output = Response<Body>> + Send,
+{
+    lambda_http::run(service_fn(move |request| {
+        let response = handle(request);
+        async move {
+            let response = response.await;
+            crate::metrics::after_invocation(name.name(), response.status());
+            Ok::<_, Infallible>(response)
+        }
     }))
     .await
+}
+
+/// The value, or the one line saying why the function cannot start, and exit.
+fn ok_or_fail<T, E: std::fmt::Display>(name: Function, result: Result<T, E>) -> T {
+    result.unwrap_or_else(|e| fail(name, &e.to_string()))
 }
 
 fn fail(function: Function, message: &str) -> ! {
