@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 target=$(cargo metadata --no-deps --format-version 1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 # The functions as local/sam-build.sh builds them: the release profile at opt-level "z".
 export CARGO_PROFILE_RELEASE_OPT_LEVEL=z
-echo "== cargo build --release -p lighttech-functions (the function binaries, opt-level z)" >&2
-cargo build --release --locked -p lighttech-functions --bins
+echo "== cargo build --release -p lighttech-functions --features embedded (the function binaries on the embedded store, opt-level z)" >&2
+cargo build --release --locked -p lighttech-functions --features embedded --bins
 echo "== cold start" >&2
 cargo run --quiet --locked -p lighttech-functions --example cold_start -- --bin-dir "$target/release" "$@"

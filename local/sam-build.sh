@@ -58,22 +58,16 @@ sam build --template-file template.yaml --build-dir .aws-sam/build
 
 echo "== artifacts (.aws-sam/build/<Function>/bootstrap, zipped as sam deploy uploads them)"
 python3 - "$root/.aws-sam/build" "$mode" <<'PY'
-import io, os, sys, zipfile
+import os, sys
+sys.path.insert(0, os.path.join(os.getcwd(), "local"))
+from lambda_zip import zipped_size
 build, mode = sys.argv[1], sys.argv[2]
 rows = []
 for name in sorted(os.listdir(build)):
     bootstrap = os.path.join(build, name, "bootstrap")
     if not os.path.isfile(bootstrap):
         continue
-    with open(bootstrap, "rb") as f:
-        header = f.read(20)
-    # ELF e_machine at offset 18: 0xB7 is AArch64.
-    if header[:4] != b"\x7fELF" or int.from_bytes(header[18:20], "little") != 0xB7:
-        sys.exit(f"{bootstrap} is not an AArch64 ELF binary")
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
-        z.write(bootstrap, "bootstrap")
-    rows.append((name, os.path.getsize(bootstrap), len(buffer.getvalue())))
+    rows.append((name, os.path.getsize(bootstrap), zipped_size(bootstrap)))
 if not rows:
     sys.exit("sam build produced no bootstrap")
 # Exact bytes, and decimal megabytes (1 MB = 1,000,000 bytes).

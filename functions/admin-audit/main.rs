@@ -1,8 +1,8 @@
 //! The `admin-audit` Lambda function: `GET /api/admin/v1/audit/` of API.md.
 
-use lighttech::http::Function;
+use lighttech::http::function;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    lighttech::lambda::run(Function::AdminAudit).await
+    lighttech::lambda::run(function::AdminAudit).await
 }

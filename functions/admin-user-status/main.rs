@@ -1,8 +1,8 @@
 //! The `admin-user-status` Lambda function: `POST /api/admin/v1/users/{id}/deactivate/` and `POST /api/admin/v1/users/{id}/reactivate/` of API.md.
 
-use lighttech::http::Function;
+use lighttech::http::function;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    lighttech::lambda::run(Function::AdminUserStatus).await
+    lighttech::lambda::run(function::AdminUserStatus).await
 }

@@ -1,8 +1,8 @@
 //! The `balance` Lambda function: `GET /api/balance/v1/` of API.md.
 
-use lighttech::http::Function;
+use lighttech::http::function;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    lighttech::lambda::run(Function::Balance).await
+    lighttech::lambda::run(function::Balance).await
 }

@@ -1,8 +1,8 @@
 //! The `deposit` Lambda function: `POST /api/balance/v1/deposit/` of API.md.
 
-use lighttech::http::Function;
+use lighttech::http::function;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    lighttech::lambda::run(Function::Deposit).await
+    lighttech::lambda::run(function::Deposit).await
 }

@@ -2,11 +2,11 @@
 //! and `GET /api/redoc/` (ReDoc and its bundle) of API.md. Stateless: it reads no store and no
 //! signing key, and links neither.
 
-use lighttech::http::Function;
+use lighttech::http::function;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     // Only this function carries the documentation pages' assets.
     lighttech::http::enable_docs_ui();
-    lighttech::lambda::run_stateless(Function::Docs).await
+    lighttech::lambda::run_stateless(function::Docs).await
 }

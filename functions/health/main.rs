@@ -1,9 +1,9 @@
 //! The `health` Lambda function: `GET /api/health/` of API.md. It needs the store alone: it
 //! reads no signing key, so its policy grants nothing on the secret.
 
-use lighttech::http::Function;
+use lighttech::http::function;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    lighttech::lambda::run_store_only(Function::Health).await
+    lighttech::lambda::run_store_only(function::Health).await
 }

@@ -1,8 +1,8 @@
 //! The `login` Lambda function: `POST /api/auth/v1/login/` of API.md.
 
-use lighttech::http::Function;
+use lighttech::http::function;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    lighttech::lambda::run(Function::Login).await
+    lighttech::lambda::run(function::Login).await
 }

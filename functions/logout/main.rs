@@ -1,8 +1,8 @@
 //! The `logout` Lambda function: `POST /api/auth/v1/logout/` of API.md.
 
-use lighttech::http::Function;
+use lighttech::http::function;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    lighttech::lambda::run(Function::Logout).await
+    lighttech::lambda::run(function::Logout).await
 }

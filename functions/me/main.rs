@@ -1,8 +1,8 @@
 //! The `me` Lambda function: `GET /api/auth/v1/me/` of API.md.
 
-use lighttech::http::Function;
+use lighttech::http::function;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    lighttech::lambda::run(Function::Me).await
+    lighttech::lambda::run(function::Me).await
 }

@@ -1,8 +1,8 @@
 //! The `operations` Lambda function: `GET /api/balance/v1/operations/` of API.md.
 
-use lighttech::http::Function;
+use lighttech::http::function;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    lighttech::lambda::run(Function::Operations).await
+    lighttech::lambda::run(function::Operations).await
 }

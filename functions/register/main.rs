@@ -1,8 +1,8 @@
 //! The `register` Lambda function: `POST /api/auth/v1/register/` of API.md.
 
-use lighttech::http::Function;
+use lighttech::http::function;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    lighttech::lambda::run(Function::Register).await
+    lighttech::lambda::run(function::Register).await
 }

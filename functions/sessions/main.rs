@@ -1,8 +1,8 @@
 //! The `sessions` Lambda function: `GET /api/auth/v1/sessions/` and `DELETE /api/auth/v1/sessions/{id}/` of API.md.
 
-use lighttech::http::Function;
+use lighttech::http::function;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    lighttech::lambda::run(Function::Sessions).await
+    lighttech::lambda::run(function::Sessions).await
 }

@@ -1,8 +1,8 @@
 //! The `token-refresh` Lambda function: `POST /api/auth/v1/token/refresh/` of API.md.
 
-use lighttech::http::Function;
+use lighttech::http::function;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    lighttech::lambda::run(Function::TokenRefresh).await
+    lighttech::lambda::run(function::TokenRefresh).await
 }

@@ -1,8 +1,8 @@
 //! The `transfer` Lambda function: `POST /api/balance/v1/transfer/` of API.md.
 
-use lighttech::http::Function;
+use lighttech::http::function;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    lighttech::lambda::run(Function::Transfer).await
+    lighttech::lambda::run(function::Transfer).await
 }

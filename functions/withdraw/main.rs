@@ -1,8 +1,8 @@
 //! The `withdraw` Lambda function: `POST /api/balance/v1/withdraw/` of API.md.
 
-use lighttech::http::Function;
+use lighttech::http::function;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    lighttech::lambda::run(Function::Withdraw).await
+    lighttech::lambda::run(function::Withdraw).await
 }

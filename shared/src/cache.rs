@@ -8,22 +8,27 @@
 //! Nothing is ever invalidated; old entries simply stop being asked for and age out.
 //!
 //! Two implementations: in-process ([`MemoryCache`], `moka`, bounded by bytes and TTL — what a
-//! warm Lambda container keeps between invocations) and [`RedisCache`] (shared by every
+//! warm Lambda container keeps between invocations) and `RedisCache` (shared by every
 //! container, pooled). A Redis that is down or slow costs at most its timeout, after which reads
 //! skip it for a moment; reads always fall back to the store and never fail because of the
 //! cache.
 
 use std::fmt;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+#[cfg(feature = "redis")]
+use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::domain::{OperationKind, Timestamp, UserId};
+#[cfg(feature = "redis")]
+use crate::domain::Timestamp;
+use crate::store::HistoryQuery;
 
 /// How long Redis is skipped after a failure before it is tried again.
+#[cfg(feature = "redis")]
 const REDIS_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Why the cache could not answer (only logged; reads go on to the store).
@@ -42,21 +47,6 @@ pub trait HistoryCache: Send + Sync + fmt::Debug + 'static {
     fn kind(&self) -> &'static str;
 }
 
-/// The query a page answers, as the key sees it.
-#[derive(Debug, Clone, Copy)]
-pub struct PageQuery<'a> {
-    /// Page size.
-    pub limit: u32,
-    /// The cursor's position (already checked to belong to the user).
-    pub before_seq: Option<u64>,
-    /// Kind filter.
-    pub kinds: &'a [OperationKind],
-    /// Lower time bound.
-    pub since: Option<Timestamp>,
-    /// Upper time bound.
-    pub until: Option<Timestamp>,
-}
-
 /// The cache key (and entity tag) of one page of one user's history at one account version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageKey {
@@ -72,13 +62,8 @@ impl PageKey {
     /// ([`crate::auth::CursorCodec::fingerprint`], never the key): after a key rotation, or
     /// between two deployments sharing one cache, a page never hands out a cursor that this
     /// process would refuse, and an `ETag` issued under the old key no longer matches.
-    pub fn new(
-        user: UserId,
-        version: u64,
-        query: &PageQuery<'_>,
-        audience: u8,
-        signer: &str,
-    ) -> PageKey {
+    pub fn new(version: u64, query: &HistoryQuery, audience: u8, signer: &str) -> PageKey {
+        let user = query.user;
         let mut kinds: Vec<&str> = query.kinds.iter().map(|k| k.as_str()).collect();
         kinds.sort_unstable();
         let canonical = format!(
@@ -190,6 +175,7 @@ impl HistoryCache for MemoryCache {
 }
 
 /// The shared cache in Redis, through a connection pool, every call bounded by a timeout.
+#[cfg(feature = "redis")]
 pub struct RedisCache {
     pool: deadpool_redis::Pool,
     prefix: String,
@@ -199,6 +185,7 @@ pub struct RedisCache {
     skip_until: AtomicI64,
 }
 
+#[cfg(feature = "redis")]
 impl fmt::Debug for RedisCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisCache")
@@ -208,6 +195,7 @@ impl fmt::Debug for RedisCache {
     }
 }
 
+#[cfg(feature = "redis")]
 impl RedisCache {
     /// A pool for `url` (nothing connects until first use). Keys get `prefix`.
     pub fn new(
@@ -264,6 +252,7 @@ impl RedisCache {
     }
 }
 
+#[cfg(feature = "redis")]
 #[async_trait]
 impl HistoryCache for RedisCache {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
@@ -313,14 +302,16 @@ impl FillTimer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{OperationKind, Timestamp, UserId};
 
     const SIGNER: &str = "0123456789abcdef";
 
-    fn query(limit: u32) -> PageQuery<'static> {
-        PageQuery {
+    fn query(user: UserId, limit: u32) -> HistoryQuery {
+        HistoryQuery {
+            user,
             limit,
             before_seq: None,
-            kinds: &[],
+            kinds: vec![],
             since: None,
             until: None,
         }
@@ -329,57 +320,54 @@ mod tests {
     #[test]
     fn every_part_of_the_query_and_the_version_changes_the_key() {
         let user = UserId::new();
-        let base = PageKey::new(user, 7, &query(20), 1, SIGNER);
-        assert_eq!(base, PageKey::new(user, 7, &query(20), 1, SIGNER));
-        assert_ne!(base, PageKey::new(user, 8, &query(20), 1, SIGNER));
-        assert_ne!(base, PageKey::new(UserId::new(), 7, &query(20), 1, SIGNER));
-        assert_ne!(base, PageKey::new(user, 7, &query(21), 1, SIGNER));
-        let mut q = query(20);
+        let base = PageKey::new(7, &query(user, 20), 1, SIGNER);
+        assert_eq!(base, PageKey::new(7, &query(user, 20), 1, SIGNER));
+        assert_ne!(base, PageKey::new(8, &query(user, 20), 1, SIGNER));
+        assert_ne!(base, PageKey::new(7, &query(UserId::new(), 20), 1, SIGNER));
+        assert_ne!(base, PageKey::new(7, &query(user, 21), 1, SIGNER));
+        let mut q = query(user, 20);
         q.before_seq = Some(5);
-        assert_ne!(base, PageKey::new(user, 7, &q, 1, SIGNER));
-        let kinds = [OperationKind::Deposit];
-        let mut q = query(20);
-        q.kinds = &kinds;
-        assert_ne!(base, PageKey::new(user, 7, &q, 1, SIGNER));
-        let mut q = query(20);
+        assert_ne!(base, PageKey::new(7, &q, 1, SIGNER));
+        let mut q = query(user, 20);
+        q.kinds = vec![OperationKind::Deposit];
+        assert_ne!(base, PageKey::new(7, &q, 1, SIGNER));
+        let mut q = query(user, 20);
         q.since = Some(Timestamp::from_millis(1));
-        assert_ne!(base, PageKey::new(user, 7, &q, 1, SIGNER));
-        assert_ne!(base, PageKey::new(user, 7, &query(20), 2, SIGNER));
+        assert_ne!(base, PageKey::new(7, &q, 1, SIGNER));
+        assert_ne!(base, PageKey::new(7, &query(user, 20), 2, SIGNER));
     }
 
     #[test]
     fn pages_signed_with_another_key_have_another_key_and_etag() {
         let user = UserId::new();
-        let page = PageKey::new(user, 7, &query(20), 1, SIGNER);
-        let other = PageKey::new(user, 7, &query(20), 1, "fedcba9876543210");
+        let page = PageKey::new(7, &query(user, 20), 1, SIGNER);
+        let other = PageKey::new(7, &query(user, 20), 1, "fedcba9876543210");
         assert_ne!(page.cache_key(), other.cache_key());
         assert_ne!(page.etag(), other.etag());
         assert!(!other.matches(&page.etag()));
         let rotated = crate::auth::CursorCodec::new([2; 32]);
         let original = crate::auth::CursorCodec::new([1; 32]);
         assert_ne!(
-            PageKey::new(user, 7, &query(20), 1, original.fingerprint()),
-            PageKey::new(user, 7, &query(20), 1, rotated.fingerprint()),
+            PageKey::new(7, &query(user, 20), 1, original.fingerprint()),
+            PageKey::new(7, &query(user, 20), 1, rotated.fingerprint()),
         );
     }
 
     #[test]
     fn kind_order_does_not_matter() {
         let user = UserId::new();
-        let a = [OperationKind::Deposit, OperationKind::Withdrawal];
-        let b = [OperationKind::Withdrawal, OperationKind::Deposit];
-        let (mut qa, mut qb) = (query(5), query(5));
-        qa.kinds = &a;
-        qb.kinds = &b;
+        let (mut qa, mut qb) = (query(user, 5), query(user, 5));
+        qa.kinds = vec![OperationKind::Deposit, OperationKind::Withdrawal];
+        qb.kinds = vec![OperationKind::Withdrawal, OperationKind::Deposit];
         assert_eq!(
-            PageKey::new(user, 1, &qa, 1, SIGNER),
-            PageKey::new(user, 1, &qb, 1, SIGNER)
+            PageKey::new(1, &qa, 1, SIGNER),
+            PageKey::new(1, &qb, 1, SIGNER)
         );
     }
 
     #[test]
     fn if_none_match_accepts_lists_weak_tags_and_star() {
-        let key = PageKey::new(UserId::new(), 3, &query(20), 1, SIGNER);
+        let key = PageKey::new(3, &query(UserId::new(), 20), 1, SIGNER);
         let etag = key.etag();
         assert!(key.matches(&etag));
         assert!(key.matches(&format!("\"other\", {etag}")));

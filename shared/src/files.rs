@@ -86,7 +86,11 @@ mod tests {
     fn mode(path: &Path) -> String {
         format!(
             "{:o}",
-            std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+            std::fs::metadata(path)
+                .expect("the file exists")
+                .permissions()
+                .mode()
+                & 0o777
         )
     }
 

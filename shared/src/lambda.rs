@@ -1,112 +1,91 @@
 //! The Lambda entry point every function binary calls.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 
-use lambda_http::service_fn;
+use http::Response;
+use lambda_http::{Body, service_fn};
 
-use crate::app::{App, StartOptions, start_store};
+use crate::app::App;
 use crate::config::Config;
-use crate::http::{Function, Needs, Scope, handle, handle_stateless, handle_store_only};
+use crate::http::{
+    Endpoint, Function, FunctionEndpoints, StatelessEndpoint, StoreEndpoint, handle_function,
+    handle_stateless, handle_store_only,
+};
+use crate::startup::{StartOptions, start_store};
 
 /// Builds the application state once (cold start) and serves this function's routes until the
 /// runtime stops. A start-up failure prints one line naming the problem and exits non-zero.
-pub async fn run(function: Function) -> Result<(), lambda_http::Error> {
-    if function.needs() != Needs::App {
-        fail(
-            function,
-            "this function needs less than the application state: start it with `run_store_only` or `run_stateless`",
-        );
-    }
-    let config = match Config::from_env() {
-        Ok(c) => c,
-        Err(e) => fail(function, &e.to_string()),
-    };
+/// `function` is the function's own endpoint table ([`crate::http::function`]): the binary links
+/// those endpoints alone.
+pub async fn run<F: FunctionEndpoints<Endpoint = Endpoint>>(
+    function: F,
+) -> Result<(), lambda_http::Error> {
+    let name = F::FUNCTION;
+    let config = ok_or_fail(name, Config::from_env());
     crate::telemetry::init(config.debug);
-    let app = match App::start_with(
-        config,
-        StartOptions {
-            init: false,
-            generate_key: false,
-            check_store: false,
-        },
-    )
-    .await
-    {
-        Ok(app) => Arc::new(app),
-        Err(e) => fail(function, &e.to_string()),
-    };
-    lambda_http::run(service_fn(move |request| {
+    // A function prepares nothing and checks nothing at start: no extra round trip, no extra
+    // permission.
+    let app = Arc::new(ok_or_fail(
+        name,
+        App::start_with(config, StartOptions::default()).await,
+    ));
+    serve(name, move |request| {
         let app = Arc::clone(&app);
-        async move {
-            let response = handle(&app, request, Scope::Function(function)).await;
-            crate::metrics::after_invocation(function.name(), response.status());
-            Ok::<_, Infallible>(response)
-        }
-    }))
+        async move { handle_function(&app, request, function).await }
+    })
     .await
 }
 
 /// The entry point of a function whose routes need the store alone (`health`): the whole
 /// configuration is read and checked, the store opened, and no signing key is read or fetched,
 /// so the function needs no permission on the secret.
-pub async fn run_store_only(function: Function) -> Result<(), lambda_http::Error> {
-    if function.needs() != Needs::Store {
-        fail(
-            function,
-            "this function needs more than the store: start it with `run` or `run_stateless`",
-        );
-    }
-    let config = match Config::from_env() {
-        Ok(c) => c,
-        Err(e) => fail(function, &e.to_string()),
-    };
+pub async fn run_store_only<F: FunctionEndpoints<Endpoint = StoreEndpoint>>(
+    function: F,
+) -> Result<(), lambda_http::Error> {
+    let name = F::FUNCTION;
+    let config = ok_or_fail(name, Config::from_env());
     crate::telemetry::init(config.debug);
-    let store = match start_store(
-        &config,
-        StartOptions {
-            init: false,
-            generate_key: false,
-            check_store: false,
-        },
-    )
-    .await
-    {
-        Ok(store) => store,
-        Err(e) => fail(function, &e.to_string()),
-    };
-    lambda_http::run(service_fn(move |request| {
+    let store = ok_or_fail(name, start_store(&config, StartOptions::default()).await);
+    serve(name, move |request| {
         let store = Arc::clone(&store);
-        async move {
-            let response = handle_store_only(store.as_ref(), request, function).await;
-            crate::metrics::after_invocation(function.name(), response.status());
-            Ok::<_, Infallible>(response)
-        }
-    }))
+        async move { handle_store_only(store.as_ref(), request, function).await }
+    })
     .await
 }
 
 /// The entry point of a function whose routes need no application state (`docs`,
 /// `admin-page`): no configuration beyond logging, no store, no signing key. It never
 /// references the store, so none of it is linked into the binary.
-pub async fn run_stateless(function: Function) -> Result<(), lambda_http::Error> {
-    if !function.stateless() {
-        fail(
-            function,
-            "this function needs the store: start it with `run` or `run_store_only`",
-        );
-    }
-    let debug = match crate::config::debug_from_env() {
-        Ok(debug) => debug,
-        Err(e) => fail(function, &e.to_string()),
-    };
-    crate::telemetry::init(debug);
-    lambda_http::run(service_fn(move |request| async move {
-        let response = handle_stateless(request, function).await;
-        crate::metrics::after_invocation(function.name(), response.status());
-        Ok::<_, Infallible>(response)
+pub async fn run_stateless<F: FunctionEndpoints<Endpoint = StatelessEndpoint>>(
+    function: F,
+) -> Result<(), lambda_http::Error> {
+    let name = F::FUNCTION;
+    crate::telemetry::init(ok_or_fail(name, crate::config::debug_from_env()));
+    serve(name, move |request| handle_stateless(request, function)).await
+}
+
+/// Serves invocations with `handle` until the runtime stops, counting each into the metrics.
+async fn serve<H, R>(name: Function, handle: H) -> Result<(), lambda_http::Error>
+where
+    H: Fn(lambda_http::Request) -> R,
+    R: Future<Output = Response<Body>> + Send,
+{
+    lambda_http::run(service_fn(move |request| {
+        let response = handle(request);
+        async move {
+            let response = response.await;
+            crate::metrics::after_invocation(name.name(), response.status());
+            Ok::<_, Infallible>(response)
+        }
     }))
     .await
+}
+
+/// The value, or the one line saying why the function cannot start, and exit.
+fn ok_or_fail<T, E: std::fmt::Display>(name: Function, result: Result<T, E>) -> T {
+    result.unwrap_or_else(|e| fail(name, &e.to_string()))
 }
 
 fn fail(function: Function, message: &str) -> ! {

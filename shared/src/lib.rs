@@ -13,6 +13,8 @@
 //!   DynamoDB's conditional writes and transactions — and its backends.
 //! - [`domain`], [`auth`], [`config`]: newtypes, tokens and passwords, typed configuration;
 //!   [`files`]: the private files the local server keeps (its database, its key).
+//! - [`app`]: the state every use case takes, by trait; [`startup`]: the wiring that reads the
+//!   configuration and opens the backends it names.
 //!
 //! The one idea: every money movement is a single conditional step in the store (balance
 //! condition, history record and idempotency record together), so there is no read-modify-write
@@ -31,9 +33,11 @@ pub mod http;
 pub mod lambda;
 pub mod metrics;
 pub mod service;
+pub mod startup;
 pub mod store;
 pub mod telemetry;
 
-pub use app::{App, StartOptions, StartupError};
+pub use app::App;
 pub use config::Config;
 pub use error::ApiError;
+pub use startup::{StartOptions, StartupError};

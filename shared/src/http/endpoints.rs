@@ -8,17 +8,18 @@ use super::response::{
     AdminUserView, AuditView, BalanceView, HealthView, LoginView, MeView, OperationView, Page,
     RefreshView, RegisteredView, Reply, Results, SessionView,
 };
-use std::sync::atomic::Ordering;
 
 use crate::app::App;
 use crate::auth::CursorKind;
-use crate::cache::{FillTimer, PageKey, PageQuery};
 use crate::domain::password::{self, NewPassword};
 use crate::domain::{Email, Money, OperationKind, SessionId, Timestamp, UserId, Username};
 use crate::error::{ApiError, FieldErrors};
 use crate::service::admin;
 use crate::service::auth::{self, Principal, Registration};
-use crate::service::money::{self, ChangeRequest, HistoryRequest, Movement, TransferRequest};
+use crate::service::history::{
+    self, HistoryQuery, HistoryRead, HistoryRequest, HistoryResult, Outcome,
+};
+use crate::service::money::{self, ChangeRequest, Movement, TransferRequest};
 use crate::store::Store;
 
 /// Longest description kept with an operation.
@@ -30,7 +31,7 @@ const MAX_PASSWORD_INPUT: usize = 4096;
 async fn principal(app: &App, req: &Req) -> Result<Principal, ApiError> {
     let token = req.bearer()?;
     let principal = auth::authenticate(app, token).await?;
-    tracing::Span::current().record("user_id", tracing::field::display(principal.user));
+    record_user(principal.user);
     Ok(principal)
 }
 
@@ -41,8 +42,12 @@ async fn principal(app: &App, req: &Req) -> Result<Principal, ApiError> {
 /// still hears `invalid_token` before anything about its request.
 fn mover(app: &App, req: &Req) -> Result<Principal, ApiError> {
     let principal = auth::verify_access(app, req.bearer()?)?;
-    tracing::Span::current().record("user_id", tracing::field::display(principal.user));
+    record_user(principal.user);
     Ok(principal)
+}
+
+fn record_user(user: UserId) {
+    tracing::Span::current().record("user_id", tracing::field::display(user));
 }
 
 /// `refused`, unless the caller's session is not live: then that answer comes first.
@@ -337,144 +342,49 @@ fn history_request(req: &Req) -> Result<HistoryRequest, ApiError> {
     Ok(request)
 }
 
-/// History through the cached read path: one strongly consistent read of the account version,
-/// then the page keyed by (user, version, query) from the cache, or from the store on a miss.
+/// `GET /api/balance/v1/operations/`: the caller's session and account in one read, then the
+/// page through the cached history read.
 pub(super) async fn operations(app: &App, req: &Req) -> Result<Reply, ApiError> {
-    let principal = principal(app, req).await?;
-    let query = HistoryQuery::parse(app, req, principal.user, CursorKind::History)?;
-    history_read(app, req, principal.user, &query).await
+    let (principal, account) = auth::authenticate_with_account(app, req.bearer()?).await?;
+    record_user(principal.user);
+    let query = HistoryQuery::check(
+        app,
+        CursorKind::History,
+        principal.user,
+        history_request(req)?,
+    )?;
+    let read = history::read_at(app, &query, account, if_none_match(req), render_history).await?;
+    Ok(history_reply(read))
 }
 
-/// A history request checked in full (parameters, and the cursor against its kind and subject)
-/// before anything is read or recorded.
-struct HistoryQuery {
-    request: HistoryRequest,
-    before_seq: Option<u64>,
-    kind: CursorKind,
-}
-
-impl HistoryQuery {
-    fn parse(
-        app: &App,
-        req: &Req,
-        subject: UserId,
-        kind: CursorKind,
-    ) -> Result<HistoryQuery, ApiError> {
-        let request = history_request(req)?;
-        let before_seq = money::cursor_position(app, kind, subject, request.cursor.as_deref())?;
-        Ok(HistoryQuery {
-            request,
-            before_seq,
-            kind,
-        })
-    }
-}
-
-async fn history_read(
-    app: &App,
-    req: &Req,
-    subject: UserId,
-    query: &HistoryQuery,
-) -> Result<Reply, ApiError> {
-    let (request, before_seq, kind) = (&query.request, query.before_seq, query.kind);
-    let version = match app.store.account(subject).await? {
-        Some(account) => account.version,
-        None if kind == CursorKind::History => return Err(ApiError::InvalidToken),
-        None => return Err(ApiError::NotFound),
-    };
-    let key = PageKey::new(
-        subject,
-        version,
-        &PageQuery {
-            limit: request.limit,
-            before_seq,
-            kinds: &request.kinds,
-            since: request.since,
-            until: request.until,
-        },
-        kind as u8,
-        app.cursors.fingerprint(),
-    );
-    let etag = key.etag();
-    let span = tracing::Span::current();
-    let revalidated = req
-        .headers
+fn if_none_match(req: &Req) -> Option<&str> {
+    req.headers
         .get(http::header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| key.matches(v));
-    if revalidated {
-        app.cache_stats.not_modified.fetch_add(1, Ordering::Relaxed);
-        span.record("cache", "hit");
-        return Ok(history_reply(
-            Reply::empty(StatusCode::NOT_MODIFIED),
-            &etag,
-            "hit",
-        ));
-    }
-    let cache_key = key.cache_key();
-    match app.cache.get(&cache_key).await {
-        Ok(Some(body)) => {
-            app.cache_stats.hits.fetch_add(1, Ordering::Relaxed);
-            span.record("cache", "hit");
-            log_cache_counters(app);
-            return Ok(history_reply(
-                Reply::raw_json(StatusCode::OK, body),
-                &etag,
-                "hit",
-            ));
-        }
-        Ok(None) => {}
-        Err(e) => {
-            app.cache_stats.errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, cache = app.cache.kind(), "history cache unavailable; reading the store");
-        }
-    }
-    let timer = FillTimer::start();
-    let page = money::history(app, kind, subject, before_seq, request).await?;
-    let body = serde_json::to_vec(&Page {
-        results: page.operations.iter().map(OperationView::from).collect(),
-        next_cursor: page.next_cursor,
-    })
-    .map_err(ApiError::internal)?;
-    let body = bytes::Bytes::from(body);
-    if let Err(e) = app.cache.put(&cache_key, body.clone()).await {
-        app.cache_stats.errors.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(error = %e, cache = app.cache.kind(), "could not fill the history cache");
-    }
-    timer.finish(&app.cache_stats);
-    span.record("cache", "miss");
-    log_cache_counters(app);
-    Ok(history_reply(
-        Reply::raw_json(StatusCode::OK, body),
-        &etag,
-        "miss",
-    ))
 }
 
-fn history_reply(reply: Reply, etag: &str, cache: &'static str) -> Reply {
+/// A history page as the client receives it (and the cache keeps it).
+fn render_history(page: &HistoryResult) -> Result<bytes::Bytes, ApiError> {
+    serde_json::to_vec(&Page {
+        results: page.operations.iter().map(OperationView::from).collect(),
+        next_cursor: page.next_cursor.clone(),
+    })
+    .map(bytes::Bytes::from)
+    .map_err(ApiError::internal)
+}
+
+fn history_reply(read: HistoryRead) -> Reply {
+    let (reply, cache) = match read.outcome {
+        Outcome::NotModified => (Reply::empty(StatusCode::NOT_MODIFIED), "hit"),
+        Outcome::Hit(body) => (Reply::raw_json(StatusCode::OK, body), "hit"),
+        Outcome::Miss(body) => (Reply::raw_json(StatusCode::OK, body), "miss"),
+    };
+    tracing::Span::current().record("cache", cache);
     // Revalidate every time: the ETag answers in one point read.
     reply
-        .with_header_value("etag", etag)
+        .with_header_value("etag", &read.etag)
         .with_header("x-cache", cache)
         .with_header("cache-control", "private, no-cache")
-}
-
-/// Every 100th history read logs the cache counters.
-fn log_cache_counters(app: &App) {
-    let stats = &app.cache_stats;
-    let hits = stats.hits.load(Ordering::Relaxed);
-    let misses = stats.misses.load(Ordering::Relaxed);
-    if (hits + misses).is_multiple_of(100) {
-        tracing::info!(
-            cache = app.cache.kind(),
-            hits,
-            misses,
-            errors = stats.errors.load(Ordering::Relaxed),
-            not_modified = stats.not_modified.load(Ordering::Relaxed),
-            mean_fill_us = stats.mean_fill_micros(),
-            "history cache counters"
-        );
-    }
 }
 
 /// `GET /api/health/`: the store alone, so the `health` function starts without a signing key.
@@ -561,11 +471,11 @@ pub(super) async fn admin_user_operations(app: &App, req: &Req) -> Result<Reply,
     let staff = staff(app, req).await?;
     let id = target_user(req)?;
     let target = admin::target(app, id).await?;
-    let query = HistoryQuery::parse(app, req, id, CursorKind::AdminHistory)?;
+    let query = HistoryQuery::check(app, CursorKind::AdminHistory, id, history_request(req)?)?;
     // Recorded only once the page (or its `304`) is ready: a refused request read nothing.
-    let reply = history_read(app, req, id, &query).await?;
+    let read = history::read(app, &query, if_none_match(req), render_history).await?;
     admin::audit_history_read(app, &staff, &target).await?;
-    Ok(reply)
+    Ok(history_reply(read))
 }
 
 async fn admin_set_active(app: &App, req: &Req, active: bool) -> Result<Reply, ApiError> {

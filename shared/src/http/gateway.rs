@@ -7,7 +7,7 @@
 use http::StatusCode;
 
 use super::response::Reply;
-use super::{Function, Route, match_route};
+use super::routes::{Function, Route, match_route};
 
 /// The path under which API Gateway routes a pattern: the pattern without its trailing slash.
 pub fn routed_path(pattern: &str) -> &str {
@@ -56,7 +56,7 @@ mod tests {
         assert_eq!(routed_path("/api/health/"), "/api/health");
         assert_eq!(routed_path("/api/docs/{file}"), "/api/docs/{file}");
         assert_eq!(routed_path("/"), "/");
-        for route in super::super::ROUTES {
+        for route in crate::http::routes::ROUTES {
             let key = route_key(route);
             assert!(!key.ends_with('/'), "{key}");
         }

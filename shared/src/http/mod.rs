@@ -14,12 +14,13 @@ pub mod gateway;
 pub mod openapi;
 pub mod request;
 pub mod response;
+pub mod routes;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Instant;
 
-use http::{Method, Response};
+use http::Response;
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, RequestExt};
 use tracing::Instrument;
@@ -31,291 +32,83 @@ use crate::store::Store;
 pub use docs::enable_docs_ui;
 use request::{MAX_BODY_BYTES, Req};
 use response::{Reply, problem};
+use routes::match_path;
+pub use routes::{Function, Needs, ROUTES, Route, RouteMatch, Scope, match_route};
 
 /// A boxed endpoint future.
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// An endpoint that uses the application state (the store, the keys, the cache).
-type Endpoint = for<'a> fn(&'a App, &'a Req) -> BoxFuture<'a, Result<Reply, ApiError>>;
+pub type Endpoint = for<'a> fn(&'a App, &'a Req) -> BoxFuture<'a, Result<Reply, ApiError>>;
 /// An endpoint that needs the store and nothing else (no signing key): the health check.
-type StoreEndpoint = for<'a> fn(&'a dyn Store, &'a Req) -> BoxFuture<'a, Result<Reply, ApiError>>;
+pub type StoreEndpoint =
+    for<'a> fn(&'a dyn Store, &'a Req) -> BoxFuture<'a, Result<Reply, ApiError>>;
 /// An endpoint that needs no application state: the documentation and the admin page.
-type StatelessEndpoint = fn(&Req) -> Result<Reply, ApiError>;
+pub type StatelessEndpoint = fn(&Req) -> Result<Reply, ApiError>;
 
-/// What a route's endpoint needs, and so what its function's binary builds at cold start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Needs {
-    /// Nothing: static pages and the OpenAPI document ([`crate::lambda::run_stateless`]).
-    Nothing,
-    /// The store alone, no signing key ([`crate::lambda::run_store_only`]).
-    Store,
-    /// The whole application state, the signing key included ([`crate::lambda::run`]).
-    App,
+/// One Lambda function's endpoints, in the order of its routes in [`ROUTES`]. There is one type
+/// per function ([`function`]), generated from the route table; a binary names only its own,
+/// so the linker leaves every other endpoint, and all they call, out of it.
+pub trait FunctionEndpoints: Copy + Send + Sync + 'static {
+    /// The function.
+    const FUNCTION: Function;
+    /// What its endpoints take: [`Endpoint`], [`StoreEndpoint`] or [`StatelessEndpoint`].
+    type Endpoint: Copy + Send + Sync + 'static;
+    /// Its endpoints, one per route.
+    const ENDPOINTS: &'static [Self::Endpoint];
 }
 
-/// The Lambda functions: one per endpoint of API.md.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Function {
-    /// `POST /api/auth/v1/register/`
-    Register,
-    /// `POST /api/auth/v1/login/`
-    Login,
-    /// `POST /api/auth/v1/logout/`
-    Logout,
-    /// `POST /api/auth/v1/token/refresh/`
-    TokenRefresh,
-    /// `GET /api/auth/v1/me/`
-    Me,
-    /// `GET /api/auth/v1/sessions/`, `DELETE /api/auth/v1/sessions/{id}/`
-    Sessions,
-    /// `GET /api/balance/v1/`
-    Balance,
-    /// `POST /api/balance/v1/deposit/`
-    Deposit,
-    /// `POST /api/balance/v1/withdraw/`
-    Withdraw,
-    /// `POST /api/balance/v1/transfer/`
-    Transfer,
-    /// `GET /api/balance/v1/operations/`
-    Operations,
-    /// `GET /api/health/`
-    Health,
-    /// `GET /api/admin/v1/users/`, `GET …/users/{id}/`, `GET …/users/{id}/operations/`
-    AdminUsers,
-    /// `POST /api/admin/v1/users/{id}/deactivate/`, `POST …/users/{id}/reactivate/`
-    AdminUserStatus,
-    /// `GET /api/admin/v1/audit/`
-    AdminAudit,
-    /// `GET /admin/`
-    AdminPage,
-    /// `GET /api/schema/`, `/api/docs/`, `/api/redoc/` and their assets
-    Docs,
-}
-
-impl Function {
-    /// Every function.
-    pub const ALL: [Function; 17] = [
-        Function::Register,
-        Function::Login,
-        Function::Logout,
-        Function::TokenRefresh,
-        Function::Me,
-        Function::Sessions,
-        Function::Balance,
-        Function::Deposit,
-        Function::Withdraw,
-        Function::Transfer,
-        Function::Operations,
-        Function::Health,
-        Function::AdminUsers,
-        Function::AdminUserStatus,
-        Function::AdminAudit,
-        Function::AdminPage,
-        Function::Docs,
-    ];
-
-    /// The binary (and SAM function) name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Function::Register => "register",
-            Function::Login => "login",
-            Function::Logout => "logout",
-            Function::TokenRefresh => "token-refresh",
-            Function::Me => "me",
-            Function::Sessions => "sessions",
-            Function::Balance => "balance",
-            Function::Deposit => "deposit",
-            Function::Withdraw => "withdraw",
-            Function::Transfer => "transfer",
-            Function::Operations => "operations",
-            Function::Health => "health",
-            Function::AdminUsers => "admin-users",
-            Function::AdminUserStatus => "admin-user-status",
-            Function::AdminAudit => "admin-audit",
-            Function::AdminPage => "admin-page",
-            Function::Docs => "docs",
-        }
-    }
-
-    /// The function behind API Gateway's `$default` route, which receives every request that
-    /// no route of the API matches: it answers `404 not_found`, or `405 method_not_allowed`
-    /// with `Allow` when the path exists under other methods, as the local server does, and a
-    /// `308` to the routed form for another function's route asked for with its trailing slash
-    /// ([`gateway`]).
-    pub const FALLBACK: Function = Function::Docs;
-
-    /// What this function's routes need: its binary starts with [`crate::lambda::run_stateless`]
-    /// ([`Needs::Nothing`]), [`crate::lambda::run_store_only`] ([`Needs::Store`]) or
-    /// [`crate::lambda::run`] ([`Needs::App`]).
-    pub fn needs(self) -> Needs {
-        match self {
-            Function::AdminPage | Function::Docs => Needs::Nothing,
-            Function::Health => Needs::Store,
-            _ => Needs::App,
-        }
-    }
-
-    /// Whether this function serves its routes without application state (no store, no signing
-    /// key): the binary then starts with [`crate::lambda::run_stateless`].
-    pub fn stateless(self) -> bool {
-        self.needs() == Needs::Nothing
-    }
-
-    /// Whether this function needs the signing key (it issues or verifies tokens or cursors).
-    pub fn needs_signing_key(self) -> bool {
-        self.needs() == Needs::App
-    }
-
-    /// The routes this function serves.
-    pub fn routes(self) -> impl Iterator<Item = &'static Route> {
-        ROUTES.iter().filter(move |r| r.function == self)
-    }
-}
-
-/// One method on one path pattern, served by one function.
-pub struct Route {
-    /// The function that serves it in AWS.
-    pub function: Function,
-    /// HTTP method.
-    pub method: Method,
-    /// Path with `{name}` placeholders and a trailing slash (optional on input).
-    pub pattern: &'static str,
-    /// What its endpoint needs (see [`handle_stateless`], [`handle_store_only`]).
-    pub needs: Needs,
-}
-
-impl std::fmt::Debug for Route {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {} ({})",
-            self.method,
-            self.pattern,
-            self.function.name()
-        )
-    }
-}
-
-/// The route table, written once: it defines [`ROUTES`] (what exists: the OpenAPI document and
-/// the template tests read it), `ENDPOINTS` (what serves each route, in the same order),
-/// `store_endpoint` and `stateless_endpoint`. An endpoint is of one of three kinds: `app` (the
-/// whole application state), `store` (the store alone) or `stateless` (nothing). The route specs
-/// hold no function pointers, so a binary that only describes the routes or serves the stateless
-/// ones does not link the store.
-macro_rules! routes {
-    ($($function:ident $method:ident $pattern:literal => $kind:ident $endpoint:path;)*) => {
-        /// Every route of API.md.
-        pub static ROUTES: &[Route] = &[$(
-            Route {
-                function: Function::$function,
-                method: Method::$method,
-                pattern: $pattern,
-                needs: routes!(@needs $kind),
-            },
-        )*];
-
+/// The endpoint tables, from the route table ([`routes::with_routes`]): `ENDPOINTS[i]` serves
+/// `ROUTES[i]` (the local server and the tests serve every route), and each function's own
+/// table is its [`FunctionEndpoints`] type in [`function`].
+macro_rules! endpoint_tables {
+    ($($function:ident $kind:ident {
+        $($method:ident $pattern:literal => $endpoint:path;)*
+    })*) => {
         /// `ENDPOINTS[i]` serves `ROUTES[i]`.
-        static ENDPOINTS: &[Endpoint] = &[$(routes!(@endpoint $kind $endpoint),)*];
+        static ENDPOINTS: &[Endpoint] = &[$($(endpoint_tables!(@any $kind $endpoint),)*)*];
 
-        /// The store-only endpoint of `ROUTES[index]`, if that route needs the store alone.
-        fn store_endpoint(index: usize) -> Option<StoreEndpoint> {
-            let endpoints: &[Option<StoreEndpoint>] =
-                &[$(routes!(@store_endpoint $kind $endpoint),)*];
-            endpoints.get(index).copied().flatten()
+        /// One type per Lambda function, each carrying that function's endpoints alone.
+        pub mod function {
+            $(
+                #[doc = concat!("The endpoints of [`Function::", stringify!($function), "`](super::Function).")]
+                #[derive(Debug, Clone, Copy)]
+                pub struct $function;
+            )*
         }
 
-        /// The stateless endpoint of `ROUTES[index]`, if that route is stateless.
-        fn stateless_endpoint(index: usize) -> Option<StatelessEndpoint> {
-            let endpoints: &[Option<StatelessEndpoint>] =
-                &[$(routes!(@stateless_endpoint $kind $endpoint),)*];
-            endpoints.get(index).copied().flatten()
+        $(
+            impl FunctionEndpoints for function::$function {
+                const FUNCTION: Function = Function::$function;
+                type Endpoint = endpoint_tables!(@type $kind);
+                const ENDPOINTS: &'static [Self::Endpoint] =
+                    &[$(endpoint_tables!(@own $kind $endpoint),)*];
+            }
+        )*
+
+        /// Each function and the length of its own endpoint table.
+        #[cfg(test)]
+        fn own_table_lengths() -> Vec<(Function, usize)> {
+            vec![$(
+                (Function::$function, <function::$function as FunctionEndpoints>::ENDPOINTS.len()),
+            )*]
         }
     };
-    (@needs app) => { Needs::App };
-    (@needs store) => { Needs::Store };
-    (@needs stateless) => { Needs::Nothing };
-    (@endpoint app $endpoint:path) => { |app, req| Box::pin($endpoint(app, req)) };
-    (@endpoint store $endpoint:path) => {
+    (@type app) => { Endpoint };
+    (@type store) => { StoreEndpoint };
+    (@type stateless) => { StatelessEndpoint };
+    (@any app $endpoint:path) => { |app, req| Box::pin($endpoint(app, req)) };
+    (@any store $endpoint:path) => {
         |app, req| Box::pin($endpoint(app.store.as_ref(), req))
     };
-    (@endpoint stateless $endpoint:path) => {
+    (@any stateless $endpoint:path) => {
         |_, req| Box::pin(std::future::ready($endpoint(req)))
     };
-    (@store_endpoint store $endpoint:path) => {{
-        let endpoint: StoreEndpoint = |store, req| Box::pin($endpoint(store, req));
-        Some(endpoint)
-    }};
-    (@store_endpoint $other:ident $endpoint:path) => { None };
-    (@stateless_endpoint stateless $endpoint:path) => { Some($endpoint as StatelessEndpoint) };
-    (@stateless_endpoint $other:ident $endpoint:path) => { None };
+    (@own app $endpoint:path) => { |app, req| Box::pin($endpoint(app, req)) };
+    (@own store $endpoint:path) => { |store, req| Box::pin($endpoint(store, req)) };
+    (@own stateless $endpoint:path) => { $endpoint };
 }
 
-routes! {
-    Register POST "/api/auth/v1/register/" => app endpoints::register;
-    Login POST "/api/auth/v1/login/" => app endpoints::login;
-    Logout POST "/api/auth/v1/logout/" => app endpoints::logout;
-    TokenRefresh POST "/api/auth/v1/token/refresh/" => app endpoints::refresh;
-    Me GET "/api/auth/v1/me/" => app endpoints::me;
-    Sessions GET "/api/auth/v1/sessions/" => app endpoints::list_sessions;
-    Sessions DELETE "/api/auth/v1/sessions/{id}/" => app endpoints::revoke_session;
-    Balance GET "/api/balance/v1/" => app endpoints::balance;
-    Deposit POST "/api/balance/v1/deposit/" => app endpoints::deposit;
-    Withdraw POST "/api/balance/v1/withdraw/" => app endpoints::withdraw;
-    Transfer POST "/api/balance/v1/transfer/" => app endpoints::transfer;
-    Operations GET "/api/balance/v1/operations/" => app endpoints::operations;
-    Health GET "/api/health/" => store endpoints::health;
-    AdminUsers GET "/api/admin/v1/users/" => app endpoints::admin_list_users;
-    AdminUsers GET "/api/admin/v1/users/{id}/" => app endpoints::admin_user;
-    AdminUsers GET "/api/admin/v1/users/{id}/operations/" => app endpoints::admin_user_operations;
-    AdminUserStatus POST "/api/admin/v1/users/{id}/deactivate/" => app endpoints::admin_deactivate;
-    AdminUserStatus POST "/api/admin/v1/users/{id}/reactivate/" => app endpoints::admin_reactivate;
-    AdminAudit GET "/api/admin/v1/audit/" => app endpoints::admin_audit;
-    AdminPage GET "/admin/" => stateless admin_page::serve;
-    Docs GET "/api/schema/" => stateless docs::schema;
-    Docs GET "/api/docs/" => stateless docs::swagger;
-    Docs GET "/api/docs/{file}" => stateless docs::swagger_asset;
-    Docs GET "/api/redoc/" => stateless docs::redoc;
-    Docs GET "/api/redoc/redoc.standalone.js" => stateless docs::redoc_bundle;
-}
-
-/// Which routes a process serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    /// Every route (the local server, tests).
-    All,
-    /// Only one function's routes (a Lambda binary).
-    Function(Function),
-}
-
-impl Scope {
-    fn includes(self, route: &Route) -> bool {
-        match self {
-            Scope::All => true,
-            Scope::Function(f) => route.function == f,
-        }
-    }
-}
-
-/// Matches a path against a pattern; the trailing slash is optional.
-fn match_path(pattern: &'static str, path: &str) -> Option<Vec<(&'static str, String)>> {
-    let pattern = pattern.strip_suffix('/').unwrap_or(pattern);
-    let path = path.strip_suffix('/').unwrap_or(path);
-    let mut pattern_segments = pattern.split('/');
-    let mut path_segments = path.split('/');
-    let mut params = Vec::new();
-    loop {
-        match (pattern_segments.next(), path_segments.next()) {
-            (None, None) => return Some(params),
-            (Some(p), Some(s)) if p.starts_with('{') && p.ends_with('}') => {
-                if s.is_empty() {
-                    return None;
-                }
-                params.push((&p[1..p.len() - 1], s.to_owned()));
-            }
-            (Some(p), Some(s)) if p == s => {}
-            _ => return None,
-        }
-    }
-}
+routes::with_routes!(endpoint_tables);
 
 fn request_id_of(request: &lambda_http::Request) -> String {
     let from_gateway = match request.request_context_ref() {
@@ -349,29 +142,8 @@ fn client_of(request: &lambda_http::Request) -> ClientInfo {
     ClientInfo { ip, user_agent }
 }
 
-/// A route matched by method and path, with its `{name}` parameters.
-#[derive(Debug)]
-pub struct RouteMatch {
-    /// The route.
-    pub route: &'static Route,
-    /// Parameter values in pattern order.
-    pub params: Vec<(&'static str, String)>,
-}
-
-/// Finds the route for a method and path among all routes (the local server fills API
-/// Gateway's route key and path parameters from it).
-pub fn match_route(method: &Method, path: &str) -> Option<RouteMatch> {
-    ROUTES.iter().find_map(|route| {
-        (route.method == *method)
-            .then(|| match_path(route.pattern, path))
-            .flatten()
-            .map(|params| RouteMatch { route, params })
-    })
-}
-
-/// What runs a matched route: the application (every route) or nothing but the stateless
-/// endpoints. Generic rather than dynamic so that a stateless binary never references the
-/// stateful endpoints, and the linker leaves the store out of it.
+/// What runs a matched route: every endpoint (the application) or one function's own.
+/// Generic rather than dynamic so that a function's binary references its own endpoints alone.
 trait Endpoints: Sync {
     fn call<'a>(&'a self, index: usize, req: &'a Req) -> BoxFuture<'a, Result<Reply, ApiError>>;
 }
@@ -382,24 +154,37 @@ impl Endpoints for App {
     }
 }
 
-/// The store-only endpoints alone, on a store.
-struct StoreOnly<'s>(&'s dyn Store);
+/// Function `F`'s endpoints, on what they take (`S`: the application, the store, nothing).
+struct Own<'s, F, S: ?Sized>(&'s S, F);
 
-impl Endpoints for StoreOnly<'_> {
+/// The endpoint of `F` that serves `ROUTES[index]`, one of `F`'s routes.
+fn own<F: FunctionEndpoints>(index: usize) -> Option<F::Endpoint> {
+    let position = ROUTES[..index]
+        .iter()
+        .filter(|r| r.function == F::FUNCTION)
+        .count();
+    F::ENDPOINTS.get(position).copied()
+}
+
+fn not_found<'a>() -> BoxFuture<'a, Result<Reply, ApiError>> {
+    Box::pin(std::future::ready(Err(ApiError::NotFound)))
+}
+
+impl<F: FunctionEndpoints<Endpoint = Endpoint>> Endpoints for Own<'_, F, App> {
     fn call<'a>(&'a self, index: usize, req: &'a Req) -> BoxFuture<'a, Result<Reply, ApiError>> {
-        match store_endpoint(index) {
-            Some(endpoint) => endpoint(self.0, req),
-            None => Box::pin(std::future::ready(Err(ApiError::NotFound))),
-        }
+        own::<F>(index).map_or_else(not_found, |endpoint| endpoint(self.0, req))
     }
 }
 
-/// The stateless endpoints alone.
-struct Stateless;
-
-impl Endpoints for Stateless {
+impl<F: FunctionEndpoints<Endpoint = StoreEndpoint>> Endpoints for Own<'_, F, dyn Store> {
     fn call<'a>(&'a self, index: usize, req: &'a Req) -> BoxFuture<'a, Result<Reply, ApiError>> {
-        let reply = stateless_endpoint(index).map_or(Err(ApiError::NotFound), |f| f(req));
+        own::<F>(index).map_or_else(not_found, |endpoint| endpoint(self.0, req))
+    }
+}
+
+impl<F: FunctionEndpoints<Endpoint = StatelessEndpoint>> Endpoints for Own<'_, F, ()> {
+    fn call<'a>(&'a self, index: usize, req: &'a Req) -> BoxFuture<'a, Result<Reply, ApiError>> {
+        let reply = own::<F>(index).map_or(Err(ApiError::NotFound), |endpoint| endpoint(req));
         Box::pin(std::future::ready(reply))
     }
 }
@@ -409,20 +194,32 @@ pub async fn handle(app: &App, request: lambda_http::Request, scope: Scope) -> R
     serve(app, request, scope).await
 }
 
+/// Serves one request of function `F` (a Lambda binary) from its own endpoints.
+pub async fn handle_function<F: FunctionEndpoints<Endpoint = Endpoint>>(
+    app: &App,
+    request: lambda_http::Request,
+    function: F,
+) -> Response<Body> {
+    serve(&Own(app, function), request, Scope::Function(F::FUNCTION)).await
+}
+
 /// Serves one request of a function whose routes need the store alone (`health`), with no
 /// signing key.
-pub async fn handle_store_only(
+pub async fn handle_store_only<F: FunctionEndpoints<Endpoint = StoreEndpoint>>(
     store: &dyn Store,
     request: lambda_http::Request,
-    function: Function,
+    function: F,
 ) -> Response<Body> {
-    serve(&StoreOnly(store), request, Scope::Function(function)).await
+    serve(&Own(store, function), request, Scope::Function(F::FUNCTION)).await
 }
 
 /// Serves one request of a function whose routes are all stateless (`docs`, `admin-page`),
 /// without application state: no store, no signing key.
-pub async fn handle_stateless(request: lambda_http::Request, function: Function) -> Response<Body> {
-    serve(&Stateless, request, Scope::Function(function)).await
+pub async fn handle_stateless<F: FunctionEndpoints<Endpoint = StatelessEndpoint>>(
+    request: lambda_http::Request,
+    function: F,
+) -> Response<Body> {
+    serve(&Own(&(), function), request, Scope::Function(F::FUNCTION)).await
 }
 
 async fn serve<E: Endpoints>(
@@ -559,40 +356,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn trailing_slashes_are_optional_and_parameters_are_captured() {
-        assert_eq!(
-            match_path("/api/balance/v1/", "/api/balance/v1"),
-            Some(vec![])
-        );
-        assert_eq!(
-            match_path("/api/balance/v1/", "/api/balance/v1/"),
-            Some(vec![])
-        );
-        assert_eq!(
-            match_path("/api/auth/v1/sessions/{id}/", "/api/auth/v1/sessions/abc/"),
-            Some(vec![("id", "abc".to_owned())])
-        );
-        assert_eq!(
-            match_path("/api/auth/v1/sessions/{id}/", "/api/auth/v1/sessions//"),
-            None
-        );
-        assert_eq!(match_path("/api/health/", "/api/health/x"), None);
-        assert_eq!(match_path("/api/health/", "/api//health/"), None);
-    }
-
-    #[test]
-    fn each_route_has_the_endpoint_of_its_kind_and_no_function_mixes_kinds() {
-        for (index, route) in ROUTES.iter().enumerate() {
-            assert_eq!(
-                stateless_endpoint(index).is_some(),
-                route.needs == Needs::Nothing,
-                "{route:?}"
-            );
-            assert_eq!(
-                store_endpoint(index).is_some(),
-                route.needs == Needs::Store,
-                "{route:?}"
-            );
+    fn each_function_has_one_endpoint_per_route_and_needs_what_its_routes_need() {
+        assert_eq!(ENDPOINTS.len(), ROUTES.len());
+        for (f, length) in own_table_lengths() {
+            assert_eq!(length, f.routes().count(), "{f:?}");
         }
         for f in Function::ALL {
             let kinds: std::collections::BTreeSet<Needs> = f.routes().map(|r| r.needs).collect();
@@ -614,6 +381,7 @@ mod tests {
         assert_eq!(of(Needs::Store), [Function::Health]);
     }
 
+    #[cfg(feature = "sqlite")]
     #[tokio::test]
     async fn a_store_only_function_serves_its_routes_and_nothing_else() {
         let dir = std::env::temp_dir().join(format!("lt-http-{}", uuid::Uuid::new_v4()));
@@ -621,28 +389,13 @@ mod tests {
             .await
             .unwrap();
         let request = |path: &str| http::Request::get(path).body(Body::Empty).unwrap();
-        let ok = handle_store_only(&store, request("/api/health/"), Function::Health).await;
+        let ok = handle_store_only(&store, request("/api/health/"), function::Health).await;
         assert_eq!(ok.status(), 200);
         assert_eq!(ok.body().as_ref(), br#"{"status":"ok"}"#);
         // Another function's route is not served from this binary.
-        let other = handle_store_only(&store, request("/api/balance/v1/"), Function::Health).await;
+        let other = handle_store_only(&store, request("/api/balance/v1/"), function::Health).await;
         assert_eq!(other.status(), 404);
         drop(store);
         std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn every_function_has_a_route_and_every_route_is_unique() {
-        for f in Function::ALL {
-            assert!(f.routes().next().is_some(), "{f:?} has no route");
-        }
-        for (i, a) in ROUTES.iter().enumerate() {
-            for b in &ROUTES[i + 1..] {
-                assert!(
-                    !(a.method == b.method && a.pattern == b.pattern),
-                    "{a:?} twice"
-                );
-            }
-        }
     }
 }

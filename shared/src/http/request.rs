@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use http::{HeaderMap, Method, header};
-use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::domain::{IdempotencyKey, Money};
@@ -148,9 +148,6 @@ impl<'de> serde::Deserialize<'de> for Members {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
                 let mut members: Vec<(String, Box<RawValue>)> = Vec::new();
                 while let Some((k, v)) = map.next_entry::<String, Box<RawValue>>()? {
-                    if members.iter().any(|(existing, _)| *existing == k) {
-                        return Err(de::Error::custom(format!("duplicate field `{k}`")));
-                    }
                     members.push((k, v));
                 }
                 Ok(Members(members))
@@ -170,15 +167,17 @@ impl JsonObject {
                 "Expected a JSON object.",
             ));
         }
-        let Members(members) = serde_json::from_str(raw.get()).map_err(|e| {
-            let message = e.to_string();
-            match message.split('`').nth(1) {
-                Some(field) if message.starts_with("duplicate field") => {
-                    ApiError::field(field.to_owned(), "Duplicate field.")
-                }
-                _ => ApiError::InvalidJson,
-            }
-        })?;
+        let Members(members) =
+            serde_json::from_str(raw.get()).map_err(|_| ApiError::InvalidJson)?;
+        // The first member whose name came before: refused by name.
+        if let Some((field, _)) = members
+            .iter()
+            .enumerate()
+            .find(|(i, (k, _))| members[..*i].iter().any(|(earlier, _)| earlier == k))
+            .map(|(_, member)| member)
+        {
+            return Err(ApiError::field(field.clone(), "Duplicate field."));
+        }
         Ok(JsonObject {
             members,
             ..JsonObject::default()

@@ -8,7 +8,7 @@ use crate::domain::password::NewPassword;
 use crate::domain::{Email, SessionId, Timestamp, TokenId, UserId, Username, username_key};
 use crate::error::ApiError;
 use crate::store::{
-    Attempt, NewUser, RotateOutcome, Rotation, SessionRecord, SessionUse, ThrottlePolicy,
+    Account, Attempt, NewUser, RotateOutcome, Rotation, SessionRecord, SessionUse, ThrottlePolicy,
     UserRecord,
 };
 
@@ -266,10 +266,34 @@ pub fn session_use(principal: Principal, now: Timestamp) -> SessionUse {
 pub async fn authenticate(app: &App, access_token: &str) -> Result<Principal, ApiError> {
     let now = app.clock.now();
     let token = verify(app, access_token, TokenType::Access, now)?;
-    let session = app
+    let session = app.store.session(token.user, token.session).await?;
+    accept_session(app, &token, session, now).await
+}
+
+/// Like [`authenticate`], and the caller's account read in the same step (one round trip on
+/// DynamoDB), for a request that needs its version.
+pub async fn authenticate_with_account(
+    app: &App,
+    access_token: &str,
+) -> Result<(Principal, Option<Account>), ApiError> {
+    let now = app.clock.now();
+    let token = verify(app, access_token, TokenType::Access, now)?;
+    let (session, account) = app
         .store
-        .session(token.user, token.session)
-        .await?
+        .session_with_account(token.user, token.session)
+        .await?;
+    let principal = accept_session(app, &token, session, now).await?;
+    Ok((principal, account))
+}
+
+/// The principal of a verified access token whose session, as read, is the caller's and live.
+async fn accept_session(
+    app: &App,
+    token: &VerifiedToken,
+    session: Option<SessionRecord>,
+    now: Timestamp,
+) -> Result<Principal, ApiError> {
+    let session = session
         .filter(|s| s.user == token.user && is_live(app, s, now))
         .ok_or(ApiError::InvalidToken)?;
     if now.millis() - session.last_used_at.millis() > TOUCH_INTERVAL_SECONDS * 1000 {

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod history;
 pub mod money;
 
 use crate::error::ApiError;
@@ -13,11 +14,11 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::UsernameTaken => ApiError::UsernameTaken,
             StoreError::EmailTaken => ApiError::EmailTaken,
-            // The amount is filled in by the caller, which knows it.
-            StoreError::InsufficientFunds { balance } => ApiError::InsufficientFunds {
-                balance,
-                amount: crate::domain::Money::ZERO,
-            },
+            // Only a movement, which knows its amount, meets this refusal: it converts it
+            // itself (`money::with_amount`), so reaching here is a bug, not a client's error.
+            StoreError::InsufficientFunds { balance } => ApiError::internal(format!(
+                "insufficient funds (balance {balance}) met outside a money movement"
+            )),
             StoreError::BalanceLimitExceeded => ApiError::BalanceLimitExceeded,
             StoreError::RecipientNotFound => ApiError::RecipientNotFound,
             StoreError::SelfTransfer => ApiError::SelfTransfer,

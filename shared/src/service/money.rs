@@ -1,7 +1,6 @@
 //! Balance, deposits, withdrawals, transfers and history.
 
 use crate::app::App;
-use crate::auth::CursorKind;
 use crate::domain::{
     IdempotencyKey, Money, OperationId, OperationKind, RequestFingerprint, Timestamp, TransferId,
     UserId, username_key,
@@ -9,8 +8,8 @@ use crate::domain::{
 use crate::error::ApiError;
 use crate::service::auth::{Principal, session_use};
 use crate::store::{
-    Account, Applied, BalanceChange, HistoryQuery, IdempotencyStamp, IdempotentRecord, Operation,
-    StoreError, TransferCommand,
+    Account, Applied, BalanceChange, IdempotencyStamp, IdempotentRecord, Operation, StoreError,
+    TransferCommand,
 };
 
 /// A money movement's result: the caller's operation, and whether it is a replay of an earlier
@@ -185,75 +184,6 @@ fn with_amount(e: StoreError, amount: Money) -> ApiError {
         }
         other => other.into(),
     }
-}
-
-/// A history page request, parsed (the cursor is still its text: it is bound to the user).
-#[derive(Debug, Clone, Default)]
-pub struct HistoryRequest {
-    /// Page size, 1–100.
-    pub limit: u32,
-    /// Cursor text from a previous page.
-    pub cursor: Option<String>,
-    /// Only these kinds (empty: all).
-    pub kinds: Vec<OperationKind>,
-    /// Created at or after.
-    pub since: Option<Timestamp>,
-    /// Created at or before.
-    pub until: Option<Timestamp>,
-}
-
-/// One history page and the cursor to the next.
-#[derive(Debug, Clone)]
-pub struct HistoryResult {
-    /// Newest first.
-    pub operations: Vec<Operation>,
-    /// Opaque cursor for the next page.
-    pub next_cursor: Option<String>,
-}
-
-/// The position a history cursor stands for, if it is genuine, of this kind (a user's own
-/// history or an administrator's view of it) and for this account.
-pub fn cursor_position(
-    app: &App,
-    kind: CursorKind,
-    user: UserId,
-    cursor: Option<&str>,
-) -> Result<Option<u64>, ApiError> {
-    cursor
-        .map(|text| {
-            app.cursors
-                .decode_seq(kind, user, text)
-                .ok_or_else(|| ApiError::field("cursor", "Invalid cursor."))
-        })
-        .transpose()
-}
-
-/// One page of a user's history, read from the store, starting below `before_seq`; the next
-/// cursor is of `kind`.
-pub async fn history(
-    app: &App,
-    kind: CursorKind,
-    user: UserId,
-    before_seq: Option<u64>,
-    request: &HistoryRequest,
-) -> Result<HistoryResult, ApiError> {
-    let page = app
-        .store
-        .history(&HistoryQuery {
-            user,
-            limit: request.limit,
-            before_seq,
-            kinds: request.kinds.clone(),
-            since: request.since,
-            until: request.until,
-        })
-        .await?;
-    Ok(HistoryResult {
-        operations: page.operations,
-        next_cursor: page
-            .next_before
-            .map(|seq| app.cursors.encode_position(kind, user, &seq.to_be_bytes())),
-    })
 }
 
 #[cfg(test)]

@@ -9,9 +9,11 @@
 //! account changed and the history cache can key on the version.
 
 pub mod dynamo;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod email_keys;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 use std::fmt;
@@ -632,6 +634,18 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Reads an account (strongly consistent).
     async fn account(&self, user: UserId) -> Result<Option<Account>, StoreError>;
 
+    /// Reads one of a user's sessions, as [`Store::session`], and their account, as
+    /// [`Store::account`], both strongly consistent. A request that needs both (a history
+    /// read: the caller's session, then the version that keys the cache) asks once, and
+    /// DynamoDB answers in one round trip.
+    async fn session_with_account(
+        &self,
+        user: UserId,
+        id: SessionId,
+    ) -> Result<(Option<SessionRecord>, Option<Account>), StoreError> {
+        Ok((self.session(user, id).await?, self.account(user).await?))
+    }
+
     /// Applies a deposit or withdrawal with its operation record and idempotency record in one
     /// conditional step. A session that is not live (`SessionNotLive`) wins over every other
     /// condition; then an unexpired key already recorded: the result is `AlreadyRecorded` and
@@ -652,11 +666,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Option<IdempotentRecord>, StoreError>;
 
     /// One page of history, newest first, filters applied by the store so pages stay full. A
-    /// store may bound the entries a filtered page passes over (SQLite: [`HISTORY_SCAN_ROWS`];
+    /// store may bound the entries a filtered page passes over (SQLite: `HISTORY_SCAN_ROWS`;
     /// DynamoDB: its round trips): a page that reaches the bound comes back shorter, with a
     /// cursor below the last entry looked at.
-    ///
-    /// [`HISTORY_SCAN_ROWS`]: crate::store::sqlite::HISTORY_SCAN_ROWS
     async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage, StoreError>;
 
     /// One page of users with their balances, by lower-cased username, optionally only those

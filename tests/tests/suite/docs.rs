@@ -90,7 +90,7 @@ fn every_function_has_a_binary() {
             Needs::App => "run",
         };
         assert!(
-            main.contains(&format!("lighttech::lambda::{entry}(Function::{f:?})")),
+            main.contains(&format!("lighttech::lambda::{entry}(function::{f:?})")),
             "{} must start with lighttech::lambda::{entry} ({:?})",
             f.name(),
             f.needs()

@@ -16,6 +16,7 @@ use lighttech_tests::{
 };
 
 mod capacity;
+mod round_trips;
 mod service_errors;
 mod user_index;
 

@@ -3,7 +3,7 @@
 # nothing else. Safe to run again: what already exists is left as it is.
 #
 #   - DynamoDB table `lighttech` with exactly the schema `DynamoStore::create_table`
-#     (shared/src/store/dynamo.rs) creates: PK/SK (S) keys, index GSI1 (GSI1PK/GSI1SK,
+#     (shared/src/store/dynamo/, docs/dynamodb.md) creates: PK/SK (S) keys, index GSI1 (GSI1PK/GSI1SK,
 #     projection ALL), on-demand billing, encryption at rest; then TTL on attribute `ttl`.
 #   - Secrets Manager secret `lighttech/signing-key` holding a freshly generated random
 #     signing key (64 hex characters); the api service reads it through SECRET_KEY_ARN.

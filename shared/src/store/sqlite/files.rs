@@ -50,7 +50,11 @@ mod tests {
     fn mode(path: &std::path::Path) -> String {
         format!(
             "{:o}",
-            std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+            std::fs::metadata(path)
+                .expect("the file exists")
+                .permissions()
+                .mode()
+                & 0o777
         )
     }
 
@@ -58,14 +62,14 @@ mod tests {
         store
             .create_user(&NewUser {
                 id: UserId::new(),
-                username: Username::parse(name).unwrap(),
-                email: Email::parse(&format!("{name}@example.com")).unwrap(),
+                username: Username::parse(name).expect("a valid username"),
+                email: Email::parse(&format!("{name}@example.com")).expect("a valid email"),
                 password_hash: "$argon2id$not-a-real-hash".into(),
                 is_staff: false,
                 now: Timestamp::now(),
             })
             .await
-            .unwrap();
+            .expect("the user is created");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

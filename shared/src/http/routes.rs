@@ -1,0 +1,356 @@
+//! The route table: which function serves which method on which path, and what its endpoint
+//! needs. Data only: the endpoints are attached in `http/mod.rs`, so the OpenAPI document and
+//! the tests read the routes without depending on the request path.
+
+use http::Method;
+
+/// What a route's endpoint needs, and so what its function's binary builds at cold start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Needs {
+    /// Nothing: static pages and the OpenAPI document ([`crate::lambda::run_stateless`]).
+    Nothing,
+    /// The store alone, no signing key ([`crate::lambda::run_store_only`]).
+    Store,
+    /// The whole application state, the signing key included ([`crate::lambda::run`]).
+    App,
+}
+
+/// The Lambda functions: one per endpoint of API.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Function {
+    /// `POST /api/auth/v1/register/`
+    Register,
+    /// `POST /api/auth/v1/login/`
+    Login,
+    /// `POST /api/auth/v1/logout/`
+    Logout,
+    /// `POST /api/auth/v1/token/refresh/`
+    TokenRefresh,
+    /// `GET /api/auth/v1/me/`
+    Me,
+    /// `GET /api/auth/v1/sessions/`, `DELETE /api/auth/v1/sessions/{id}/`
+    Sessions,
+    /// `GET /api/balance/v1/`
+    Balance,
+    /// `POST /api/balance/v1/deposit/`
+    Deposit,
+    /// `POST /api/balance/v1/withdraw/`
+    Withdraw,
+    /// `POST /api/balance/v1/transfer/`
+    Transfer,
+    /// `GET /api/balance/v1/operations/`
+    Operations,
+    /// `GET /api/health/`
+    Health,
+    /// `GET /api/admin/v1/users/`, `GET …/users/{id}/`, `GET …/users/{id}/operations/`
+    AdminUsers,
+    /// `POST /api/admin/v1/users/{id}/deactivate/`, `POST …/users/{id}/reactivate/`
+    AdminUserStatus,
+    /// `GET /api/admin/v1/audit/`
+    AdminAudit,
+    /// `GET /admin/`
+    AdminPage,
+    /// `GET /api/schema/`, `/api/docs/`, `/api/redoc/` and their assets
+    Docs,
+}
+
+impl Function {
+    /// Every function.
+    pub const ALL: [Function; 17] = [
+        Function::Register,
+        Function::Login,
+        Function::Logout,
+        Function::TokenRefresh,
+        Function::Me,
+        Function::Sessions,
+        Function::Balance,
+        Function::Deposit,
+        Function::Withdraw,
+        Function::Transfer,
+        Function::Operations,
+        Function::Health,
+        Function::AdminUsers,
+        Function::AdminUserStatus,
+        Function::AdminAudit,
+        Function::AdminPage,
+        Function::Docs,
+    ];
+
+    /// The binary (and SAM function) name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::Register => "register",
+            Function::Login => "login",
+            Function::Logout => "logout",
+            Function::TokenRefresh => "token-refresh",
+            Function::Me => "me",
+            Function::Sessions => "sessions",
+            Function::Balance => "balance",
+            Function::Deposit => "deposit",
+            Function::Withdraw => "withdraw",
+            Function::Transfer => "transfer",
+            Function::Operations => "operations",
+            Function::Health => "health",
+            Function::AdminUsers => "admin-users",
+            Function::AdminUserStatus => "admin-user-status",
+            Function::AdminAudit => "admin-audit",
+            Function::AdminPage => "admin-page",
+            Function::Docs => "docs",
+        }
+    }
+
+    /// The function behind API Gateway's `$default` route, which receives every request that
+    /// no route of the API matches: it answers `404 not_found`, or `405 method_not_allowed`
+    /// with `Allow` when the path exists under other methods, as the local server does, and a
+    /// `308` to the routed form for another function's route asked for with its trailing slash
+    /// ([`super::gateway`]).
+    pub const FALLBACK: Function = Function::Docs;
+
+    /// What this function's routes need: its binary starts with [`crate::lambda::run_stateless`]
+    /// ([`Needs::Nothing`]), [`crate::lambda::run_store_only`] ([`Needs::Store`]) or
+    /// [`crate::lambda::run`] ([`Needs::App`]).
+    pub fn needs(self) -> Needs {
+        match self {
+            Function::AdminPage | Function::Docs => Needs::Nothing,
+            Function::Health => Needs::Store,
+            _ => Needs::App,
+        }
+    }
+
+    /// Whether this function serves its routes without application state (no store, no signing
+    /// key): the binary then starts with [`crate::lambda::run_stateless`].
+    pub fn stateless(self) -> bool {
+        self.needs() == Needs::Nothing
+    }
+
+    /// Whether this function needs the signing key (it issues or verifies tokens or cursors).
+    pub fn needs_signing_key(self) -> bool {
+        self.needs() == Needs::App
+    }
+
+    /// The routes this function serves.
+    pub fn routes(self) -> impl Iterator<Item = &'static Route> {
+        ROUTES.iter().filter(move |r| r.function == self)
+    }
+}
+
+/// One method on one path pattern, served by one function.
+pub struct Route {
+    /// The function that serves it in AWS.
+    pub function: Function,
+    /// HTTP method.
+    pub method: Method,
+    /// Path with `{name}` placeholders and a trailing slash (optional on input).
+    pub pattern: &'static str,
+    /// What its endpoint needs (see [`handle_stateless`], [`handle_store_only`]).
+    pub needs: Needs,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} ({})",
+            self.method,
+            self.pattern,
+            self.function.name()
+        )
+    }
+}
+
+/// The route table, written once. Rows are grouped by the function that serves them, and each
+/// function says what its endpoints need: `app` (the whole application state), `store` (the
+/// store alone) or `stateless` (nothing). `with_routes!(callback)` hands the table to
+/// `callback!`: this module builds [`ROUTES`] from it (data only, no endpoint is referenced, so a
+/// binary that only describes or matches routes links none of them), and the dispatch in
+/// `http/mod.rs` builds the endpoint tables.
+macro_rules! with_routes {
+    ($callback:ident) => {
+        $callback! {
+            Register app {
+                POST "/api/auth/v1/register/" => endpoints::register;
+            }
+            Login app {
+                POST "/api/auth/v1/login/" => endpoints::login;
+            }
+            Logout app {
+                POST "/api/auth/v1/logout/" => endpoints::logout;
+            }
+            TokenRefresh app {
+                POST "/api/auth/v1/token/refresh/" => endpoints::refresh;
+            }
+            Me app {
+                GET "/api/auth/v1/me/" => endpoints::me;
+            }
+            Sessions app {
+                GET "/api/auth/v1/sessions/" => endpoints::list_sessions;
+                DELETE "/api/auth/v1/sessions/{id}/" => endpoints::revoke_session;
+            }
+            Balance app {
+                GET "/api/balance/v1/" => endpoints::balance;
+            }
+            Deposit app {
+                POST "/api/balance/v1/deposit/" => endpoints::deposit;
+            }
+            Withdraw app {
+                POST "/api/balance/v1/withdraw/" => endpoints::withdraw;
+            }
+            Transfer app {
+                POST "/api/balance/v1/transfer/" => endpoints::transfer;
+            }
+            Operations app {
+                GET "/api/balance/v1/operations/" => endpoints::operations;
+            }
+            Health store {
+                GET "/api/health/" => endpoints::health;
+            }
+            AdminUsers app {
+                GET "/api/admin/v1/users/" => endpoints::admin_list_users;
+                GET "/api/admin/v1/users/{id}/" => endpoints::admin_user;
+                GET "/api/admin/v1/users/{id}/operations/" => endpoints::admin_user_operations;
+            }
+            AdminUserStatus app {
+                POST "/api/admin/v1/users/{id}/deactivate/" => endpoints::admin_deactivate;
+                POST "/api/admin/v1/users/{id}/reactivate/" => endpoints::admin_reactivate;
+            }
+            AdminAudit app {
+                GET "/api/admin/v1/audit/" => endpoints::admin_audit;
+            }
+            AdminPage stateless {
+                GET "/admin/" => admin_page::serve;
+            }
+            Docs stateless {
+                GET "/api/schema/" => docs::schema;
+                GET "/api/docs/" => docs::swagger;
+                GET "/api/docs/{file}" => docs::swagger_asset;
+                GET "/api/redoc/" => docs::redoc;
+                GET "/api/redoc/redoc.standalone.js" => docs::redoc_bundle;
+            }
+        }
+    };
+}
+pub(crate) use with_routes;
+
+/// `ROUTES` from the table.
+macro_rules! route_specs {
+    ($($function:ident $kind:ident {
+        $($method:ident $pattern:literal => $endpoint:path;)*
+    })*) => {
+        /// Every route of API.md.
+        pub static ROUTES: &[Route] = &[$($(
+            Route {
+                function: Function::$function,
+                method: Method::$method,
+                pattern: $pattern,
+                needs: route_specs!(@needs $kind),
+            },
+        )*)*];
+    };
+    (@needs app) => { Needs::App };
+    (@needs store) => { Needs::Store };
+    (@needs stateless) => { Needs::Nothing };
+}
+
+with_routes!(route_specs);
+
+/// Which routes a process serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every route (the local server, tests).
+    All,
+    /// Only one function's routes (a Lambda binary).
+    Function(Function),
+}
+
+impl Scope {
+    pub(crate) fn includes(self, route: &Route) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Function(f) => route.function == f,
+        }
+    }
+}
+
+/// Matches a path against a pattern; the trailing slash is optional.
+pub(crate) fn match_path(pattern: &'static str, path: &str) -> Option<Vec<(&'static str, String)>> {
+    let pattern = pattern.strip_suffix('/').unwrap_or(pattern);
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let mut pattern_segments = pattern.split('/');
+    let mut path_segments = path.split('/');
+    let mut params = Vec::new();
+    loop {
+        match (pattern_segments.next(), path_segments.next()) {
+            (None, None) => return Some(params),
+            (Some(p), Some(s)) if p.starts_with('{') && p.ends_with('}') => {
+                if s.is_empty() {
+                    return None;
+                }
+                params.push((&p[1..p.len() - 1], s.to_owned()));
+            }
+            (Some(p), Some(s)) if p == s => {}
+            _ => return None,
+        }
+    }
+}
+
+/// A route matched by method and path, with its `{name}` parameters.
+#[derive(Debug)]
+pub struct RouteMatch {
+    /// The route.
+    pub route: &'static Route,
+    /// Parameter values in pattern order.
+    pub params: Vec<(&'static str, String)>,
+}
+
+/// Finds the route for a method and path among all routes (the local server fills API
+/// Gateway's route key and path parameters from it).
+pub fn match_route(method: &Method, path: &str) -> Option<RouteMatch> {
+    ROUTES.iter().find_map(|route| {
+        (route.method == *method)
+            .then(|| match_path(route.pattern, path))
+            .flatten()
+            .map(|params| RouteMatch { route, params })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailing_slashes_are_optional_and_parameters_are_captured() {
+        assert_eq!(
+            match_path("/api/balance/v1/", "/api/balance/v1"),
+            Some(vec![])
+        );
+        assert_eq!(
+            match_path("/api/balance/v1/", "/api/balance/v1/"),
+            Some(vec![])
+        );
+        assert_eq!(
+            match_path("/api/auth/v1/sessions/{id}/", "/api/auth/v1/sessions/abc/"),
+            Some(vec![("id", "abc".to_owned())])
+        );
+        assert_eq!(
+            match_path("/api/auth/v1/sessions/{id}/", "/api/auth/v1/sessions//"),
+            None
+        );
+        assert_eq!(match_path("/api/health/", "/api/health/x"), None);
+        assert_eq!(match_path("/api/health/", "/api//health/"), None);
+    }
+
+    #[test]
+    fn every_function_has_a_route_and_every_route_is_unique() {
+        for f in Function::ALL {
+            assert!(f.routes().next().is_some(), "{f:?} has no route");
+        }
+        for (i, a) in ROUTES.iter().enumerate() {
+            for b in &ROUTES[i + 1..] {
+                assert!(
+                    !(a.method == b.method && a.pattern == b.pattern),
+                    "{a:?} twice"
+                );
+            }
+        }
+    }
+}
