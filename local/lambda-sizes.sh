@@ -18,7 +18,7 @@ export PATH="$root/.venv/bin:$PATH"
 if [ $# -eq 0 ]; then
     # Every binary the functions package declares.
     mapfile -t functions < <(sed -n 's/^name = "\(.*\)"$/\1/p' functions/Cargo.toml | grep -vx 'lighttech-functions' \
-        | grep -vx -e lambda_runtime -e lambda_iam)
+        | grep -vx -e lambda)
 else
     functions=("$@")
 fi
