@@ -992,6 +992,11 @@ fn forge(header: &str, claims: &Value, key: &[u8]) -> String {
     )
 }
 
+fn header_of(token: &str) -> Value {
+    let part = token.split('.').next().unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
 fn claims_of(token: &str) -> Value {
     let part = token.split('.').nth(1).unwrap();
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
@@ -1031,15 +1036,29 @@ pub async fn the_authorization_header_is_checked_strictly(t: TestApp) {
         "jwt",
     );
     let claims = claims_of(&alice.access);
-    let header = r#"{"alg":"HS256","typ":"JWT"}"#;
-    // Our own forgery with the right key is accepted: the checks below fail for their reason.
+    // The issued token names its key; a forgery naming the same key with the right key is
+    // accepted, so the checks below fail for their own reason.
+    let kid = header_of(&alice.access)["kid"]
+        .as_str()
+        .expect("every token names its key")
+        .to_owned();
+    assert_eq!(header_of(&alice.refresh)["kid"], kid.as_str());
+    let header = &format!(r#"{{"alg":"HS256","typ":"JWT","kid":"{kid}"}}"#);
     me(Some(format!("Bearer {}", forge(header, &claims, &key))))
         .await
         .expect(200, "");
+    let with_kid = |kid: &str| format!(r#"{{"alg":"HS256","typ":"JWT","kid":"{kid}"}}"#);
     let mut invalid = vec![
         "garbage".to_owned(),
         forge(header, &claims, b"another-key-another-key-another-key"),
-        forge(r#"{"alg":"HS512","typ":"JWT"}"#, &claims, &key),
+        forge(&header.replace("HS256", "HS512"), &claims, &key),
+        // No kid, an unknown one, one of the wrong shape or length.
+        forge(r#"{"alg":"HS256","typ":"JWT"}"#, &claims, &key),
+        forge(&with_kid(&"A".repeat(kid.len())), &claims, &key),
+        forge(&with_kid(&kid[1..]), &claims, &key),
+        forge(&with_kid(&format!("{kid}A")), &claims, &key),
+        forge(&with_kid(&"A".repeat(2000)), &claims, &key),
+        forge(&with_kid(&kid.replace(|_: char| true, "%")), &claims, &key),
         format!(
             "{}.{}.",
             URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
