@@ -5,10 +5,10 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::auth::{CursorCodec, PasswordHasher, TokenService, derive_key};
+use crate::auth::{Keyring, PasswordHasher, Signing};
 use crate::cache::{CacheStats, HistoryCache, MemoryCache, RedisCache};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, ConfigError, SecretKey, StoreUrl};
+use crate::config::{Config, ConfigError, KeySet, SecretKey, StoreUrl};
 use crate::store::dynamo::DynamoStore;
 #[cfg(feature = "postgres")]
 use crate::store::postgres::PgStore;
@@ -28,20 +28,18 @@ pub struct App {
     pub cache: Arc<dyn HistoryCache>,
     /// What the history read path did.
     pub cache_stats: CacheStats,
-    pub(crate) tokens: TokenService,
-    pub(crate) cursors: CursorCodec,
+    pub(crate) keys: Keyring,
     pub(crate) passwords: PasswordHasher,
 }
 
 impl App {
-    /// Assembles the state from its parts.
-    pub fn new(config: Config, store: Arc<dyn Store>, key: &SecretKey) -> App {
+    /// Assembles the state from its parts: `keys` is a key set, or one key alone.
+    pub fn new(config: Config, store: Arc<dyn Store>, keys: impl Into<KeySet>) -> App {
         let cache = history_cache(&config);
         App {
             cache,
             cache_stats: CacheStats::default(),
-            tokens: TokenService::new(&derive_key(key, "jwt"), &config.jwt_issuer),
-            cursors: CursorCodec::new(derive_key(key, "cursor")),
+            keys: Keyring::new(&keys.into(), &config.jwt_issuer),
             passwords: PasswordHasher::new(),
             config,
             store,
@@ -53,6 +51,11 @@ impl App {
     pub fn with_cache(mut self, cache: Arc<dyn HistoryCache>) -> App {
         self.cache = cache;
         self
+    }
+
+    /// The keys that sign and verify tokens and cursors now.
+    pub fn signing(&self) -> Arc<Signing> {
+        self.keys.current()
     }
 
     /// Replaces the clock (tests).
@@ -208,19 +211,20 @@ pub async fn open_store(
     }
 }
 
-/// The configured key: `SECRET_KEY`, else the Secrets Manager secret `SECRET_KEY_ARN` names
-/// (fetched once, here), else — when allowed — the one kept in the data directory, generated on
-/// first use with file mode 0600.
+/// The configured keys: `SECRET_KEY` (with `SECRET_KEY_PREVIOUS`), else the Secrets Manager
+/// secret `SECRET_KEY_ARN` names (fetched here), else — when allowed — the ones kept in the data
+/// directory (`secret_key`, generated on first use with file mode 0600, and
+/// `secret_key.previous` after a rotation).
 pub async fn resolve_key(
     config: &Config,
     sdk: Option<&aws_config::SdkConfig>,
     generate: bool,
-) -> Result<SecretKey, StartupError> {
-    if let Some(key) = &config.secret_key {
-        return Ok(key.clone());
+) -> Result<KeySet, StartupError> {
+    if let Some(keys) = config.key_set() {
+        return Ok(keys);
     }
     if let (Some(arn), Some(sdk)) = (&config.secret_key_arn, sdk) {
-        return crate::aws::fetch_secret_key(sdk, arn)
+        return crate::aws::fetch_key_set(sdk, arn)
             .await
             .map_err(StartupError::Key);
     }
@@ -230,7 +234,10 @@ pub async fn resolve_key(
                 .into(),
         ));
     }
-    load_or_create_key_file(&config.data_dir.join("secret_key"))
+    let path = config.data_dir.join("secret_key");
+    let current = load_or_create_key_file(&path)?;
+    let previous = crate::auth::key_file::read_previous(&path).map_err(StartupError::Key)?;
+    Ok(KeySet::new(current, previous))
 }
 
 fn load_or_create_key_file(path: &Path) -> Result<SecretKey, StartupError> {
@@ -319,8 +326,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lt-key-{}", uuid::Uuid::new_v4()));
         let first = resolve_key(&config_in(&dir), None, true).await.unwrap();
         let second = resolve_key(&config_in(&dir), None, true).await.unwrap();
-        assert_eq!(first.expose(), second.expose());
-        assert!(first.expose().len() >= 32);
+        assert_eq!(first, second);
+        assert!(first.current.expose().len() >= 32);
+        assert!(first.previous.is_none());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -358,6 +366,17 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["secret_key"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn after_a_rotation_the_old_generated_key_is_the_previous_one() {
+        let dir = std::env::temp_dir().join(format!("lt-key-{}", uuid::Uuid::new_v4()));
+        let first = resolve_key(&config_in(&dir), None, true).await.unwrap();
+        crate::auth::key_file::rotate(&dir.join("secret_key")).unwrap();
+        let rotated = resolve_key(&config_in(&dir), None, true).await.unwrap();
+        assert_ne!(rotated.current, first.current);
+        assert_eq!(rotated.previous, Some(first.current));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

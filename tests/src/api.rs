@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use lighttech::clock::Clock;
 
 pub use crate::hardening::*;
+pub use crate::rotation::*;
 use crate::{PASSWORD, Resp, TestApp, TestUser, post_json};
 
 /// Generates one `#[tokio::test]` per API case for a backend. `$fixture` is an async fn
@@ -89,6 +90,7 @@ macro_rules! api_suite {
             different_bodies_racing_on_one_key_move_money_once,
             a_key_replays_until_its_retention_ends_and_an_empty_key_is_refused,
             an_idempotency_key_tells_no_description_from_any_description,
+            a_rotation_keeps_the_previous_keys_tokens_and_cursors_until_the_next,
         );
     };
     (@cases $fixture:path, $env:expr; $($case:ident),* $(,)?) => {

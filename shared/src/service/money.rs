@@ -221,7 +221,8 @@ pub fn cursor_position(
 ) -> Result<Option<u64>, ApiError> {
     cursor
         .map(|text| {
-            app.cursors
+            app.signing()
+                .cursors
                 .decode_seq(kind, user, text)
                 .ok_or_else(|| ApiError::field("cursor", "Invalid cursor."))
         })
@@ -250,9 +251,11 @@ pub async fn history(
         .await?;
     Ok(HistoryResult {
         operations: page.operations,
-        next_cursor: page
-            .next_before
-            .map(|seq| app.cursors.encode_position(kind, user, &seq.to_be_bytes())),
+        next_cursor: page.next_before.map(|seq| {
+            app.signing()
+                .cursors
+                .encode_position(kind, user, &seq.to_be_bytes())
+        }),
     })
 }
 
