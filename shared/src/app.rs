@@ -90,9 +90,29 @@ impl App {
             None if needs_aws => Some(crate::aws::sdk_config().await),
             None => None,
         };
-        let key = resolve_key(&config, sdk.as_ref(), options.generate_key).await?;
+        let keys = resolve_key(&config, sdk.as_ref(), options.generate_key).await?;
+        // Keys from Secrets Manager change under a running process (a rotation): they are read
+        // again when a token names a key not known yet.
+        let source = match (&config.secret_key_arn, sdk.as_ref()) {
+            (Some(arn), Some(sdk)) if config.secret_key.is_none() => {
+                Some(crate::aws::SecretsManagerKeys::new(sdk, arn))
+            }
+            _ => None,
+        };
         let store = open_store(&config, sdk.as_ref(), options).await?;
-        Ok(App::new(config, store, &key))
+        let app = App::new(config, store, keys);
+        Ok(match source {
+            Some(source) => app.with_key_source(Arc::new(source)),
+            None => app,
+        })
+    }
+
+    /// Reads the keys again from `source` when a token names a key not known yet (at most
+    /// once per [`crate::auth::REREAD_INTERVAL_SECONDS`], counted from now).
+    pub fn with_key_source(mut self, source: Arc<dyn crate::auth::KeySource>) -> App {
+        let now = self.clock.now();
+        self.keys = self.keys.with_source(source, now);
+        self
     }
 }
 

@@ -15,6 +15,7 @@ use lighttech_tests::{
     StoreFixture, dynamo_fixture, dynamo_store, dynamodb_endpoint, emulator_sdk_config,
 };
 
+mod key_rotation;
 mod service_errors;
 
 lighttech_tests::store_conformance_suite!(dynamo_fixture);
