@@ -16,6 +16,7 @@ use lighttech_tests::{
 };
 
 mod key_rotation;
+mod secret_rotation;
 mod service_errors;
 
 lighttech_tests::store_conformance_suite!(dynamo_fixture);
