@@ -2,7 +2,7 @@
 # Builds every Lambda function of template.yaml for arm64 (provided.al2023) with `sam build`,
 # offline, on this machine, without Docker.
 #
-#   local/sam-build.sh            # then: sam deploy --guided (see the README)
+#   local/sam-build.sh            # then: sam deploy (samconfig.toml), or all of it: local/deploy.sh
 #   local/sam-build.sh --debug    # unoptimised (SAM_BUILD_MODE=debug): the same pipeline in
 #                                 # minutes instead of the release build's twenty; for CI
 #

@@ -316,7 +316,7 @@ fn to_lambda_request(
     let matched = match_route(&parts.method, &path);
     let route_key = matched.as_ref().map_or_else(
         || "$default".to_owned(),
-        |m| format!("{} {}", m.route.method, m.route.pattern),
+        |m| lighttech::http::gateway::route_key(m.route),
     );
 
     let mut ctx = ApiGatewayV2httpRequestContext::default();

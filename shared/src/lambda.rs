@@ -38,7 +38,11 @@ pub async fn run(function: Function) -> Result<(), lambda_http::Error> {
     };
     lambda_http::run(service_fn(move |request| {
         let app = Arc::clone(&app);
-        async move { Ok::<_, Infallible>(handle(&app, request, Scope::Function(function)).await) }
+        async move {
+            let response = handle(&app, request, Scope::Function(function)).await;
+            crate::metrics::after_invocation(function.name(), response.status());
+            Ok::<_, Infallible>(response)
+        }
     }))
     .await
 }
@@ -74,7 +78,9 @@ pub async fn run_store_only(function: Function) -> Result<(), lambda_http::Error
     lambda_http::run(service_fn(move |request| {
         let store = Arc::clone(&store);
         async move {
-            Ok::<_, Infallible>(handle_store_only(store.as_ref(), request, function).await)
+            let response = handle_store_only(store.as_ref(), request, function).await;
+            crate::metrics::after_invocation(function.name(), response.status());
+            Ok::<_, Infallible>(response)
         }
     }))
     .await
@@ -96,7 +102,9 @@ pub async fn run_stateless(function: Function) -> Result<(), lambda_http::Error>
     };
     crate::telemetry::init(debug);
     lambda_http::run(service_fn(move |request| async move {
-        Ok::<_, Infallible>(handle_stateless(request, function).await)
+        let response = handle_stateless(request, function).await;
+        crate::metrics::after_invocation(function.name(), response.status());
+        Ok::<_, Infallible>(response)
     }))
     .await
 }

@@ -30,6 +30,7 @@ pub mod error;
 pub mod files;
 pub mod http;
 pub mod lambda;
+pub mod metrics;
 pub mod service;
 pub mod store;
 pub mod telemetry;

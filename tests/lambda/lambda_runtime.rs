@@ -178,3 +178,59 @@ async fn an_event_that_is_not_from_api_gateway_is_reported_as_an_invocation_erro
     assert_eq!(response.status, 200, "{response:?}");
     lambda.stop().await;
 }
+
+/// A `503` is reported to CloudWatch as an embedded metric line of the invocation, named by the
+/// Lambda function's name; `AWS_LAMBDA_LOG_LEVEL` (the template's `LogLevel`) sets the level when
+/// `RUST_LOG` is not given, so at `ERROR` the request's INFO line and the WARN about the store
+/// stay out of the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_becomes_an_embedded_metric_and_the_lambda_log_level_filters_the_log() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    // health on a DynamoDB endpoint nothing listens on: its ping fails, it answers 503.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("its address");
+    let env: Vec<(String, String)> = [
+        ("DATABASE_URL", "dynamodb://lighttech".to_owned()),
+        ("AWS_ENDPOINT_URL", format!("http://{closed}")),
+        ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+        ("AWS_MAX_ATTEMPTS", "1".to_owned()),
+        ("AWS_LAMBDA_LOG_LEVEL", "ERROR".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let mut lambda = start(Function::Health, &env, dir.path()).await;
+    let response = lambda
+        .invoke(&event_for(Function::Health, "GET").to_json())
+        .await;
+    assert_eq!(response.status, 503, "{response:?}");
+    // A second invocation that counts nothing writes no metric line.
+    let quiet = lambda
+        .invoke(&Event::unrouted("GET", "/api/no-such-path").to_json())
+        .await;
+    assert_eq!(quiet.status, 404, "{quiet:?}");
+    let lines = lambda.stderr_lines();
+    lambda.stop().await;
+    let metrics: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l.get("_aws").is_some())
+        .collect();
+    assert_eq!(metrics.len(), 1, "one metric line, for the 503: {lines:#?}");
+    let line = &metrics[0];
+    assert_eq!(line["FunctionName"], "lighttech-health");
+    assert_eq!(line["ServiceUnavailable"], 1);
+    assert_eq!(
+        line["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        lighttech::metrics::NAMESPACE
+    );
+    for level in ["\"level\":\"INFO\"", "\"level\":\"WARN\""] {
+        assert!(
+            !lines.iter().any(|l| l.contains(level)),
+            "AWS_LAMBDA_LOG_LEVEL=ERROR lets no {level} line through: {lines:#?}"
+        );
+    }
+}

@@ -10,6 +10,7 @@
 mod admin_page;
 mod docs;
 mod endpoints;
+pub mod gateway;
 pub mod openapi;
 pub mod request;
 pub mod response;
@@ -137,7 +138,9 @@ impl Function {
 
     /// The function behind API Gateway's `$default` route, which receives every request that
     /// no route of the API matches: it answers `404 not_found`, or `405 method_not_allowed`
-    /// with `Allow` when the path exists under other methods, as the local server does.
+    /// with `Allow` when the path exists under other methods, as the local server does, and a
+    /// `308` to the routed form for another function's route asked for with its trailing slash
+    /// ([`gateway`]).
     pub const FALLBACK: Function = Function::Docs;
 
     /// What this function's routes need: its binary starts with [`crate::lambda::run_stateless`]
@@ -497,6 +500,14 @@ async fn dispatch<E: Endpoints>(
         }
     }
     let Some((index, route, params)) = matched else {
+        if let (true, Scope::Function(function)) = (served_elsewhere, scope) {
+            let query = parts.uri.query();
+            if let Some(reply) =
+                gateway::redirect_to_routed_form(function, &parts.method, path, query)
+            {
+                return Ok(reply);
+            }
+        }
         return Err(if allowed.is_empty() || served_elsewhere {
             ApiError::NotFound
         } else {

@@ -3,7 +3,8 @@
 //! # Single-table design
 //!
 //! Key attributes `PK`, `SK` (strings); one global secondary index `GSI1` (`GSI1PK`, `GSI1SK`,
-//! projection ALL) that lists users for administration; TTL attribute `ttl` (epoch seconds).
+//! projection `GSI1_PROJECTED`: the profile fields the admin list reads, no password hash) that
+//! lists users for administration; TTL attribute `ttl` (epoch seconds).
 //! Billing is on demand.
 //!
 //! | item | `PK` | `SK` | attributes |
@@ -109,6 +110,19 @@ type Item = HashMap<String, AttributeValue>;
 pub const TTL_ATTRIBUTE: &str = "ttl";
 /// Name of the user-listing index.
 pub const GSI1: &str = "GSI1";
+
+/// What `GSI1` holds besides the keys: the profile attributes the admin user list reads (and
+/// searches), nothing else — never the password hash, which would otherwise be copied into
+/// the index for every user.
+pub const GSI1_PROJECTED: [&str; 7] = [
+    "user_id",
+    "username",
+    "username_key",
+    "email",
+    "is_staff",
+    "is_active",
+    "created_at",
+];
 /// Attempts at a conditional write before giving up with `Unavailable` (safe to retry). Each
 /// attempt re-reads and re-checks; with the jittered backoff below this rides out heavy
 /// contention on one account for about two seconds.
@@ -407,7 +421,10 @@ impl DynamoStore {
             .key_schema(key_el("GSI1SK", KeyType::Range)?)
             .projection(
                 Projection::builder()
-                    .projection_type(ProjectionType::All)
+                    .projection_type(ProjectionType::Include)
+                    .set_non_key_attributes(Some(
+                        GSI1_PROJECTED.iter().map(|a| (*a).to_owned()).collect(),
+                    ))
                     .build(),
             )
             .build()
@@ -672,6 +689,7 @@ impl DynamoStore {
     /// Sleeps before retry `attempt` (full jitter, capped) and counts why.
     async fn backoff(&self, attempt: u32, why: &Cancelled) {
         use std::sync::atomic::Ordering;
+        crate::metrics::retried(why.throttled());
         if why.throttled() {
             self.stats.throttle_retries.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -1245,10 +1263,19 @@ fn operation_from_item(item: &Item) -> Result<Operation, StoreError> {
 
 fn user_from_item(item: &Item) -> Result<UserRecord, StoreError> {
     Ok(UserRecord {
+        password_hash: get_s(item, "password_hash")?.to_owned(),
+        ..user_from_index_item(item)?
+    })
+}
+
+/// A profile as `GSI1` projects it ([`GSI1_PROJECTED`]): everything but the password hash,
+/// which stays empty (the admin list, its only reader, never needs it).
+fn user_from_index_item(item: &Item) -> Result<UserRecord, StoreError> {
+    Ok(UserRecord {
         id: parse_id(get_s(item, "user_id")?, "user_id", UserId::parse)?,
         username: Username::parse(get_s(item, "username")?).map_err(|_| bad("username"))?,
         email: Email::from_stored(get_s(item, "email")?).map_err(|_| bad("email"))?,
-        password_hash: get_s(item, "password_hash")?.to_owned(),
+        password_hash: String::new(),
         is_staff: get_bool(item, "is_staff")?,
         is_active: get_bool(item, "is_active")?,
         created_at: Timestamp::from_millis(get_n(item, "created_at")?),
@@ -2258,7 +2285,7 @@ impl Store for DynamoStore {
         };
         let mut users = Vec::with_capacity(profiles.len());
         for profile in &profiles {
-            let user = user_from_item(profile)?;
+            let user = user_from_index_item(profile)?;
             let account = self
                 .account(user.id)
                 .await?

@@ -39,8 +39,9 @@ pub fn concrete_path(route: &Route) -> String {
         .join("/")
 }
 
+/// The route's key as the template registers it with API Gateway.
 pub fn route_key(route: &Route) -> String {
-    format!("{} {}", route.method, route.pattern)
+    lighttech::http::gateway::route_key(route)
 }
 
 /// An event for the only route of `function` with `method`, at its pattern's path.
@@ -688,8 +689,35 @@ pub async fn every_endpoint(fleet: &mut Fleet, app: &App) {
         );
     }
 
-    // Every function: each of its routes is also served without the trailing slash (the
-    // template routes both forms), and a route of another function is not its business.
+    // A route of another function asked for with its trailing slash, which API Gateway may
+    // hand to `$default`: a 308 to the routed form (method and body kept), query and all.
+    for route in ROUTES
+        .iter()
+        .filter(|r| r.function != Docs && r.pattern.ends_with('/'))
+    {
+        let path = concrete_path(route);
+        let routed = path.trim_end_matches('/');
+        let response = fleet
+            .call(
+                Docs,
+                Event::unrouted(route.method.as_str(), &path).query("limit=1&type=deposit"),
+            )
+            .await;
+        assert_eq!(
+            response.status, 308,
+            "{} {path}: {response:?}",
+            route.method
+        );
+        assert_eq!(
+            response.header("location"),
+            Some(format!("{routed}?limit=1&type=deposit").as_str()),
+            "{} {path}",
+            route.method
+        );
+    }
+
+    // Every function: each of its routes is served in its routed form, without the trailing
+    // slash (the template's route key), and a route of another function is not its business.
     for function in Function::ALL {
         for route in function.routes() {
             if !route.pattern.ends_with('/') {
@@ -698,10 +726,7 @@ pub async fn every_endpoint(fleet: &mut Fleet, app: &App) {
             }
             let path = concrete_path(route);
             let bare = path.trim_end_matches('/');
-            let mut event = Event::new(
-                &format!("{} {}", route.method, route.pattern.trim_end_matches('/')),
-                bare,
-            );
+            let mut event = Event::new(&route_key(route), bare);
             if route.method != http::Method::GET && route.method != http::Method::DELETE {
                 event = event.json(&json!({}));
             }
@@ -718,11 +743,11 @@ pub async fn every_endpoint(fleet: &mut Fleet, app: &App) {
             .iter()
             .find(|r| r.function != function && !mine.contains(&r.pattern))
             .expect("another function's route");
+        // In its routed form: the fallback redirects the slash form (checked above).
+        let path = concrete_path(foreign);
+        let routed = lighttech::http::gateway::routed_path(&path);
         let response = fleet
-            .call(
-                function,
-                Event::new(&route_key(foreign), &concrete_path(foreign)),
-            )
+            .call(function, Event::new(&route_key(foreign), routed))
             .await;
         assert_problem(&response, 404, "not_found");
     }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use lighttech::Config;
 use lighttech::config::VARIABLES;
-use lighttech::store::dynamo::{GSI1, TTL_ATTRIBUTE};
+use lighttech::store::dynamo::{GSI1, GSI1_PROJECTED, TTL_ATTRIBUTE};
 use yaml_rust2::{Yaml, YamlLoader};
 
 const COMPOSE_FILE: &str = "local/docker-compose.yml";
@@ -324,7 +324,8 @@ fn the_localstack_init_script_creates_the_table_the_dynamodb_store_expects() {
         "AttributeName=GSI1SK,AttributeType=S".into(),
         "--key-schema AttributeName=PK,KeyType=HASH AttributeName=SK,KeyType=RANGE".into(),
         format!(
-            "IndexName={GSI1},KeySchema=[{{AttributeName=GSI1PK,KeyType=HASH}},{{AttributeName=GSI1SK,KeyType=RANGE}}],Projection={{ProjectionType=ALL}}"
+            "IndexName={GSI1},KeySchema=[{{AttributeName=GSI1PK,KeyType=HASH}},{{AttributeName=GSI1SK,KeyType=RANGE}}],Projection={{ProjectionType=INCLUDE,NonKeyAttributes=[{}]}}",
+            GSI1_PROJECTED.join(",")
         ),
         "--billing-mode PAY_PER_REQUEST".into(),
         "--sse-specification Enabled=true".into(),

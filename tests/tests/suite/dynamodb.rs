@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use lighttech::domain::{Money, OperationId, OperationKind, Timestamp};
-use lighttech::store::dynamo::{DynamoStore, FaultInjector};
+use lighttech::store::dynamo::{DynamoStore, FaultInjector, GSI1_PROJECTED};
 use lighttech::store::{Applied, BalanceChange, Store, StoreError};
 use lighttech::{App, Config, StartOptions};
 use lighttech_tests::dynamo_proxy::{DynamoProxy, Verdict, dynamodb_error, dynamodb_ok};
@@ -15,9 +15,11 @@ use lighttech_tests::{
     StoreFixture, dynamo_fixture, dynamo_store, dynamodb_endpoint, emulator_sdk_config,
 };
 
+mod capacity;
 mod key_rotation;
 mod secret_rotation;
 mod service_errors;
+mod user_index;
 
 lighttech_tests::store_conformance_suite!(dynamo_fixture);
 lighttech_tests::api_suite!(dynamo_fixture);
@@ -135,6 +137,12 @@ async fn the_table_is_created_with_the_documented_schema() {
     );
     let gsi = &t.global_secondary_indexes()[0];
     assert_eq!(gsi.index_name(), Some("GSI1"));
+    let projection = gsi.projection().expect("GSI1 projection");
+    assert_eq!(
+        projection.projection_type().map(|t| t.as_str()),
+        Some("INCLUDE")
+    );
+    assert_eq!(projection.non_key_attributes(), GSI1_PROJECTED);
     assert_eq!(
         t.billing_mode_summary()
             .and_then(|b| b.billing_mode())

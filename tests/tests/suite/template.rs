@@ -12,10 +12,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use lighttech::config::{SecretKey, VARIABLES};
-use lighttech::http::{Function, ROUTES, Route, match_route};
-use lighttech::store::dynamo::{GSI1, TTL_ATTRIBUTE};
+use lighttech::http::{Function, ROUTES, Route, gateway, match_route};
+use lighttech::store::dynamo::{GSI1, GSI1_PROJECTED, TTL_ATTRIBUTE};
 use serde_json::Value;
 use yaml_rust2::{Yaml, YamlLoader};
+
+#[path = "template/deploy.rs"]
+mod deploy;
+#[path = "template/transformed.rs"]
+mod transformed;
 
 const TEMPLATE: &str = "template.yaml";
 const EVENTS: &str = "local/events";
@@ -89,12 +94,10 @@ fn functions(template: &Yaml) -> BTreeMap<String, (String, &Yaml)> {
     by_binary
 }
 
-/// The two paths API Gateway must route for a pattern: as written and without the slash.
-fn routed_paths(route: &Route) -> [String; 2] {
-    [
-        route.pattern.to_owned(),
-        route.pattern.trim_end_matches('/').to_owned(),
-    ]
+/// The path API Gateway routes for a pattern: the one without the trailing slash (the other
+/// form reaches `$default`, which redirects it there).
+fn routed_paths(route: &Route) -> [String; 1] {
+    [gateway::routed_path(route.pattern).to_owned()]
 }
 
 fn logical_id(function: Function) -> String {
@@ -161,7 +164,7 @@ fn every_function_is_one_arm64_sam_function_built_from_its_own_binary() {
 }
 
 #[test]
-fn every_route_is_routed_once_with_and_without_its_trailing_slash_and_the_rest_to_the_fallback() {
+fn every_route_is_routed_once_without_its_trailing_slash_and_the_rest_to_the_fallback() {
     let template = template();
     let mut routed: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut fallback = None;
@@ -217,7 +220,7 @@ fn every_route_is_routed_once_with_and_without_its_trailing_slash_and_the_rest_t
     );
     assert!(
         missing.is_empty() && extra.is_empty(),
-        "{TEMPLATE} routes differ from lighttech::http::ROUTES (each route is routed with and \
+        "{TEMPLATE} routes differ from lighttech::http::ROUTES (each route is routed once, \
          without its trailing slash). Add HttpApi events: {missing:?}. Remove: {extra:?}"
     );
 }
@@ -516,6 +519,27 @@ async fn the_table_is_the_one_the_dynamodb_store_creates() {
                 .and_then(|p| p.projection_type())
                 .map(|t| t.as_str())
         );
+        let declared: BTreeSet<String> = list(&index["Projection"]["NonKeyAttributes"])
+            .into_iter()
+            .collect();
+        let projected: BTreeSet<String> = made
+            .projection()
+            .map(|p| p.non_key_attributes().to_vec())
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        assert_eq!(declared, projected, "{name}: NonKeyAttributes");
+        if name == GSI1 {
+            assert_eq!(
+                declared,
+                GSI1_PROJECTED.iter().map(|a| (*a).to_owned()).collect(),
+                "{name} projects what the admin list reads"
+            );
+            assert!(
+                !declared.contains("password_hash"),
+                "{name} must not copy password hashes"
+            );
+        }
     }
     assert!(
         indexes
@@ -598,7 +622,7 @@ fn every_route_has_an_api_gateway_event_for_cargo_lambda_invoke() {
             .unwrap_or_else(|| panic!("{file}: no routeKey"));
         let route = ROUTES
             .iter()
-            .find(|r| format!("{} {}", r.method, r.pattern) == route_key)
+            .find(|r| gateway::route_key(r) == route_key)
             .unwrap_or_else(|| panic!("{file}: routeKey {route_key:?} is no route of ROUTES"));
         let stem = file.trim_end_matches(".json");
         let function = route.function.name();
@@ -624,7 +648,7 @@ fn every_route_has_an_api_gateway_event_for_cargo_lambda_invoke() {
         let matched = match_route(&route.method, &concrete)
             .unwrap_or_else(|| panic!("{file}: rawPath {raw_path} matches no route"));
         assert_eq!(
-            format!("{} {}", matched.route.method, matched.route.pattern),
+            gateway::route_key(matched.route),
             route_key,
             "{file}: rawPath and routeKey disagree"
         );
@@ -640,7 +664,7 @@ fn every_route_has_an_api_gateway_event_for_cargo_lambda_invoke() {
     }
     let missing: Vec<String> = ROUTES
         .iter()
-        .map(|r| format!("{} {}", r.method, r.pattern))
+        .map(gateway::route_key)
         .filter(|k| !covered.contains_key(k))
         .collect();
     assert!(

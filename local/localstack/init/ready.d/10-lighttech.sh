@@ -42,7 +42,7 @@ create_unless_exists "table lighttech" ResourceInUseException \
         AttributeName=GSI1SK,AttributeType=S \
     --key-schema AttributeName=PK,KeyType=HASH AttributeName=SK,KeyType=RANGE \
     --global-secondary-indexes \
-        'IndexName=GSI1,KeySchema=[{AttributeName=GSI1PK,KeyType=HASH},{AttributeName=GSI1SK,KeyType=RANGE}],Projection={ProjectionType=ALL}' \
+        'IndexName=GSI1,KeySchema=[{AttributeName=GSI1PK,KeyType=HASH},{AttributeName=GSI1SK,KeyType=RANGE}],Projection={ProjectionType=INCLUDE,NonKeyAttributes=[user_id,username,username_key,email,is_staff,is_active,created_at]}' \
     --billing-mode PAY_PER_REQUEST \
     --sse-specification Enabled=true
 awslocal dynamodb wait table-exists --table-name lighttech

@@ -1,0 +1,145 @@
+//! What the functions report to CloudWatch besides their logs: the store's transaction
+//! conflicts and retries and the `503` answers, per invocation, as embedded metric format
+//! (EMF) lines — JSON log lines CloudWatch Logs turns into metrics (namespace `LightTech`,
+//! dimension `FunctionName`) with no API call and no agent.
+//!
+//! The counters are process-wide: a Lambda process serves one invocation at a time, so what
+//! accumulates between two [`take`]s is exactly one invocation's. The local server counts too
+//! and never reports.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The CloudWatch namespace of the embedded metrics.
+pub const NAMESPACE: &str = "LightTech";
+
+static TRANSACTION_CONFLICTS: AtomicU64 = AtomicU64::new(0);
+static RETRIES: AtomicU64 = AtomicU64::new(0);
+static SERVICE_UNAVAILABLE: AtomicU64 = AtomicU64::new(0);
+
+/// The store is about to send a write again: after a conflict (another writer changed an item
+/// it conditions on, or a transaction in flight held it), or after throttling.
+pub fn retried(throttled: bool) {
+    if !throttled {
+        TRANSACTION_CONFLICTS.fetch_add(1, Ordering::Relaxed);
+    }
+    RETRIES.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A request was answered `503`.
+pub fn service_unavailable() {
+    SERVICE_UNAVAILABLE.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What was counted since the last [`take`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Writes retried after a conflict.
+    pub transaction_conflicts: u64,
+    /// Writes retried for any reason (conflicts and throttling).
+    pub retries: u64,
+    /// `503` answers.
+    pub service_unavailable: u64,
+}
+
+/// The counts so far, resetting them.
+pub fn take() -> Counts {
+    Counts {
+        transaction_conflicts: TRANSACTION_CONFLICTS.swap(0, Ordering::Relaxed),
+        retries: RETRIES.swap(0, Ordering::Relaxed),
+        service_unavailable: SERVICE_UNAVAILABLE.swap(0, Ordering::Relaxed),
+    }
+}
+
+/// The EMF line for one invocation of `function`, or `None` when nothing was counted (a quiet
+/// invocation costs no log line; the alarms treat missing data as fine).
+pub fn emf_line(function: &str, counts: Counts, timestamp_ms: u64) -> Option<String> {
+    if counts == Counts::default() {
+        return None;
+    }
+    let metric = |name: &str| serde_json::json!({ "Name": name, "Unit": "Count" });
+    Some(
+        serde_json::json!({
+            "_aws": {
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [["FunctionName"]],
+                    "Metrics": [
+                        metric("TransactionConflicts"),
+                        metric("Retries"),
+                        metric("ServiceUnavailable"),
+                    ],
+                }],
+            },
+            "FunctionName": function,
+            "TransactionConflicts": counts.transaction_conflicts,
+            "Retries": counts.retries,
+            "ServiceUnavailable": counts.service_unavailable,
+        })
+        .to_string(),
+    )
+}
+
+/// Ends one Lambda invocation: counts a `503`, then writes the invocation's EMF line (if any)
+/// to stderr, where the runtime's log lines go too. `AWS_LAMBDA_FUNCTION_NAME` (set by Lambda)
+/// names the function, so two stacks' functions never share a metric.
+pub fn after_invocation(function: &str, status: http::StatusCode) {
+    use std::io::Write;
+
+    if status == http::StatusCode::SERVICE_UNAVAILABLE {
+        service_unavailable();
+    }
+    let name = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| function.to_owned());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    if let Some(line) = emf_line(&name, take(), now) {
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_taken_once_and_a_quiet_invocation_writes_nothing() {
+        // One test touches the process-wide counters, so no other test races it.
+        let _ = take();
+        assert_eq!(emf_line("f", take(), 1), None);
+        retried(false);
+        retried(false);
+        retried(true);
+        service_unavailable();
+        let counts = take();
+        assert_eq!(
+            counts,
+            Counts {
+                transaction_conflicts: 2,
+                retries: 3,
+                service_unavailable: 1
+            }
+        );
+        assert_eq!(take(), Counts::default());
+        let line: serde_json::Value = serde_json::from_str(
+            &emf_line("lighttech-deposit", counts, 1_700_000_000_000).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(line["_aws"]["Timestamp"], 1_700_000_000_000u64);
+        let directive = &line["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], NAMESPACE);
+        assert_eq!(
+            directive["Dimensions"],
+            serde_json::json!([["FunctionName"]])
+        );
+        // Every metric the directive names is a number on the line itself (EMF's rule).
+        for metric in directive["Metrics"].as_array().unwrap() {
+            let name = metric["Name"].as_str().unwrap();
+            assert!(line[name].is_u64(), "{name}");
+        }
+        assert_eq!(line["FunctionName"], "lighttech-deposit");
+        assert_eq!(line["TransactionConflicts"], 2);
+        assert_eq!(line["Retries"], 3);
+        assert_eq!(line["ServiceUnavailable"], 1);
+    }
+}
