@@ -11,8 +11,14 @@ cd "$(dirname "$0")/../.."
 target=$(cargo metadata --no-deps --format-version 1 \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 
-echo "== cargo build -p lighttech-local -p lighttech-bench" >&2
-cargo build --locked -p lighttech-local -p lighttech-bench
+# The binaries: LIGHTTECH_LOCAL_BIN and LIGHTTECH_BENCH_BIN if set (tests/run builds them once
+# for every step), else debug builds.
+server_bin="${LIGHTTECH_LOCAL_BIN:-$target/debug/lighttech-local}"
+bench_bin="${LIGHTTECH_BENCH_BIN:-$target/debug/lighttech-bench}"
+if [ -z "${LIGHTTECH_LOCAL_BIN:-}" ] || [ -z "${LIGHTTECH_BENCH_BIN:-}" ]; then
+    echo "== cargo build -p lighttech-local -p lighttech-bench" >&2
+    cargo build --locked -p lighttech-local -p lighttech-bench
+fi
 
 work=$(mktemp -d)
 server=""
@@ -30,7 +36,7 @@ trap cleanup EXIT
 (
     cd "$work"
     exec env DATABASE_URL="sqlite://$work/lighttech.db" LIGHTTECH_DATA_DIR="$work" \
-        RUST_LOG=warn "$target/debug/lighttech-local" --listen 127.0.0.1:0
+        RUST_LOG=warn "$server_bin" --listen 127.0.0.1:0
 ) > "$work/server.out" 2> "$work/server.err" &
 server=$!
 url=""
@@ -46,7 +52,7 @@ if [ -z "$url" ]; then
     exit 1
 fi
 echo "== lighttech-bench --smoke against $url" >&2
-if ! "$target/debug/lighttech-bench" --base-url "$url" --smoke "$@"; then
+if ! "$bench_bin" --base-url "$url" --smoke "$@"; then
     echo "== server log (last 40 lines)" >&2
     tail -n 40 "$work/server.err" >&2
     exit 1

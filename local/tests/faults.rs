@@ -35,14 +35,14 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use lighttech_tests::wire::{WireResponse, try_request};
-use lighttech_tests::{PASSWORD, PgDatabase, dynamodb_endpoint};
+use lighttech_tests::{PASSWORD, PgDatabase, PrivateCluster, dynamodb_endpoint};
 use rand::RngExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
-/// Scenarios share machine-wide things (ports, the PostgreSQL cluster): one at a time.
+/// Scenarios share machine-wide things (ports they free and take again): one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const SECRET: &str = "fault-suite-signing-key-0123456789abcdef";
@@ -609,45 +609,11 @@ async fn postgres_survives_repeated_sigkills() {
     kills_lose_nothing(&[("DATABASE_URL", db.url.as_str())], "postgres").await;
 }
 
-/// Restarts the machine's PostgreSQL cluster, and makes sure it runs again afterwards.
-struct Cluster(String);
-
-impl Cluster {
-    fn find() -> Cluster {
-        let version = std::fs::read_dir("/etc/postgresql")
-            .expect("a Debian PostgreSQL cluster under /etc/postgresql")
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .max()
-            .expect("a cluster version");
-        Cluster(version)
-    }
-
-    fn ctl(&self, action: &str) -> bool {
-        std::process::Command::new("pg_ctlcluster")
-            .args(["--skip-systemctl-redirect", &self.0, "main", action])
-            .args(if action == "stop" {
-                &["-m", "fast"][..]
-            } else {
-                &[][..]
-            })
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        // Whatever happened, leave the server running for everything else.
-        let _ = self.ctl("start");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_postgres_restart_answers_503_and_the_server_recovers_by_itself() {
     let _serial = SERIAL.lock().await;
-    let cluster = Cluster::find();
-    let db = PgDatabase::create().await;
+    let cluster = PrivateCluster::create();
+    let db = PgDatabase::create_on(cluster.admin_url()).await;
     let server = ServerProcess::start(&[("DATABASE_URL", db.url.as_str())], true).await;
     let tally = Arc::new(Tally::default());
     let bank = Arc::new(open_bank(server.addr, &tally).await);
@@ -703,7 +669,6 @@ async fn a_postgres_restart_answers_503_and_the_server_recovers_by_itself() {
         0,
         "a request with a fresh key was answered as a replay"
     );
-    drop(cluster);
     assert_eq!(server.errors_logged(), Vec::<String>::new());
 }
 

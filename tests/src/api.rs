@@ -19,13 +19,44 @@ use crate::{PASSWORD, Resp, TestApp, TestUser, post_json};
 
 /// Generates one `#[tokio::test]` per API case for a backend. `$fixture` is an async fn
 /// returning a [`crate::StoreFixture`] with a fresh, empty store.
+///
+/// With `cache = "kind"`, only the cases that read history (the path the cache serves) are
+/// generated, each first checking that the app's cache is of that kind: the suites for an
+/// external cache run what the cache can change, not the whole suite again.
 #[macro_export]
 macro_rules! api_suite {
     ($fixture:path) => {
         $crate::api_suite!($fixture, env = Vec::new());
     };
+    ($fixture:path, env = $env:expr, cache = $kind:literal) => {
+        $crate::api_suite!(@cases $fixture, $env, Some($kind);
+            a_revoked_session_moves_no_money_and_hears_invalid_token_first,
+            deposit_and_withdraw_return_the_operation,
+            a_withdrawal_above_the_balance_is_refused,
+            transfers_move_money_and_both_sides_see_it,
+            failed_transfers_change_nothing,
+            history_pages_with_user_bound_cursors,
+            history_parameters_are_validated,
+            history_filters_by_type_and_time,
+            every_response_carries_nosniff,
+            malformed_input_never_causes_a_server_error,
+            parallel_withdrawals_pay_out_exactly_the_balance,
+            the_bank_workload_conserves_money,
+            history_reads_repeat_from_the_cache_and_stay_fresh,
+            if_none_match_answers_304_until_the_account_changes,
+            paging_through_cached_pages_equals_paging_through_the_store,
+            two_caches_sharing_one_store_never_serve_stale_pages,
+            equal_queries_of_different_users_never_share_a_page,
+            a_shared_cache_never_serves_cursors_signed_with_another_key,
+            staff_see_one_user_and_their_history,
+            refused_admin_calls_are_not_audited,
+            control_characters_are_refused_in_every_text_field,
+            different_bodies_racing_on_one_key_move_money_once,
+            a_rotation_keeps_the_previous_keys_tokens_and_cursors_until_the_next,
+        );
+    };
     ($fixture:path, env = $env:expr) => {
-        $crate::api_suite!(@cases $fixture, $env;
+        $crate::api_suite!(@cases $fixture, $env, None;
             register_creates_the_user_and_an_empty_account,
             registration_conflicts_are_case_insensitive,
             registration_conflicts_fold_case_fully,
@@ -93,7 +124,7 @@ macro_rules! api_suite {
             a_rotation_keeps_the_previous_keys_tokens_and_cursors_until_the_next,
         );
     };
-    (@cases $fixture:path, $env:expr; $($case:ident),* $(,)?) => {
+    (@cases $fixture:path, $env:expr, $cache:expr; $($case:ident),* $(,)?) => {
         mod api {
             #[allow(unused_imports)]
             use super::*;
@@ -104,6 +135,10 @@ macro_rules! api_suite {
                     let env: Vec<(&str, &str)> =
                         env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
                     let app = $crate::TestApp::with_env($fixture().await, &env).await;
+                    let cache: Option<&str> = $cache;
+                    if let Some(kind) = cache {
+                        assert_eq!(app.app.cache.kind(), kind, "the suite runs on this cache");
+                    }
                     $crate::api::$case(app).await;
                 }
             )*

@@ -10,8 +10,11 @@ pub mod conformance;
 pub mod dynamo_proxy;
 pub mod faulty;
 pub mod hardening;
+mod pg_cluster;
 pub mod rotation;
 pub mod wire;
+
+pub use pg_cluster::PrivateCluster;
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -69,19 +72,55 @@ pub async fn sqlite_fixture() -> StoreFixture {
     StoreFixture::new(Arc::new(store), dir)
 }
 
-/// The variable through which `tests/run` tells the DynamoDB suites where moto listens.
+/// The variable through which `tests/run` tells the DynamoDB suites where moto listens: one
+/// URL, or several separated by commas (one moto server serves one request at a time, so the
+/// suites spread over several).
 pub const DYNAMODB_ENDPOINT_VAR: &str = "LIGHTTECH_TEST_DYNAMODB_ENDPOINT";
 
-/// The DynamoDB-protocol endpoint the tests use. Missing is a loud failure, never a skip.
+/// This process's moto server. Under cargo-nextest every test is a process of its own, so the
+/// tests spread over the servers; everything a test does (its tables, secrets, proxies and
+/// child processes) goes to the one server its process picked.
 pub fn dynamodb_endpoint() -> String {
-    std::env::var(DYNAMODB_ENDPOINT_VAR).unwrap_or_else(|_| {
+    let all = std::env::var(DYNAMODB_ENDPOINT_VAR).unwrap_or_else(|_| {
         panic!(
             "{DYNAMODB_ENDPOINT_VAR} is not set: the DynamoDB suites need the moto server. \
              Run the whole suite with `tests/run` (it installs moto into .venv and starts it), \
              or start it yourself: `.venv/bin/python local/moto/server.py --port 5555` and \
              export {DYNAMODB_ENDPOINT_VAR}=http://127.0.0.1:5555"
         )
-    })
+    });
+    pick_endpoint(&all, std::process::id()).to_owned()
+}
+
+fn pick_endpoint(all: &str, process: u32) -> &str {
+    let endpoints: Vec<&str> = all
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    assert!(
+        !endpoints.is_empty(),
+        "{DYNAMODB_ENDPOINT_VAR} names no endpoint"
+    );
+    endpoints[process as usize % endpoints.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick_endpoint;
+
+    #[test]
+    fn processes_spread_over_every_listed_endpoint() {
+        let all = "http://127.0.0.1:1, http://127.0.0.1:2,http://127.0.0.1:3";
+        let picked: std::collections::BTreeSet<&str> =
+            (100..106).map(|pid| pick_endpoint(all, pid)).collect();
+        assert_eq!(picked.len(), 3, "{picked:?}");
+        assert_eq!(
+            pick_endpoint("http://127.0.0.1:9", 12345),
+            "http://127.0.0.1:9"
+        );
+        assert_eq!(pick_endpoint(all, 7), pick_endpoint(all, 7));
+    }
 }
 
 /// SDK configuration for the emulator: loopback endpoint, fixed region, dummy credentials.
@@ -174,7 +213,11 @@ pub struct PgDatabase {
 impl PgDatabase {
     /// Creates a fresh, empty database on the test server.
     pub async fn create() -> PgDatabase {
-        let admin_url = postgres_admin_url();
+        PgDatabase::create_on(postgres_admin_url()).await
+    }
+
+    /// Creates a fresh, empty database on the server `admin_url` connects to.
+    pub async fn create_on(admin_url: String) -> PgDatabase {
         let name = format!("lt_test_{}", uuid::Uuid::new_v4().simple());
         let (client, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
             .await

@@ -1,7 +1,7 @@
 //! One pass over every function, through its binary: a happy path and an error path each,
 //! mostly from the events in `local/events/`, plus the routing every binary must get right (its
 //! routes with and without the trailing slash; other functions' routes are not found). Run on
-//! the embedded store by `lambda_runtime.rs` and on DynamoDB by `lambda_iam.rs`.
+//! the embedded store by `runtime.rs` and on DynamoDB by `iam.rs`.
 
 #![allow(dead_code)]
 

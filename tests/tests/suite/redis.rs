@@ -1,6 +1,6 @@
-//! The history cache in Redis: the whole API suite with the Redis cache on (on the embedded
-//! store, on PostgreSQL and on DynamoDB), keys under the configured prefix, and what happens when Redis
-//! stops or hangs.
+//! The history cache in Redis: the API cases that read history with the Redis cache on (on the
+//! embedded store, on PostgreSQL and on DynamoDB), each checking that the cache is Redis; keys
+//! under the configured prefix; and what happens when Redis stops or hangs.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -9,18 +9,18 @@ use std::time::{Duration, Instant};
 use lighttech_tests::{TestApp, redis_env, redis_url, sqlite_fixture};
 use serde_json::json;
 
-lighttech_tests::api_suite!(sqlite_fixture, env = redis_env());
+lighttech_tests::api_suite!(sqlite_fixture, env = redis_env(), cache = "redis");
 
-/// The same suite with the Redis cache in front of PostgreSQL.
+/// The same cases with the Redis cache in front of PostgreSQL.
 mod postgres {
     use lighttech_tests::{postgres_fixture, redis_env};
-    lighttech_tests::api_suite!(postgres_fixture, env = redis_env());
+    lighttech_tests::api_suite!(postgres_fixture, env = redis_env(), cache = "redis");
 }
 
-/// The same suite with the Redis cache in front of DynamoDB (moto).
+/// The same cases with the Redis cache in front of DynamoDB (moto).
 mod dynamodb {
     use lighttech_tests::{dynamo_fixture, redis_env};
-    lighttech_tests::api_suite!(dynamo_fixture, env = redis_env());
+    lighttech_tests::api_suite!(dynamo_fixture, env = redis_env(), cache = "redis");
 }
 
 async fn history(t: &TestApp, token: &str) -> lighttech_tests::Resp {

@@ -6,7 +6,7 @@
 //! The template's short-form tags (`!Ref X`, `!GetAtt X.Arn`, `!Sub "…"`) read as plain strings
 //! here (`X`, `X.Arn`, `…`); `cfn-lint` and `sam validate` (in `.ci/run`) check their use.
 //! That each function's policy allows exactly what its code calls is checked by running the
-//! binaries on DynamoDB: `tests/lambda/lambda_iam.rs`.
+//! binaries on DynamoDB: `tests/lambda/iam.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -8,18 +8,16 @@
 //! policy in `template.yaml`; a store change that calls DynamoDB differently fails here until the
 //! policies follow.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use lighttech::http::Function;
-use serde_json::json;
-use support::recorder::{Need, Recorder};
-use support::runtime_api::{Event, binary_dir};
-use support::scenario::{
+use crate::support::recorder::{Need, Recorder};
+use crate::support::runtime_api::{Event, binary_dir};
+use crate::support::scenario::{
     Fleet, assert_every_function_covered, concrete_path, event_for, every_endpoint, route_key,
 };
+use lighttech::http::Function;
+use serde_json::json;
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn bin_dir() -> PathBuf {

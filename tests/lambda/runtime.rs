@@ -7,16 +7,14 @@
 //! added there without a happy path and an error path in `support/scenario.rs` fails
 //! `every_function_binary_serves_its_routes_through_the_runtime_api`.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 
-use lighttech::http::Function;
-use serde_json::json;
-use support::runtime_api::{Event, Lambda, Outcome, binary_dir, binary_path};
-use support::scenario::{
+use crate::support::runtime_api::{Event, Lambda, Outcome, binary_dir, binary_path};
+use crate::support::scenario::{
     Fleet, assert_every_function_covered, event_for, every_endpoint, route_key,
 };
+use lighttech::http::Function;
+use serde_json::json;
 
 fn bin_dir() -> PathBuf {
     binary_dir(env!("CARGO_BIN_EXE_health"))
