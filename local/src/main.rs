@@ -40,6 +40,10 @@ enum Command {
         #[arg(long)]
         email: String,
     },
+    /// Rotate the generated signing key in the data directory: the current key becomes the
+    /// previous one (still accepted), a fresh key signs from the server's next start. Not for
+    /// SECRET_KEY or SECRET_KEY_ARN, which are rotated where they are kept.
+    RotateKey,
 }
 
 #[tokio::main]
@@ -50,6 +54,7 @@ async fn main() {
             ref username,
             ref email,
         }) => create_superuser(args.init, username, email).await,
+        Some(Command::RotateKey) => rotate_key(),
         None => run(args).await,
     };
     if let Err(message) = result {
@@ -117,6 +122,35 @@ async fn create_superuser(init: bool, username: &str, email: &str) -> Result<(),
         other => format!("{other} ({})", other.detail()),
     })?;
     println!("superuser {} created (id {})", user.username, user.id);
+    Ok(())
+}
+
+fn rotate_key() -> Result<(), String> {
+    let config = Config::from_env().map_err(|e| format!("configuration error: {e}"))?;
+    if config.secret_key.is_some() {
+        return Err(
+            "SECRET_KEY is set, so the key comes from the environment: rotate it there \
+                    (SECRET_KEY_PREVIOUS=the current key, SECRET_KEY=a new one) and restart"
+                .into(),
+        );
+    }
+    if config.secret_key_arn.is_some() {
+        return Err(
+            "SECRET_KEY_ARN is set, so the key lives in Secrets Manager: rotate the \
+                    secret there (aws secretsmanager rotate-secret)"
+                .into(),
+        );
+    }
+    let path = config.data_dir.join("secret_key");
+    let (kid, previous_kid) = lighttech::auth::key_file::rotate(&path)?;
+    println!("rotated the signing key in {}", path.display());
+    println!("  signs from the next start: kid {kid}");
+    println!("  still accepted (previous):  kid {previous_kid}; the one before it is retired");
+    // A running server reads its keys only at start: it goes on signing with the old key,
+    // which stays valid as the previous one, until it is restarted.
+    println!(
+        "restart the server to sign with the new key (a running server keeps the keys it started with)"
+    );
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::auth::{CursorCodec, PasswordHasher, TokenService};
+use crate::auth::{Keyring, PasswordHasher, Signing};
 use crate::cache::{CacheStats, HistoryCache};
 use crate::clock::Clock;
 use crate::config::Config;
@@ -24,8 +24,7 @@ pub struct App {
     pub cache: Arc<dyn HistoryCache>,
     /// What the history read path did.
     pub cache_stats: CacheStats,
-    pub(crate) tokens: TokenService,
-    pub(crate) cursors: CursorCodec,
+    pub(crate) keys: Keyring,
     pub(crate) passwords: PasswordHasher,
 }
 
@@ -36,9 +35,22 @@ impl App {
         self
     }
 
+    /// The keys that sign and verify tokens and cursors now.
+    pub fn signing(&self) -> Arc<Signing> {
+        self.keys.current()
+    }
+
     /// Replaces the clock (tests).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> App {
         self.clock = clock;
+        self
+    }
+
+    /// Reads the keys again from `source` when a token names a key not known yet (at most
+    /// once per [`crate::auth::REREAD_INTERVAL_SECONDS`], counted from now).
+    pub fn with_key_source(mut self, source: Arc<dyn crate::auth::KeySource>) -> App {
+        let now = self.clock.now();
+        self.keys = self.keys.with_source(source, now);
         self
     }
 }

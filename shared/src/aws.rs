@@ -7,7 +7,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 
-use crate::config::SecretKey;
+use crate::config::{KeySet, SecretKey};
 
 /// Loads the shared SDK configuration with bounded timeouts, so an unreachable endpoint is a
 /// prompt `503` rather than a hung request.
@@ -42,25 +42,78 @@ where
     }
 }
 
-/// Fetches the signing key from Secrets Manager: the secret's string value (or binary value),
-/// at least 32 bytes.
-pub async fn fetch_secret_key(sdk: &SdkConfig, secret_id: &str) -> Result<SecretKey, String> {
-    let client = aws_sdk_secretsmanager::Client::new(sdk);
-    let out = client
-        .get_secret_value()
-        .secret_id(secret_id)
-        .send()
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot read secret {secret_id:?} from Secrets Manager: {}",
-                describe(&e)
-            )
-        })?;
-    let bytes = match (out.secret_string(), out.secret_binary()) {
-        (Some(text), _) => text.trim().as_bytes().to_vec(),
-        (None, Some(blob)) => blob.as_ref().to_vec(),
-        (None, None) => return Err(format!("secret {secret_id:?} has no value")),
-    };
-    SecretKey::new(bytes).map_err(|m| format!("secret {secret_id:?}: {m}"))
+/// Fetches the signing keys from Secrets Manager: the secret's `AWSCURRENT` version signs and
+/// its `AWSPREVIOUS` version (when there is one: not before the first rotation) still verifies.
+/// Both are asked for at once, so this costs one round trip. Each value is the secret's string
+/// (or binary) value, at least 32 bytes.
+pub async fn fetch_key_set(sdk: &SdkConfig, secret_id: &str) -> Result<KeySet, String> {
+    SecretsManagerKeys::new(sdk, secret_id).read_set().await
+}
+
+/// The signing keys held in a Secrets Manager secret, read again after a rotation.
+#[derive(Debug)]
+pub struct SecretsManagerKeys {
+    client: aws_sdk_secretsmanager::Client,
+    secret_id: String,
+}
+
+impl SecretsManagerKeys {
+    /// The keys of the secret `secret_id` (ARN or name).
+    pub fn new(sdk: &SdkConfig, secret_id: &str) -> Self {
+        Self {
+            client: aws_sdk_secretsmanager::Client::new(sdk),
+            secret_id: secret_id.to_owned(),
+        }
+    }
+
+    async fn read_set(&self) -> Result<KeySet, String> {
+        let (current, previous) =
+            tokio::join!(self.version("AWSCURRENT"), self.version("AWSPREVIOUS"));
+        let current = current?
+            .ok_or_else(|| format!("secret {:?} has no AWSCURRENT version", self.secret_id))?;
+        Ok(KeySet::new(current, previous?))
+    }
+
+    /// The key of one staging label; `None` when no version carries it.
+    async fn version(&self, stage: &str) -> Result<Option<SecretKey>, String> {
+        let secret_id = &self.secret_id;
+        let out = match self
+            .client
+            .get_secret_value()
+            .secret_id(secret_id)
+            .version_stage(stage)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e)
+                if stage != "AWSCURRENT"
+                    && e.as_service_error()
+                        .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => {
+                return Err(format!(
+                    "cannot read secret {secret_id:?} ({stage}) from Secrets Manager: {}",
+                    describe(&e)
+                ));
+            }
+        };
+        let bytes = match (out.secret_string(), out.secret_binary()) {
+            (Some(text), _) => text.trim().as_bytes().to_vec(),
+            (None, Some(blob)) => blob.as_ref().to_vec(),
+            (None, None) => return Err(format!("secret {secret_id:?} ({stage}) has no value")),
+        };
+        SecretKey::new(bytes)
+            .map(Some)
+            .map_err(|m| format!("secret {secret_id:?} ({stage}): {m}"))
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::auth::KeySource for SecretsManagerKeys {
+    async fn read(&self) -> Result<KeySet, String> {
+        self.read_set().await
+    }
 }

@@ -44,9 +44,14 @@ pub const VARIABLES: &[Variable] = &[
         doc: "JWT and cursor signing key, at least 32 bytes. Unset: the local server generates one into the data directory; Lambda functions refuse to start",
     },
     Variable {
+        name: "SECRET_KEY_PREVIOUS",
+        default: None,
+        doc: "The signing key before the last rotation (needs SECRET_KEY): it no longer signs, but tokens, cursors and cached pages it signed stay valid, so a rotation logs no one out",
+    },
+    Variable {
         name: "SECRET_KEY_ARN",
         default: None,
-        doc: "Secrets Manager secret (ARN or name) holding the signing key; fetched once at start, used when SECRET_KEY is unset",
+        doc: "Secrets Manager secret (ARN or name) holding the signing key, used when SECRET_KEY is unset: its AWSCURRENT version signs, its AWSPREVIOUS version still verifies; read at start, and again (at most every 30 s) when a token names a key not known yet",
     },
     Variable {
         name: "AWS_REGION",
@@ -258,6 +263,49 @@ impl std::fmt::Debug for SecretKey {
     }
 }
 
+impl PartialEq for SecretKey {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        self.expose().ct_eq(other.expose()).into()
+    }
+}
+
+/// The keys in use: the current one signs; the previous one, during a rotation, still
+/// verifies what it signed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeySet {
+    /// Signs and verifies.
+    pub current: SecretKey,
+    /// Only verifies; `None` when there is none or it is the current key.
+    pub previous: Option<SecretKey>,
+}
+
+impl KeySet {
+    /// A set; a previous key equal to the current one is dropped.
+    pub fn new(current: SecretKey, previous: Option<SecretKey>) -> KeySet {
+        let previous = previous.filter(|p| *p != current);
+        KeySet { current, previous }
+    }
+}
+
+impl From<SecretKey> for KeySet {
+    fn from(current: SecretKey) -> KeySet {
+        KeySet::new(current, None)
+    }
+}
+
+impl From<&SecretKey> for KeySet {
+    fn from(current: &SecretKey) -> KeySet {
+        KeySet::new(current.clone(), None)
+    }
+}
+
+impl From<&KeySet> for KeySet {
+    fn from(keys: &KeySet) -> KeySet {
+        keys.clone()
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -269,6 +317,8 @@ pub struct Config {
     pub sqlite_write_batch: usize,
     /// `SECRET_KEY`, when set.
     pub secret_key: Option<SecretKey>,
+    /// `SECRET_KEY_PREVIOUS`, when set (only with `SECRET_KEY`).
+    pub secret_key_previous: Option<SecretKey>,
     /// `SECRET_KEY_ARN`, when set.
     pub secret_key_arn: Option<String>,
     /// `ACCESS_TOKEN_LIFETIME_MINUTES`, in seconds.
@@ -348,6 +398,20 @@ impl Config {
             ),
             None => None,
         };
+        let secret_key_previous = match lookup("SECRET_KEY_PREVIOUS").filter(|v| !v.is_empty()) {
+            Some(_) if secret_key.is_none() => {
+                return Err(ConfigError::new(
+                    "SECRET_KEY_PREVIOUS",
+                    "set without SECRET_KEY: the previous key only verifies, so the current one \
+                     must be given too",
+                ));
+            }
+            Some(v) => Some(
+                SecretKey::new(v.into_bytes())
+                    .map_err(|m| ConfigError::new("SECRET_KEY_PREVIOUS", m))?,
+            ),
+            None => None,
+        };
         let secret_key_arn = lookup("SECRET_KEY_ARN").filter(|v| !v.trim().is_empty());
         let currency = get("CURRENCY");
         if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
@@ -399,6 +463,7 @@ impl Config {
                 10_000,
             )? as usize,
             secret_key,
+            secret_key_previous,
             secret_key_arn,
             access_ttl_seconds: 60
                 * parse_int(
@@ -467,6 +532,12 @@ impl Config {
                 1_000_000,
             )? as usize,
         })
+    }
+
+    /// `SECRET_KEY` with `SECRET_KEY_PREVIOUS`, when a key is set in the environment.
+    pub fn key_set(&self) -> Option<KeySet> {
+        let current = self.secret_key.clone()?;
+        Some(KeySet::new(current, self.secret_key_previous.clone()))
     }
 
     /// Whether the local server should answer a request with this `Host` header.
@@ -729,7 +800,47 @@ mod tests {
 
     #[test]
     fn the_secret_key_is_never_printed() {
-        let c = config(&[("SECRET_KEY", &"k".repeat(40))]).unwrap();
+        let c = config(&[
+            ("SECRET_KEY", &"k".repeat(40)),
+            ("SECRET_KEY_PREVIOUS", &"p".repeat(40)),
+        ])
+        .unwrap();
         assert!(!format!("{c:?}").contains("kkkk"));
+        assert!(!format!("{c:?}").contains("pppp"));
+        assert!(!format!("{:?}", c.key_set()).contains("pppp"));
+    }
+
+    #[test]
+    fn the_previous_key_joins_the_current_one() {
+        let (current, previous) = ("c".repeat(32), "p".repeat(32));
+        let keys = config(&[("SECRET_KEY", &current), ("SECRET_KEY_PREVIOUS", &previous)])
+            .unwrap()
+            .key_set()
+            .unwrap();
+        assert_eq!(keys.current.expose(), current.as_bytes());
+        assert_eq!(keys.previous.unwrap().expose(), previous.as_bytes());
+        let alone = config(&[("SECRET_KEY", &current)])
+            .unwrap()
+            .key_set()
+            .unwrap();
+        assert!(alone.previous.is_none());
+        let same = config(&[("SECRET_KEY", &current), ("SECRET_KEY_PREVIOUS", &current)])
+            .unwrap()
+            .key_set()
+            .unwrap();
+        assert!(
+            same.previous.is_none(),
+            "the current key is no previous key"
+        );
+        assert!(config(&[]).unwrap().key_set().is_none());
+        for bad in [
+            vec![("SECRET_KEY_PREVIOUS", previous.as_str())],
+            vec![
+                ("SECRET_KEY", current.as_str()),
+                ("SECRET_KEY_PREVIOUS", "short"),
+            ],
+        ] {
+            assert_eq!(config(&bad).unwrap_err().variable, "SECRET_KEY_PREVIOUS");
+        }
     }
 }

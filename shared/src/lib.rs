@@ -23,6 +23,7 @@
 pub mod app;
 pub mod auth;
 pub mod aws;
+pub mod aws_rotation;
 pub mod cache;
 pub mod clock;
 pub mod config;

@@ -6,12 +6,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::app::App;
-use crate::auth::{CursorCodec, PasswordHasher, TokenService, derive_key};
+use crate::auth::{Keyring, PasswordHasher};
 #[cfg(feature = "redis")]
 use crate::cache::RedisCache;
 use crate::cache::{CacheStats, HistoryCache, MemoryCache};
 use crate::clock::SystemClock;
-use crate::config::{Config, ConfigError, SecretKey, StoreUrl};
+use crate::config::{Config, ConfigError, KeySet, SecretKey, StoreUrl};
 use crate::store::dynamo::DynamoStore;
 #[cfg(feature = "postgres")]
 use crate::store::postgres::PgStore;
@@ -20,14 +20,13 @@ use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 
 impl App {
-    /// Assembles the state from its parts.
-    pub fn new(config: Config, store: Arc<dyn Store>, key: &SecretKey) -> App {
+    /// Assembles the state from its parts: `keys` is a key set, or one key alone.
+    pub fn new(config: Config, store: Arc<dyn Store>, keys: impl Into<KeySet>) -> App {
         let cache = history_cache(&config);
         App {
             cache,
             cache_stats: CacheStats::default(),
-            tokens: TokenService::new(&derive_key(key, "jwt"), &config.jwt_issuer),
-            cursors: CursorCodec::new(derive_key(key, "cursor")),
+            keys: Keyring::new(&keys.into(), &config.jwt_issuer),
             passwords: PasswordHasher::new(),
             config,
             store,
@@ -69,9 +68,21 @@ impl App {
                     .into(),
             ));
         }
-        let key = resolve_key(&config, sdk.as_ref(), options.generate_key).await?;
+        let keys = resolve_key(&config, sdk.as_ref(), options.generate_key).await?;
+        // Keys from Secrets Manager change under a running process (a rotation): they are read
+        // again when a token names a key not known yet.
+        let source = match (&config.secret_key_arn, sdk.as_ref()) {
+            (Some(arn), Some(sdk)) if config.secret_key.is_none() => {
+                Some(crate::aws::SecretsManagerKeys::new(sdk, arn))
+            }
+            _ => None,
+        };
         let store = open_store(&config, sdk.as_ref(), options).await?;
-        Ok(App::new(config, store, &key))
+        let app = App::new(config, store, keys);
+        Ok(match source {
+            Some(source) => app.with_key_source(Arc::new(source)),
+            None => app,
+        })
     }
 }
 
@@ -202,19 +213,20 @@ pub async fn open_store(
     }
 }
 
-/// The configured key: `SECRET_KEY`, else the Secrets Manager secret `SECRET_KEY_ARN` names
-/// (fetched once, here), else — when allowed — the one kept in the data directory, generated on
-/// first use with file mode 0600.
+/// The configured keys: `SECRET_KEY` (with `SECRET_KEY_PREVIOUS`), else the Secrets Manager
+/// secret `SECRET_KEY_ARN` names (fetched here), else — when allowed — the ones kept in the data
+/// directory (`secret_key`, generated on first use with file mode 0600, and
+/// `secret_key.previous` after a rotation).
 pub async fn resolve_key(
     config: &Config,
     sdk: Option<&aws_config::SdkConfig>,
     generate: bool,
-) -> Result<SecretKey, StartupError> {
-    if let Some(key) = &config.secret_key {
-        return Ok(key.clone());
+) -> Result<KeySet, StartupError> {
+    if let Some(keys) = config.key_set() {
+        return Ok(keys);
     }
     if let (Some(arn), Some(sdk)) = (&config.secret_key_arn, sdk) {
-        return crate::aws::fetch_secret_key(sdk, arn)
+        return crate::aws::fetch_key_set(sdk, arn)
             .await
             .map_err(StartupError::Key);
     }
@@ -224,7 +236,10 @@ pub async fn resolve_key(
                 .into(),
         ));
     }
-    load_or_create_key_file(&config.data_dir.join("secret_key"))
+    let path = config.data_dir.join("secret_key");
+    let current = load_or_create_key_file(&path)?;
+    let previous = crate::auth::key_file::read_previous(&path).map_err(StartupError::Key)?;
+    Ok(KeySet::new(current, previous))
 }
 
 fn load_or_create_key_file(path: &Path) -> Result<SecretKey, StartupError> {
@@ -313,8 +328,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lt-key-{}", uuid::Uuid::new_v4()));
         let first = resolve_key(&config_in(&dir), None, true).await.unwrap();
         let second = resolve_key(&config_in(&dir), None, true).await.unwrap();
-        assert_eq!(first.expose(), second.expose());
-        assert!(first.expose().len() >= 32);
+        assert_eq!(first, second);
+        assert!(first.current.expose().len() >= 32);
+        assert!(first.previous.is_none());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -352,6 +368,17 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["secret_key"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn after_a_rotation_the_old_generated_key_is_the_previous_one() {
+        let dir = std::env::temp_dir().join(format!("lt-key-{}", uuid::Uuid::new_v4()));
+        let first = resolve_key(&config_in(&dir), None, true).await.unwrap();
+        crate::auth::key_file::rotate(&dir.join("secret_key")).unwrap();
+        let rotated = resolve_key(&config_in(&dir), None, true).await.unwrap();
+        assert_ne!(rotated.current, first.current);
+        assert_eq!(rotated.previous, Some(first.current));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use lighttech::clock::Clock;
 
 pub use crate::hardening::*;
+pub use crate::rotation::*;
 use crate::{PASSWORD, Resp, TestApp, TestUser, post_json};
 
 /// Generates one `#[tokio::test]` per API case for a backend. `$fixture` is an async fn
@@ -51,6 +52,7 @@ macro_rules! api_suite {
             refused_admin_calls_are_not_audited,
             control_characters_are_refused_in_every_text_field,
             different_bodies_racing_on_one_key_move_money_once,
+            a_rotation_keeps_the_previous_keys_tokens_and_cursors_until_the_next,
         );
     };
     ($fixture:path, env = $env:expr) => {
@@ -119,6 +121,7 @@ macro_rules! api_suite {
             different_bodies_racing_on_one_key_move_money_once,
             a_key_replays_until_its_retention_ends_and_an_empty_key_is_refused,
             an_idempotency_key_tells_no_description_from_any_description,
+            a_rotation_keeps_the_previous_keys_tokens_and_cursors_until_the_next,
         );
     };
     (@cases $fixture:path, $env:expr, $cache:expr; $($case:ident),* $(,)?) => {
@@ -1026,6 +1029,11 @@ fn forge(header: &str, claims: &Value, key: &[u8]) -> String {
     )
 }
 
+fn header_of(token: &str) -> Value {
+    let part = token.split('.').next().unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
 fn claims_of(token: &str) -> Value {
     let part = token.split('.').nth(1).unwrap();
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
@@ -1065,15 +1073,29 @@ pub async fn the_authorization_header_is_checked_strictly(t: TestApp) {
         "jwt",
     );
     let claims = claims_of(&alice.access);
-    let header = r#"{"alg":"HS256","typ":"JWT"}"#;
-    // Our own forgery with the right key is accepted: the checks below fail for their reason.
+    // The issued token names its key; a forgery naming the same key with the right key is
+    // accepted, so the checks below fail for their own reason.
+    let kid = header_of(&alice.access)["kid"]
+        .as_str()
+        .expect("every token names its key")
+        .to_owned();
+    assert_eq!(header_of(&alice.refresh)["kid"], kid.as_str());
+    let header = &format!(r#"{{"alg":"HS256","typ":"JWT","kid":"{kid}"}}"#);
     me(Some(format!("Bearer {}", forge(header, &claims, &key))))
         .await
         .expect(200, "");
+    let with_kid = |kid: &str| format!(r#"{{"alg":"HS256","typ":"JWT","kid":"{kid}"}}"#);
     let mut invalid = vec![
         "garbage".to_owned(),
         forge(header, &claims, b"another-key-another-key-another-key"),
-        forge(r#"{"alg":"HS512","typ":"JWT"}"#, &claims, &key),
+        forge(&header.replace("HS256", "HS512"), &claims, &key),
+        // No kid, an unknown one, one of the wrong shape or length.
+        forge(r#"{"alg":"HS256","typ":"JWT"}"#, &claims, &key),
+        forge(&with_kid(&"A".repeat(kid.len())), &claims, &key),
+        forge(&with_kid(&kid[1..]), &claims, &key),
+        forge(&with_kid(&format!("{kid}A")), &claims, &key),
+        forge(&with_kid(&"A".repeat(2000)), &claims, &key),
+        forge(&with_kid(&kid.replace(|_: char| true, "%")), &claims, &key),
         format!(
             "{}.{}.",
             URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),

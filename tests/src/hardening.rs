@@ -417,6 +417,7 @@ pub async fn an_idempotency_key_tells_no_description_from_any_description(t: Tes
 
     let alice = t.user("alice").await;
     let principal = lighttech::service::auth::verify_access(&t.app, &alice.access)
+        .await
         .expect("alice's access token verifies");
     let request = |description: Option<&str>| ChangeRequest {
         kind: OperationKind::Deposit,

@@ -11,6 +11,7 @@ pub mod dynamo_proxy;
 pub mod faulty;
 pub mod hardening;
 mod pg_cluster;
+pub mod rotation;
 pub mod wire;
 
 pub use pg_cluster::PrivateCluster;

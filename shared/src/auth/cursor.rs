@@ -5,6 +5,11 @@
 //! (`A-Z a-z 0-9 - _`). The kind keeps a cursor from one listing out of every other; the
 //! subject is the user the cursor was issued to (or, for an administrator's view of someone's
 //! history, that account).
+//!
+//! During a key rotation a cursor signed with the previous key is still accepted (a client
+//! paging through history when the key changes goes on undisturbed); new cursors are signed
+//! with the current key. After the next rotation the older key's cursors are refused like any
+//! forged one.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -36,6 +41,7 @@ pub enum CursorKind {
 #[derive(Clone)]
 pub struct CursorCodec {
     key: [u8; 32],
+    previous: Option<[u8; 32]>,
     fingerprint: String,
 }
 
@@ -48,8 +54,14 @@ impl std::fmt::Debug for CursorCodec {
 impl CursorCodec {
     /// From a derived 32-byte key.
     pub fn new(key: [u8; 32]) -> Self {
+        Self::with_previous(key, None)
+    }
+
+    /// From the current derived key, which signs, and the previous one, which still verifies.
+    pub fn with_previous(key: [u8; 32], previous: Option<[u8; 32]>) -> Self {
         let mut codec = Self {
             key,
+            previous: previous.filter(|p| *p != key),
             fingerprint: String::new(),
         };
         // A MAC of a constant: it names the key without revealing anything of it.
@@ -70,10 +82,7 @@ impl CursorCodec {
     }
 
     fn tag(&self, body: &[u8]) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
-            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-        mac.update(body);
-        mac
+        tag_with(&self.key, body)
     }
 
     /// A cursor of `kind` for `subject` resuming at `position` (at most 200 bytes).
@@ -104,7 +113,10 @@ impl CursorCodec {
             return None;
         }
         let (body, tag) = bytes.split_at(bytes.len() - TAG_LEN);
-        self.tag(body).verify_truncated_left(tag).ok()?;
+        let genuine = |key: &[u8; 32]| tag_with(key, body).verify_truncated_left(tag).is_ok();
+        if !genuine(&self.key) && !self.previous.as_ref().is_some_and(genuine) {
+            return None;
+        }
         if body[1] != kind as u8 || &body[2..18] != subject.0.as_bytes() {
             return None;
         }
@@ -126,6 +138,13 @@ impl CursorCodec {
         let position = self.decode_position(kind, subject, cursor)?;
         Some(u64::from_be_bytes(position.as_slice().try_into().ok()?))
     }
+}
+
+fn tag_with(key: &[u8; 32], body: &[u8]) -> Hmac<Sha256> {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+    mac.update(body);
+    mac
 }
 
 #[cfg(test)]
@@ -151,6 +170,33 @@ mod tests {
         let alice = UserId::new();
         let c = CursorCodec::new([8; 32]).encode(alice, 42);
         assert_eq!(codec().decode(alice, &c), None);
+    }
+
+    #[test]
+    fn a_cursor_of_the_previous_key_is_accepted_until_the_next_rotation() {
+        let alice = UserId::new();
+        let old = CursorCodec::new([6; 32]).encode(alice, 42);
+        let rotated = CursorCodec::with_previous([7; 32], Some([6; 32]));
+        assert_eq!(rotated.decode(alice, &old), Some(42));
+        assert_eq!(
+            rotated.decode(UserId::new(), &old),
+            None,
+            "still bound to its user"
+        );
+        let new = rotated.encode(alice, 41);
+        assert_eq!(
+            codec().decode(alice, &new),
+            Some(41),
+            "signed with the current key"
+        );
+        assert_eq!(
+            rotated.fingerprint(),
+            codec().fingerprint(),
+            "names the current key"
+        );
+        let again = CursorCodec::with_previous([8; 32], Some([7; 32]));
+        assert_eq!(again.decode(alice, &old), None, "the oldest key is retired");
+        assert_eq!(again.decode(alice, &new), Some(41));
     }
 
     #[test]

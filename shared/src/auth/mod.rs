@@ -1,12 +1,17 @@
 //! Authentication building blocks: password hashing, tokens, signed cursors, key derivation.
 
 mod cursor;
+pub mod key_file;
+mod keys;
 mod password;
 mod tokens;
 
 pub use cursor::{CursorCodec, CursorKind};
+pub use keys::{KeySource, Keyring, REREAD_INTERVAL_SECONDS, Signing};
 pub use password::PasswordHasher;
-pub use tokens::{LEEWAY_SECONDS, TokenError, TokenService, TokenType, VerifiedToken};
+pub use tokens::{
+    KID_LEN, LEEWAY_SECONDS, TokenError, TokenService, TokenType, VerifiedToken, key_id,
+};
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;

@@ -40,8 +40,8 @@ async fn principal(app: &App, req: &Req) -> Result<Principal, ApiError> {
 /// and the movement in which a revocation could slip). A request refused before it reaches the
 /// store is first given the session's own verdict by [`session_first`], so a revoked session
 /// still hears `invalid_token` before anything about its request.
-fn mover(app: &App, req: &Req) -> Result<Principal, ApiError> {
-    let principal = auth::verify_access(app, req.bearer()?)?;
+async fn mover(app: &App, req: &Req) -> Result<Principal, ApiError> {
+    let principal = auth::verify_access(app, req.bearer()?).await?;
     record_user(principal.user);
     Ok(principal)
 }
@@ -223,7 +223,7 @@ fn movement_reply(movement: Movement) -> Result<Reply, ApiError> {
 }
 
 async fn change(app: &App, req: &Req, kind: OperationKind) -> Result<Reply, ApiError> {
-    let principal = mover(app, req)?;
+    let principal = mover(app, req).await?;
     let request = match change_request(req, kind) {
         Ok(request) => request,
         Err(refused) => return Err(session_first(app, req, refused).await),
@@ -258,7 +258,7 @@ pub(super) async fn withdraw(app: &App, req: &Req) -> Result<Reply, ApiError> {
 }
 
 pub(super) async fn transfer(app: &App, req: &Req) -> Result<Reply, ApiError> {
-    let principal = mover(app, req)?;
+    let principal = mover(app, req).await?;
     let request = match transfer_request(req) {
         Ok(request) => request,
         Err(refused) => return Err(session_first(app, req, refused).await),

@@ -58,7 +58,8 @@ pub async fn list_users(
 ) -> Result<(Vec<UserSummary>, Option<String>), ApiError> {
     let after = cursor
         .map(|c| {
-            app.cursors
+            app.signing()
+                .cursors
                 .decode_position(CursorKind::Users, staff.id, c)
                 .and_then(|bytes| String::from_utf8(bytes).ok())
                 .ok_or_else(|| ApiError::field("cursor", "Invalid cursor."))
@@ -76,7 +77,8 @@ pub async fn list_users(
         .append_audit(&entry(app, staff, AuditAction::ListUsers, None, search))
         .await?;
     let next = page.next_after.map(|after| {
-        app.cursors
+        app.signing()
+            .cursors
             .encode_position(CursorKind::Users, staff.id, after.as_bytes())
     });
     Ok((page.users, next))
@@ -179,7 +181,8 @@ pub async fn audit_log(
 ) -> Result<(Vec<AuditEntry>, Option<String>), ApiError> {
     let before = cursor
         .map(|c| {
-            app.cursors
+            app.signing()
+                .cursors
                 .decode_position(CursorKind::Audit, staff.id, c)
                 .ok_or_else(|| ApiError::field("cursor", "Invalid cursor."))
         })
@@ -191,8 +194,10 @@ pub async fn audit_log(
     app.store
         .append_audit(&entry(app, staff, AuditAction::ListAudit, None, None))
         .await?;
-    let next = page
-        .next_before
-        .map(|b| app.cursors.encode_position(CursorKind::Audit, staff.id, &b));
+    let next = page.next_before.map(|b| {
+        app.signing()
+            .cursors
+            .encode_position(CursorKind::Audit, staff.id, &b)
+    });
     Ok((page.entries, next))
 }

@@ -3,7 +3,7 @@
 use secrecy::SecretString;
 
 use crate::app::App;
-use crate::auth::{TokenType, VerifiedToken};
+use crate::auth::{TokenError, TokenType, VerifiedToken};
 use crate::domain::password::NewPassword;
 use crate::domain::{Email, SessionId, Timestamp, TokenId, UserId, Username, username_key};
 use crate::error::ApiError;
@@ -163,7 +163,9 @@ fn issue_pair(
     deadline: Timestamp,
 ) -> Result<TokenPair, ApiError> {
     let access_ttl = lifetime_until(now, app.config.access_ttl_seconds, deadline);
-    let access = app
+    // Both tokens of a pair are signed with the same key, even across a key re-read.
+    let signing = app.signing();
+    let access = signing
         .tokens
         .issue(
             TokenType::Access,
@@ -174,7 +176,7 @@ fn issue_pair(
             access_ttl,
         )
         .map_err(ApiError::internal)?;
-    let refresh = app
+    let refresh = signing
         .tokens
         .issue(
             TokenType::Refresh,
@@ -196,7 +198,7 @@ fn issue_pair(
 #[tracing::instrument(skip_all)]
 pub async fn refresh(app: &App, refresh_token: &str) -> Result<TokenPair, ApiError> {
     let now = app.clock.now();
-    let token = verify(app, refresh_token, TokenType::Refresh, now)?;
+    let token = verify(app, refresh_token, TokenType::Refresh, now).await?;
     let next = TokenId::new();
     let outcome = app
         .store
@@ -228,13 +230,26 @@ pub async fn refresh(app: &App, refresh_token: &str) -> Result<TokenPair, ApiErr
     }
 }
 
-fn verify(
+/// Checks a token with the key its `kid` names. A well-formed `kid` this process does not know
+/// may name a key a rotation has just made current elsewhere: the keys are read again (when
+/// they come from somewhere that changes, at most once per 30 s) and the token checked once more.
+async fn verify(
     app: &App,
     token: &str,
     typ: TokenType,
     now: Timestamp,
 ) -> Result<VerifiedToken, ApiError> {
-    app.tokens.verify(token, typ, now).map_err(|e| {
+    let signing = app.signing();
+    let mut checked = signing.tokens.verify(token, typ, now);
+    if matches!(checked, Err(TokenError::UnknownKeyId)) {
+        app.keys.reread(now).await;
+        // Read again by this request or by one it waited for.
+        let reread = app.signing();
+        if !std::sync::Arc::ptr_eq(&signing, &reread) {
+            checked = reread.tokens.verify(token, typ, now);
+        }
+    }
+    checked.map_err(|e| {
         tracing::info!(reason = %e, "token rejected");
         ApiError::InvalidToken
     })
@@ -244,8 +259,8 @@ fn verify(
 /// is not looked at. Only for the money movements, which hand the session to the store to be
 /// checked inside the movement's own atomic step ([`session_use`]); everything else uses
 /// [`authenticate`].
-pub fn verify_access(app: &App, access_token: &str) -> Result<Principal, ApiError> {
-    let token = verify(app, access_token, TokenType::Access, app.clock.now())?;
+pub async fn verify_access(app: &App, access_token: &str) -> Result<Principal, ApiError> {
+    let token = verify(app, access_token, TokenType::Access, app.clock.now()).await?;
     Ok(Principal {
         user: token.user,
         session: token.session,
@@ -265,7 +280,7 @@ pub fn session_use(principal: Principal, now: Timestamp) -> SessionUse {
 /// session must be live and belong to the token's user.
 pub async fn authenticate(app: &App, access_token: &str) -> Result<Principal, ApiError> {
     let now = app.clock.now();
-    let token = verify(app, access_token, TokenType::Access, now)?;
+    let token = verify(app, access_token, TokenType::Access, now).await?;
     let session = app.store.session(token.user, token.session).await?;
     accept_session(app, &token, session, now).await
 }
@@ -277,7 +292,7 @@ pub async fn authenticate_with_account(
     access_token: &str,
 ) -> Result<(Principal, Option<Account>), ApiError> {
     let now = app.clock.now();
-    let token = verify(app, access_token, TokenType::Access, now)?;
+    let token = verify(app, access_token, TokenType::Access, now).await?;
     let (session, account) = app
         .store
         .session_with_account(token.user, token.session)
@@ -316,9 +331,8 @@ pub async fn logout(
 ) -> Result<(), ApiError> {
     let now = app.clock.now();
     if let Some(token) = refresh_token {
-        let same_session = app
-            .tokens
-            .verify(token, TokenType::Refresh, now)
+        let same_session = verify(app, token, TokenType::Refresh, now)
+            .await
             .is_ok_and(|t| t.session == principal.session && t.user == principal.user);
         if !same_session {
             return Err(ApiError::field(

@@ -64,7 +64,8 @@ impl HistoryQuery {
             .cursor
             .as_deref()
             .map(|text| {
-                app.cursors
+                app.signing()
+                    .cursors
                     .decode_seq(kind, subject, text)
                     .ok_or_else(|| ApiError::field("cursor", "Invalid cursor."))
             })
@@ -141,7 +142,7 @@ pub async fn read_at(
         version,
         &query.query,
         query.kind as u8,
-        app.cursors.fingerprint(),
+        app.signing().cursors.fingerprint(),
     );
     let etag = key.etag();
     let stats = &app.cache_stats;
@@ -190,7 +191,8 @@ async fn page(app: &App, query: &HistoryQuery) -> Result<HistoryResult, ApiError
     Ok(HistoryResult {
         operations: page.operations,
         next_cursor: page.next_before.map(|seq| {
-            app.cursors
+            app.signing()
+                .cursors
                 .encode_position(query.kind, user, &seq.to_be_bytes())
         }),
     })

@@ -16,7 +16,9 @@ use lighttech_tests::{
 };
 
 mod capacity;
+mod key_rotation;
 mod round_trips;
+mod secret_rotation;
 mod service_errors;
 mod user_index;
 
@@ -183,8 +185,9 @@ async fn the_signing_key_is_read_from_secrets_manager_once_at_start() {
     )
     .await;
     let sdk = emulator_sdk_config(&dynamodb_endpoint());
-    let fetched = lighttech::aws::fetch_secret_key(&sdk, &arn).await.unwrap();
-    assert_eq!(fetched.expose(), key.as_bytes());
+    let fetched = lighttech::aws::fetch_key_set(&sdk, &arn).await.unwrap();
+    assert_eq!(fetched.current.expose(), key.as_bytes());
+    assert!(fetched.previous.is_none(), "no rotation yet");
 
     // Through the whole start-up path: DATABASE_URL on DynamoDB, key from SECRET_KEY_ARN.
     let table = format!("lt-{}", uuid::Uuid::new_v4().simple());
@@ -222,11 +225,9 @@ async fn a_short_or_missing_secret_fails_the_start_clearly() {
         "too-short",
     )
     .await;
-    let err = lighttech::aws::fetch_secret_key(&sdk, &arn)
-        .await
-        .unwrap_err();
+    let err = lighttech::aws::fetch_key_set(&sdk, &arn).await.unwrap_err();
     assert!(err.contains("at least 32"), "{err}");
-    let err = lighttech::aws::fetch_secret_key(&sdk, "no-such-secret")
+    let err = lighttech::aws::fetch_key_set(&sdk, "no-such-secret")
         .await
         .unwrap_err();
     assert!(err.contains("cannot read secret"), "{err}");

@@ -64,7 +64,7 @@ async fn pages_are_stored_in_redis_under_the_configured_prefix() {
         lighttech::App::new(
             t.app.config.clone(),
             t.app.store.clone(),
-            &lighttech::config::SecretKey::new(t.secret.clone().into_bytes()).unwrap(),
+            lighttech::config::SecretKey::new(t.secret.clone().into_bytes()).unwrap(),
         ),
         t.secret.clone(),
     );
