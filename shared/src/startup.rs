@@ -1,12 +1,11 @@
 //! Start-up wiring: reads the configuration, resolves the signing key, and opens the store and
 //! the history cache the configuration names. The one module that knows every backend.
 
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::app::App;
-use crate::auth::{Keyring, PasswordHasher};
+use crate::auth::{Keyring, PasswordHasher, key_file};
 #[cfg(feature = "redis")]
 use crate::cache::RedisCache;
 use crate::cache::{CacheStats, HistoryCache, MemoryCache};
@@ -243,51 +242,30 @@ pub async fn resolve_key(
 }
 
 fn load_or_create_key_file(path: &Path) -> Result<SecretKey, StartupError> {
-    let fail = |what: &str, e: std::io::Error| {
-        StartupError::Key(format!("cannot {what} {}: {e}", path.display()))
-    };
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            let text = String::from_utf8(bytes)
-                .map_err(|_| StartupError::Key(format!("{} is not text", path.display())))?;
-            SecretKey::new(text.trim().as_bytes().to_vec())
-                .map_err(|m| StartupError::Key(format!("{}: {m}", path.display())))
-        }
+    match std::fs::metadata(path) {
+        Ok(_) => key_file::read(path).map_err(StartupError::Key),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent() {
-                crate::files::create_private_dir_all(dir)
-                    .map_err(|e| fail("create the directory of", e))?;
+                crate::files::create_private_dir_all(dir).map_err(|e| {
+                    StartupError::Key(format!(
+                        "cannot create the directory of {}: {e}",
+                        path.display()
+                    ))
+                })?;
             }
-            let mut raw = [0u8; 32];
-            rand::fill(&mut raw);
-            let text: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-            // Written whole to a file of its own, then linked into place: the key file never
-            // exists half-written (a failed write or a crash leaves no empty key behind, and a
-            // process starting alongside never reads a partial one), and linking never
-            // replaces a key another process put there first.
-            let mut suffix = [0u8; 8];
-            rand::fill(&mut suffix);
-            let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
-            let staged = path.with_extension(format!("new-{suffix}"));
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                options.mode(0o600);
-            }
-            let written = options.open(&staged).and_then(|mut file| {
-                file.write_all(text.as_bytes())?;
-                file.sync_all()
-            });
-            let linked = written.map_err(|e| fail("write", e)).and_then(|()| {
-                match std::fs::hard_link(&staged, path) {
-                    Ok(()) => Ok(true),
-                    // Another process created it first: use theirs.
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-                    Err(e) => Err(fail("create", e)),
-                }
-            });
+            let text = key_file::generate();
+            // Staged whole, then linked into place: a process starting alongside never reads a
+            // partial key, and linking never replaces a key another process put there first.
+            let staged = key_file::stage(path, text.as_bytes()).map_err(StartupError::Key)?;
+            let linked = match std::fs::hard_link(&staged, path) {
+                Ok(()) => Ok(true),
+                // Another process created it first: use theirs.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(StartupError::Key(format!(
+                    "cannot create {}: {e}",
+                    path.display()
+                ))),
+            };
             let _ = std::fs::remove_file(&staged);
             if !linked? {
                 return load_or_create_key_file(path);
@@ -295,7 +273,10 @@ fn load_or_create_key_file(path: &Path) -> Result<SecretKey, StartupError> {
             tracing::info!(path = %path.display(), "generated a new signing key");
             SecretKey::new(text.into_bytes()).map_err(StartupError::Key)
         }
-        Err(e) => Err(fail("read", e)),
+        Err(e) => Err(StartupError::Key(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
     }
 }
 

@@ -60,7 +60,16 @@ pub fn rotate(current: &Path) -> Result<(String, String), String> {
 
 /// Writes `contents` to a staged private file, then renames it over `path`.
 fn replace(path: &Path, contents: &[u8]) -> Result<(), String> {
-    let fail = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", path.display());
+    let staged = stage(path, contents)?;
+    std::fs::rename(&staged, path).map_err(|e| {
+        let _ = std::fs::remove_file(&staged);
+        format!("cannot replace {}: {e}", path.display())
+    })
+}
+
+/// Writes `contents` whole to a new private file (mode 0600) next to `path` and returns its
+/// path, for the caller to move into place: a key file never exists half-written.
+pub fn stage(path: &Path, contents: &[u8]) -> Result<PathBuf, String> {
     let mut suffix = [0u8; 8];
     rand::fill(&mut suffix);
     let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
@@ -72,18 +81,14 @@ fn replace(path: &Path, contents: &[u8]) -> Result<(), String> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let written = options
-        .open(&staged)
-        .and_then(|mut file| {
-            file.write_all(contents)?;
-            file.sync_all()
-        })
-        .map_err(|e| fail("write", e))
-        .and_then(|()| std::fs::rename(&staged, path).map_err(|e| fail("replace", e)));
-    if written.is_err() {
+    let written = options.open(&staged).and_then(|mut file| {
+        file.write_all(contents)?;
+        file.sync_all()
+    });
+    written.map(|()| staged.clone()).map_err(|e| {
         let _ = std::fs::remove_file(&staged);
-    }
-    written
+        format!("cannot write {}: {e}", path.display())
+    })
 }
 
 #[cfg(test)]
