@@ -15,6 +15,9 @@ use aws_sdk_secretsmanager::Client;
 use crate::aws::describe;
 use crate::config::SecretKey;
 
+/// The rotation function's binary (`functions/rotate-signing-key`), which is no HTTP route.
+pub const FUNCTION: &str = "rotate-signing-key";
+
 const CURRENT: &str = "AWSCURRENT";
 const PENDING: &str = "AWSPENDING";
 

@@ -66,6 +66,49 @@ pub async fn run_stateless<F: FunctionEndpoints<Endpoint = StatelessEndpoint>>(
     serve(name, move |request| handle_stateless(request, function)).await
 }
 
+/// The entry point of the signing key's rotation function: Secrets Manager invokes it with
+/// `{"SecretId", "ClientRequestToken", "Step"}` once per step ([`crate::aws_rotation`]). No
+/// store and no HTTP: a failed step returns an error, which Secrets Manager retries.
+pub async fn run_key_rotation() -> Result<(), lambda_http::Error> {
+    use lambda_http::lambda_runtime::{self, LambdaEvent};
+
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct RotationEvent {
+        secret_id: String,
+        client_request_token: String,
+        step: String,
+    }
+
+    crate::telemetry::init(ok_or_fail_named(
+        crate::aws_rotation::FUNCTION,
+        crate::config::debug_from_env(),
+    ));
+    let client = aws_sdk_secretsmanager::Client::new(&crate::aws::sdk_config().await);
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: LambdaEvent<RotationEvent>| {
+            let client = client.clone();
+            async move {
+                let RotationEvent {
+                    secret_id,
+                    client_request_token: token,
+                    step: name,
+                } = event.payload;
+                let step = crate::aws_rotation::Step::parse(&name)
+                    .ok_or_else(|| format!("unknown rotation step {name:?}"))?;
+                let done =
+                    crate::aws_rotation::rotate(&client, &secret_id, &token, step).await;
+                match &done {
+                    Ok(()) => tracing::info!(step = %name, version = %token, "rotation step done"),
+                    Err(e) => tracing::error!(step = %name, version = %token, error = %e, "rotation step failed"),
+                }
+                done.map_err(lambda_http::Error::from)
+            }
+        },
+    ))
+    .await
+}
+
 /// Serves invocations with `handle` until the runtime stops, counting each into the metrics.
 async fn serve<H, R>(name: Function, handle: H) -> Result<(), lambda_http::Error>
 where
@@ -85,11 +128,15 @@ where
 
 /// The value, or the one line saying why the function cannot start, and exit.
 fn ok_or_fail<T, E: std::fmt::Display>(name: Function, result: Result<T, E>) -> T {
+    ok_or_fail_named(name.name(), result)
+}
+
+fn ok_or_fail_named<T, E: std::fmt::Display>(name: &str, result: Result<T, E>) -> T {
     result.unwrap_or_else(|e| fail(name, &e.to_string()))
 }
 
-fn fail(function: Function, message: &str) -> ! {
-    let line = format!("{}: cannot start: {message}", function.name());
+fn fail(function: &str, message: &str) -> ! {
+    let line = format!("{function}: cannot start: {message}");
     eprintln!("{line}");
     report_init_error(&line);
     std::process::exit(1)

@@ -19,6 +19,8 @@ use yaml_rust2::{Yaml, YamlLoader};
 
 #[path = "template/deploy.rs"]
 mod deploy;
+#[path = "template/rotation.rs"]
+mod rotation;
 #[path = "template/transformed.rs"]
 mod transformed;
 
@@ -75,8 +77,15 @@ fn resources_of<'a>(template: &'a Yaml, kind: &str) -> BTreeMap<String, &'a Yaml
         .collect()
 }
 
-/// The SAM functions by the binary they build.
+/// The SAM functions serving routes, by the binary they build: all but the key rotation.
 fn functions(template: &Yaml) -> BTreeMap<String, (String, &Yaml)> {
+    let mut all = all_functions(template);
+    all.remove(lighttech::aws_rotation::FUNCTION);
+    all
+}
+
+/// Every SAM function, by the binary it builds.
+fn all_functions(template: &Yaml) -> BTreeMap<String, (String, &Yaml)> {
     let mut by_binary = BTreeMap::new();
     for (id, resource) in resources_of(template, "AWS::Serverless::Function") {
         assert_eq!(
@@ -412,7 +421,7 @@ fn each_function_has_a_policy_of_its_own_on_this_table_and_this_secret_only() {
 fn every_function_logs_to_a_group_with_a_retention() {
     let template = template();
     let groups = resources_of(&template, "AWS::Logs::LogGroup");
-    for (_, (id, resource)) in functions(&template) {
+    for (_, (id, resource)) in all_functions(&template) {
         let config = &resource["Properties"]["LoggingConfig"];
         let group = config["LogGroup"]
             .as_str()
