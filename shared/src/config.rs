@@ -34,6 +34,11 @@ pub const VARIABLES: &[Variable] = &[
         doc: "Embedded store: most writes committed together (one fsync per group; each is still durable before it is answered); 1 commits each alone",
     },
     Variable {
+        name: "POSTGRES_TRANSFER_BATCH",
+        default: Some("32"),
+        doc: "PostgreSQL store: most transfers into one recipient applied together, in one transaction, while one into it is in flight; 1 applies each alone",
+    },
+    Variable {
         name: "LIGHTTECH_DATA_DIR",
         default: Some("./.lighttech"),
         doc: "Where the local server keeps its generated signing key (file `secret_key`); the SQLite file is wherever DATABASE_URL says",
@@ -315,6 +320,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `SQLITE_WRITE_BATCH`.
     pub sqlite_write_batch: usize,
+    /// `POSTGRES_TRANSFER_BATCH`.
+    pub postgres_transfer_batch: usize,
     /// `SECRET_KEY`, when set.
     pub secret_key: Option<SecretKey>,
     /// `SECRET_KEY_PREVIOUS`, when set (only with `SECRET_KEY`).
@@ -461,6 +468,12 @@ impl Config {
                 &get("SQLITE_WRITE_BATCH"),
                 1,
                 10_000,
+            )? as usize,
+            postgres_transfer_batch: parse_int(
+                "POSTGRES_TRANSFER_BATCH",
+                &get("POSTGRES_TRANSFER_BATCH"),
+                1,
+                crate::store::MAX_TRANSFER_BATCH as i64,
             )? as usize,
             secret_key,
             secret_key_previous,

@@ -200,7 +200,8 @@ pub async fn open_store(
         )),
         #[cfg(feature = "postgres")]
         StoreUrl::Postgres(url) => {
-            let store = PgStore::connect(url.expose())?;
+            let store =
+                PgStore::connect(url.expose())?.with_transfer_batch(config.postgres_transfer_batch);
             if options.init {
                 store.migrate().await?;
             }

@@ -10,6 +10,7 @@ pub mod conformance;
 pub mod dynamo_proxy;
 pub mod faulty;
 pub mod hardening;
+pub mod hot;
 mod pg_cluster;
 pub mod rotation;
 pub mod wire;

@@ -305,6 +305,12 @@ pub enum Attempt {
 /// its TTL instead.)
 pub const EXPIRED_ATTEMPTS_PRUNED: usize = 16;
 
+/// Most transfers into one recipient the PostgreSQL store applies in one transaction
+/// (`POSTGRES_TRANSFER_BATCH`): each runs in a subtransaction, and past 64 of them in one
+/// transaction PostgreSQL's snapshots in every other session get slower (a backend's cache of
+/// subtransactions overflows).
+pub const MAX_TRANSFER_BATCH: usize = 32;
+
 /// Login throttle limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThrottlePolicy {

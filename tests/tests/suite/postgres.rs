@@ -615,6 +615,7 @@ async fn migration_7_backfills_email_keys() {
             "ALTER TABLE users DROP COLUMN email_key, \
                  ADD CONSTRAINT users_email_unique UNIQUE (email); \
              DROP INDEX login_attempts_by_window; \
+             DROP FUNCTION lighttech_transfer_batch; \
              DELETE FROM lighttech_schema WHERE version >= 7;",
         )
         .await
@@ -702,4 +703,152 @@ async fn made_up_usernames_leave_no_expired_throttle_rows() {
         }
     };
     conformance::made_up_usernames_leave_no_expired_throttle_rows(Arc::new(store), rows).await;
+}
+
+/// A hot recipient's credits refused by PostgreSQL: a trigger fails every update that raises an
+/// account's balance with a serialization failure (40001), which the store retries and then
+/// gives up on.
+#[tokio::test]
+async fn a_refused_transfer_into_a_hot_account_is_503_and_its_retry_applies_once() {
+    let db = PgDatabase::create().await;
+    let url = db.url.clone();
+    let pg = PgStore::connect(&url).unwrap();
+    pg.migrate().await.unwrap();
+    let t =
+        lighttech_tests::TestApp::new(lighttech_tests::StoreFixture::new(Arc::new(pg), db)).await;
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let refuse = async {
+        admin
+            .batch_execute(
+                "CREATE FUNCTION lt_injected_conflict() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = '40001'; END $$; \
+                 CREATE TRIGGER lt_injected_conflict BEFORE UPDATE ON accounts FOR EACH ROW \
+                 WHEN (NEW.balance > OLD.balance) EXECUTE FUNCTION lt_injected_conflict();",
+            )
+            .await
+            .unwrap();
+    };
+    let allow = async {
+        admin
+            .batch_execute("DROP TRIGGER lt_injected_conflict ON accounts")
+            .await
+            .unwrap();
+    };
+    lighttech_tests::hot::a_refused_transfer_into_a_hot_account_is_503_and_its_retry_applies_once(
+        &t, &t, refuse, allow,
+    )
+    .await;
+}
+
+/// Many senders paying one recipient at once: transfers queued behind one in flight are applied
+/// together (migration 9), each still on its own — a transfer past its sender's balance is
+/// refused alone, two racing requests with one key apply once — and the recipient's ledger is
+/// contiguous with every balance_after exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transfers_into_one_recipient_are_batched_and_each_applied_or_refused_alone() {
+    use lighttech::domain::{IdempotencyKey, RequestFingerprint};
+    use lighttech::store::IdempotencyStamp;
+
+    let db = PgDatabase::create().await;
+    let pg = Arc::new(PgStore::connect(&db.url).unwrap());
+    pg.migrate().await.unwrap();
+    let store: Arc<dyn Store> = pg.clone();
+    let shop = conformance_user(&store, "shop").await;
+    const SENDERS: usize = 40;
+    let mut senders = Vec::new();
+    for i in 0..SENDERS {
+        let id = conformance_user(&store, &format!("sender{i}")).await;
+        let opening = BalanceChange {
+            user: id,
+            kind: OperationKind::Deposit,
+            amount: Money::from_minor(100),
+            description: None,
+            operation_id: OperationId::new(),
+            now: Timestamp::now(),
+            idempotency: None,
+            session: None,
+        };
+        store.apply_change(&opening).await.unwrap();
+        senders.push(id);
+    }
+    let transfer = |from: UserId, amount: i64, key: Option<&str>| TransferCommand {
+        from,
+        to_username_key: "shop".into(),
+        amount: Money::from_minor(amount),
+        description: None,
+        transfer_id: TransferId::new(),
+        out_operation_id: OperationId::new(),
+        in_operation_id: OperationId::new(),
+        now: Timestamp::now(),
+        idempotency: key.map(|k| IdempotencyStamp {
+            key: IdempotencyKey::parse(k.as_bytes()).unwrap(),
+            fingerprint: RequestFingerprint::of(&["shop", &amount.to_string()]),
+            expires_at: Timestamp::from_millis(Timestamp::now().millis() + 3_600_000),
+        }),
+        session: None,
+    };
+    // Every fifth sender asks for more than it has; sender 1 sends the same keyed request twice.
+    let mut commands = Vec::new();
+    for (i, from) in senders.iter().enumerate() {
+        let amount = if i % 5 == 0 { 500 } else { 60 };
+        let key = (i == 1).then_some("twice");
+        commands.push(transfer(*from, amount, key));
+    }
+    commands.push(transfer(senders[1], 60, Some("twice")));
+    let results = futures_join(&store, commands).await;
+
+    let (mut done, mut replayed, mut refused) = (0, 0, 0);
+    for result in &results {
+        match result {
+            Ok(Applied::Done(_)) => done += 1,
+            Ok(Applied::AlreadyRecorded(_)) => replayed += 1,
+            Err(StoreError::InsufficientFunds { balance }) => {
+                assert_eq!(balance.minor(), 100, "refused with the sender's balance");
+                refused += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((done, replayed, refused), (SENDERS - 8, 1, 8));
+    assert!(
+        pg.batched_transfers() > 0,
+        "transfers queued behind one in flight were applied together"
+    );
+    let shop_account = store.account(shop).await.unwrap().unwrap();
+    assert_eq!(shop_account.balance.minor(), 60 * done as i64);
+    conformance::assert_ledger_consistent(&store, shop).await;
+    let mut total = shop_account.balance.minor();
+    for (i, id) in senders.iter().enumerate() {
+        let balance = store.account(*id).await.unwrap().unwrap().balance.minor();
+        assert_eq!(balance, if i % 5 == 0 { 100 } else { 40 }, "sender {i}");
+        total += balance;
+    }
+    assert_eq!(
+        total,
+        100 * SENDERS as i64,
+        "money was created or destroyed"
+    );
+    assert_eq!(pg.serialization_failures(), 0);
+}
+
+/// Runs the transfers all at once, each in a task of its own.
+async fn futures_join(
+    store: &Arc<dyn Store>,
+    commands: Vec<TransferCommand>,
+) -> Vec<Result<Applied, StoreError>> {
+    let tasks: Vec<_> = commands
+        .into_iter()
+        .map(|t| {
+            let store = Arc::clone(store);
+            tokio::spawn(async move { store.transfer(&t).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    results
 }

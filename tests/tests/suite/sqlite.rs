@@ -451,3 +451,21 @@ async fn made_up_usernames_leave_no_expired_throttle_rows() {
     )
     .await;
 }
+
+/// A hot recipient's writes refused by SQLite: another connection holds the database's write
+/// lock for longer than the store waits for it (`busy_timeout`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_transfer_into_a_hot_account_is_503_and_its_retry_applies_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hot.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let t = TestApp::new(lighttech_tests::StoreFixture::new(Arc::new(store), ())).await;
+    let holder = rusqlite::Connection::open(&path).unwrap();
+    let refuse = async { holder.execute_batch("BEGIN IMMEDIATE").unwrap() };
+    let allow = async { holder.execute_batch("ROLLBACK").unwrap() };
+    lighttech_tests::hot::a_refused_transfer_into_a_hot_account_is_503_and_its_retry_applies_once(
+        &t, &t, refuse, allow,
+    )
+    .await;
+    drop(dir);
+}

@@ -22,9 +22,12 @@
 //! no read of it beforehand and a revocation cannot slip between the check and the movement. A
 //! transfer reads its recipient's active flag under a share lock of the recipient's user row,
 //! taken before anything else (migration 6): a deactivation, which updates that row, either
-//! committed first and is seen, or waits until the transfer has committed.
+//! committed first and is seen, or waits until the transfer has committed. Transfers into one
+//! recipient that arrive while one is in flight are applied together, in one transaction
+//! (migration 9, [`batch`]): a hot recipient's row is locked and committed once per batch.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -112,6 +115,7 @@ macro_rules! in_statement {
 }
 
 // After the macros: the modules use `in_tx!` and `in_statement!`.
+mod batch;
 mod money;
 mod rows;
 mod schema;
@@ -123,14 +127,21 @@ use self::rows::*;
 use self::schema::*;
 use self::steps::*;
 
-/// The PostgreSQL-backed [`Store`].
-#[derive(Debug)]
+/// The PostgreSQL-backed [`Store`]. Its clones share the pool, the counters and the transfer
+/// queues (a batch is applied by a task holding a clone).
+#[derive(Debug, Clone)]
 pub struct PgStore {
     pool: Pool,
     /// `host:port/db`, to name the server in connection errors (never the password).
-    target: String,
+    target: Arc<str>,
     /// Serialization failures and deadlocks met so far; see [`PgStore::serialization_failures`].
-    retried: AtomicU64,
+    retried: Arc<AtomicU64>,
+    /// Transfers waiting for the batch of their recipient ([`batch`]).
+    queues: Arc<batch::Queues>,
+    /// Most transfers applied together (`POSTGRES_TRANSFER_BATCH`).
+    transfer_batch: usize,
+    /// Transfers applied in a batch of more than one; see [`PgStore::batched_transfers`].
+    batched: Arc<AtomicU64>,
 }
 
 impl PgStore {
@@ -184,8 +195,11 @@ impl PgStore {
             .map_err(StoreError::internal)?;
         Ok(PgStore {
             pool,
-            target,
-            retried: AtomicU64::new(0),
+            target: target.into(),
+            retried: Arc::new(AtomicU64::new(0)),
+            queues: Arc::default(),
+            transfer_batch: crate::store::MAX_TRANSFER_BATCH,
+            batched: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -194,6 +208,11 @@ impl PgStore {
     /// happen at all, so the PostgreSQL tests assert that this stays 0 under contention.
     pub fn serialization_failures(&self) -> u64 {
         self.retried.load(Ordering::Relaxed)
+    }
+
+    /// How many transfers this store has applied in a batch of more than one.
+    pub fn batched_transfers(&self) -> u64 {
+        self.batched.load(Ordering::Relaxed)
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {

@@ -18,8 +18,16 @@ pub(super) fn refusal(e: tokio_postgres::Error) -> Failure {
     let Some(db) = e.as_db_error() else {
         return Failure::from(e);
     };
-    let refused = match db.code().code() {
-        "LT001" => match db.detail().and_then(|d| d.parse::<i64>().ok()) {
+    match refused(db.code().code(), db.detail()) {
+        Some(refused) => Failure::Fail(refused),
+        None => Failure::from(e),
+    }
+}
+
+/// The refusal a money function's SQLSTATE (and detail) stands for, if it is one of theirs.
+pub(super) fn refused(code: &str, detail: Option<&str>) -> Option<StoreError> {
+    Some(match code {
+        "LT001" => match detail.and_then(|d| d.parse::<i64>().ok()) {
             Some(balance) => StoreError::InsufficientFunds {
                 balance: Money::from_minor(balance),
             },
@@ -30,9 +38,8 @@ pub(super) fn refusal(e: tokio_postgres::Error) -> Failure {
         "LT004" => StoreError::RecipientNotFound,
         "LT005" => StoreError::SelfTransfer,
         "LT006" => StoreError::SessionNotLive,
-        _ => return Failure::from(e),
-    };
-    Failure::Fail(refused)
+        _ => return None,
+    })
 }
 
 /// The session as the money functions take it: id and touch threshold (both NULL without).
@@ -186,15 +193,24 @@ pub(super) async fn transfer_once(
         t.now,
     )
     .await?;
-    let (row, balance_after, seq) = match called {
+    match called {
         Called::Done {
             row,
             balance_after,
             seq,
-        } => (row, balance_after, seq),
-        Called::Recorded(record) => return Ok(Applied::AlreadyRecorded(record)),
-    };
-    Ok(Applied::Done(Operation {
+        } => Ok(Applied::Done(sent(t, &row, balance_after, seq)?)),
+        Called::Recorded(record) => Ok(Applied::AlreadyRecorded(record)),
+    }
+}
+
+/// The sender's `transfer_out` of `t`, from the row its function returned.
+pub(super) fn sent(
+    t: &TransferCommand,
+    row: &Row,
+    balance_after: Money,
+    seq: u64,
+) -> Result<Operation, Failure> {
+    Ok(Operation {
         id: t.out_operation_id,
         user: t.from,
         seq,
@@ -208,5 +224,5 @@ pub(super) async fn transfer_once(
         transfer_id: Some(t.transfer_id),
         description: t.description.clone(),
         created_at: t.now,
-    }))
+    })
 }

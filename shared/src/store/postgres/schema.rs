@@ -36,6 +36,10 @@ pub(super) const MIGRATIONS: &[(i32, &str)] = &[
         8,
         include_str!("../../../migrations/postgres/0008_login_attempts_by_window.sql"),
     ),
+    (
+        9,
+        include_str!("../../../migrations/postgres/0009_transfer_batches.sql"),
+    ),
 ];
 
 /// The migration after which [`backfill_email_keys`] runs.

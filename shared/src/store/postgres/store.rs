@@ -198,7 +198,7 @@ impl Store for PgStore {
     }
 
     async fn transfer(&self, t: &TransferCommand) -> Result<Applied, StoreError> {
-        in_statement!(self, |client| transfer_once(&client, t))
+        self.transfer_queued(t).await
     }
 
     async fn idempotent_record(
