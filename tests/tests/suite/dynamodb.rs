@@ -16,6 +16,7 @@ use lighttech_tests::{
 };
 
 mod capacity;
+mod hot_simulation;
 mod key_rotation;
 mod round_trips;
 mod secret_rotation;
