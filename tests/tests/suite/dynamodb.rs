@@ -17,6 +17,7 @@ use lighttech_tests::{
 
 mod capacity;
 mod hot_account;
+mod hot_simulation;
 mod key_rotation;
 mod round_trips;
 mod secret_rotation;
