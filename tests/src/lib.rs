@@ -90,10 +90,16 @@ pub fn dynamodb_endpoint() -> String {
              export {DYNAMODB_ENDPOINT_VAR}=http://127.0.0.1:5555"
         )
     });
-    pick_endpoint(&all, std::process::id()).to_owned()
+    // Under nextest, the slot: tests running at the same time hold different slots, so they
+    // spread evenly over the servers (process ids would let several land on one).
+    let ticket = std::env::var("NEXTEST_TEST_GLOBAL_SLOT")
+        .ok()
+        .and_then(|slot| slot.parse().ok())
+        .unwrap_or_else(std::process::id);
+    pick_endpoint(&all, ticket).to_owned()
 }
 
-fn pick_endpoint(all: &str, process: u32) -> &str {
+fn pick_endpoint(all: &str, ticket: u32) -> &str {
     let endpoints: Vec<&str> = all
         .split(',')
         .map(str::trim)
@@ -103,7 +109,7 @@ fn pick_endpoint(all: &str, process: u32) -> &str {
         !endpoints.is_empty(),
         "{DYNAMODB_ENDPOINT_VAR} names no endpoint"
     );
-    endpoints[process as usize % endpoints.len()]
+    endpoints[ticket as usize % endpoints.len()]
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //! - `lighttech-bench --base-url URL --smoke` does the same with tiny data for a few seconds
 //!   each and fails on any failed request (CI keeps the harness working with it).
 //! - `lighttech-bench password-policy` times the registration password policy over adversarial
-//!   inputs, in-process.
+//!   inputs, in-process; `lighttech-bench token-verify` times the verification of an access
+//!   token the same way.
 //! - `lighttech-bench report` turns the results of `local/bench/run-all.sh` into BENCHMARKS.md.
 //!
 //! Layout: `api` (the harness's own client: preparation, settling, balances), `workload` (what
@@ -18,6 +19,7 @@ mod policy;
 mod report;
 mod results;
 mod run;
+mod tokens;
 mod workload;
 
 use std::path::PathBuf;
@@ -50,6 +52,8 @@ enum Command {
     Report(report::ReportArgs),
     /// Time the registration password policy in-process over adversarial inputs.
     PasswordPolicy(policy::PolicyArgs),
+    /// Time the verification of one access token in-process, with and without key rotation.
+    TokenVerify(tokens::TokenArgs),
 }
 
 #[derive(Debug, Args)]
@@ -225,6 +229,7 @@ async fn main() -> ExitCode {
         }
         Some(Command::Report(args)) => report::write(&args),
         Some(Command::PasswordPolicy(args)) => policy::run(&args),
+        Some(Command::TokenVerify(args)) => tokens::run(&args),
         None => match settings(cli.run) {
             Ok(settings) => run::run(settings).await.map(|_| ()),
             Err(message) => Err(anyhow::anyhow!(message)),

@@ -11,7 +11,8 @@
 -- Lock order (migration 6): the recipient's user row, then the sessions, then the keys, then
 -- account rows in user-id order. Here the sessions and the account rows of the whole batch are
 -- taken first, each set in id order, so a batch never holds one account while waiting for a
--- lower one, and two batches (of two server processes) queue instead of deadlocking. The keys
+-- lower one, and two batches into one recipient (the store sends the next before the last has
+-- committed, or two server processes send theirs) queue instead of deadlocking. The keys
 -- are claimed after the accounts are held; a key raced by a request of another process may then
 -- meet a deadlock, which that transfer alone reports (40P01) and the store retries on its own.
 CREATE FUNCTION lighttech_transfer_batch(
@@ -30,7 +31,7 @@ DECLARE
 BEGIN
     SELECT u.id INTO recipient FROM users u WHERE u.username_key = p_to_key FOR SHARE;
     PERFORM 1 FROM sessions s WHERE s.id = ANY (p_session) ORDER BY s.id FOR NO KEY UPDATE;
-    PERFORM 1 FROM accounts a WHERE a.user_id = ANY (p_from) OR a.user_id = recipient
+    PERFORM 1 FROM accounts a WHERE a.user_id = ANY (array_append(p_from, recipient))
     ORDER BY a.user_id FOR UPDATE;
     FOR i IN 1 .. cardinality(p_from) LOOP
         BEGIN

@@ -1,13 +1,14 @@
 //! Transfers into one recipient, applied together (`migrations/postgres/0009_transfer_batches.sql`).
 //!
 //! A transfer locks its recipient's account row until it commits, so transfers into one
-//! account run one commit at a time. While a transfer into a recipient is in flight, later ones
-//! into the same recipient queue here; when it is done, the whole queue (up to
-//! `POSTGRES_TRANSFER_BATCH`, at most [`crate::store::MAX_TRANSFER_BATCH`]) goes to the database as one call of `lighttech_transfer_batch`: one round
-//! trip and one commit for all of them, each transfer still applied or refused on its own.
-//! Transfers into different recipients never wait for each other here.
+//! account run one commit at a time. While transfers into a recipient are in flight, later ones
+//! into the same recipient queue here; as soon as one is done, the whole queue (up to
+//! `POSTGRES_TRANSFER_BATCH`, at most [`crate::store::MAX_TRANSFER_BATCH`]) goes to the
+//! database as one call of `lighttech_transfer_batch`: one round trip and one commit for all
+//! of them, each transfer still applied or refused on its own. Transfers into different
+//! recipients never wait for each other here.
 //!
-//! The queue is drained by a task of its own, so a client that goes away mid-request cannot
+//! Tasks of their own drain the queue ([`IN_FLIGHT`] at a time), so a client that goes away mid-request cannot
 //! strand the transfers queued behind its own.
 
 use std::collections::HashMap;
@@ -23,30 +24,128 @@ const TRANSFER_BATCH: &str = "SELECT outcome, balance_after, seq, recipient_id, 
 
 type Reply = oneshot::Sender<Result<Applied, StoreError>>;
 
-/// The transfers waiting for their recipient's batch in flight, by recipient (username key).
-/// A recipient is present while a task drains its queue.
+/// Transfers (or batches) into one recipient in flight at once: while one holds the
+/// recipient's row, the next is already sent and waits for that row inside PostgreSQL, so the
+/// row is never idle while transfers wait, and the batch after is formed meanwhile.
+const IN_FLIGHT: usize = 2;
+
+/// One recipient's waiting transfers, and how many of its slots in flight are taken.
 #[derive(Debug, Default)]
-pub(super) struct Queues(Mutex<HashMap<String, Vec<(TransferCommand, Reply)>>>);
+struct Queue {
+    waiting: Vec<(TransferCommand, Reply)>,
+    in_flight: usize,
+}
+
+/// The queues, by recipient (username key). A recipient is present while one of its transfers
+/// is in flight.
+#[derive(Debug, Default)]
+pub(super) struct Queues(Mutex<HashMap<String, Queue>>);
+
+/// What a caller does with its transfer.
+enum Turn {
+    /// Apply it now, holding one of its recipient's slots.
+    Now,
+    /// Wait for the answer of the task that will apply it; `true`: start that task.
+    Queued(oneshot::Receiver<Result<Applied, StoreError>>, bool),
+}
 
 impl Queues {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<(TransferCommand, Reply)>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Queue>> {
         // A panic while the lock is held leaves the map consistent (every change is one call).
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    /// A free slot for `t` if its recipient has one and nothing waits, else a place in line.
+    fn enter(&self, t: &TransferCommand) -> Turn {
+        let mut queues = self.lock();
+        let queue = queues.entry(t.to_username_key.clone()).or_default();
+        if queue.in_flight < IN_FLIGHT && queue.waiting.is_empty() {
+            queue.in_flight += 1;
+            return Turn::Now;
+        }
+        let (reply, answer) = oneshot::channel();
+        queue.waiting.push((t.clone(), reply));
+        let start = queue.in_flight < IN_FLIGHT;
+        if start {
+            queue.in_flight += 1;
+        }
+        Turn::Queued(answer, start)
+    }
+
+    /// The next batch for the holder of a slot of `recipient`, at most `size`; `None` when
+    /// nothing waits, and the slot is given back.
+    fn next_batch(&self, recipient: &str, size: usize) -> Option<Vec<(TransferCommand, Reply)>> {
+        let mut queues = self.lock();
+        let queue = queues.get_mut(recipient)?;
+        if queue.waiting.is_empty() {
+            queue.in_flight -= 1;
+            if queue.in_flight == 0 {
+                queues.remove(recipient);
+            }
+            return None;
+        }
+        let take = queue.waiting.len().min(size);
+        Some(queue.waiting.drain(..take).collect())
+    }
+
+    /// Whether transfers wait for `recipient`; if none do, the caller's slot is given back.
+    fn keep_slot(&self, recipient: &str) -> bool {
+        let mut queues = self.lock();
+        let Some(queue) = queues.get_mut(recipient) else {
+            return false;
+        };
+        if !queue.waiting.is_empty() {
+            return true;
+        }
+        queue.in_flight -= 1;
+        if queue.in_flight == 0 {
+            queues.remove(recipient);
+        }
+        false
+    }
+
+    /// Gives a slot back after a panic; the last one out drops the replies still queued, so
+    /// their callers get an error instead of waiting for ever.
+    fn abandon_slot(&self, recipient: &str) {
+        let mut queues = self.lock();
+        if let Some(queue) = queues.get_mut(recipient) {
+            queue.in_flight -= 1;
+            if queue.in_flight == 0 {
+                queues.remove(recipient);
+            }
+        }
+    }
 }
 
-/// Removes the recipient when its draining task ends, even by a panic: the replies still
-/// queued are dropped, and their callers get an error instead of waiting for ever.
+/// A slot held by a caller applying its own transfer. When it is given up — the transfer done,
+/// or the caller gone mid-request — transfers queued meanwhile get a task of their own.
+struct Slot<'a> {
+    store: &'a PgStore,
+    recipient: &'a str,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if self.store.queues.keep_slot(self.recipient) {
+            self.store.spawn_drainer(self.recipient.to_owned());
+        }
+    }
+}
+
+/// Gives a drainer's slot back if it ends by a panic.
 struct Draining<'a> {
     queues: &'a Queues,
     recipient: &'a str,
+    finished: bool,
 }
 
 impl Drop for Draining<'_> {
     fn drop(&mut self) {
-        self.queues.lock().remove(self.recipient);
+        if !self.finished {
+            self.queues.abandon_slot(self.recipient);
+        }
     }
 }
 
@@ -57,52 +156,54 @@ impl PgStore {
         self
     }
 
-    /// Applies `t`, in a batch with the other transfers into its recipient that are waiting.
+    /// Applies `t`: at once if its recipient has a free slot and no queue (the usual case),
+    /// else in a batch with the other transfers into its recipient that are waiting.
     pub(super) async fn transfer_queued(&self, t: &TransferCommand) -> Result<Applied, StoreError> {
         if self.transfer_batch == 1 {
             return self.transfer_alone(t).await;
         }
-        let (reply, answer) = oneshot::channel();
-        let start = {
-            let mut queues = self.queues.lock();
-            match queues.get_mut(&t.to_username_key) {
-                Some(queue) => {
-                    queue.push((t.clone(), reply));
-                    false
-                }
-                None => {
-                    queues.insert(t.to_username_key.clone(), vec![(t.clone(), reply)]);
-                    true
-                }
+        match self.queues.enter(t) {
+            Turn::Now => {
+                let _slot = Slot {
+                    store: self,
+                    recipient: &t.to_username_key,
+                };
+                self.transfer_alone(t).await
             }
-        };
-        if start {
-            let store = self.clone();
-            let recipient = t.to_username_key.clone();
-            tokio::spawn(async move { store.drain(&recipient).await });
+            Turn::Queued(answer, start) => {
+                if start {
+                    self.spawn_drainer(t.to_username_key.clone());
+                }
+                answer.await.unwrap_or_else(|_| {
+                    Err(StoreError::internal("the transfer batch was abandoned"))
+                })
+            }
         }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(StoreError::internal("the transfer batch was abandoned")))
+    }
+
+    /// Starts a task that applies `recipient`'s queue in the slot the caller holds (outside a
+    /// runtime, as when one shuts down, the slot is given back and the queue dropped).
+    fn spawn_drainer(&self, recipient: String) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let store = self.clone();
+                runtime.spawn(async move { store.drain(&recipient).await });
+            }
+            Err(_) => self.queues.abandon_slot(&recipient),
+        }
     }
 
     /// Applies the recipient's queue, batch after batch, until it is empty.
     async fn drain(&self, recipient: &str) {
-        let _draining = Draining {
+        let mut draining = Draining {
             queues: &self.queues,
             recipient,
+            finished: false,
         };
         loop {
-            let batch: Vec<(TransferCommand, Reply)> = {
-                let mut queues = self.queues.lock();
-                let Some(queue) = queues.get_mut(recipient) else {
-                    return;
-                };
-                if queue.is_empty() {
-                    return;
-                }
-                let take = queue.len().min(self.transfer_batch);
-                queue.drain(..take).collect()
+            let Some(batch) = self.queues.next_batch(recipient, self.transfer_batch) else {
+                draining.finished = true;
+                return;
             };
             if batch.len() == 1 {
                 for (t, reply) in batch {
