@@ -1,6 +1,7 @@
 //! Authentication building blocks: password hashing, tokens, signed cursors, key derivation.
 
 mod cursor;
+mod hs256;
 pub mod key_file;
 mod keys;
 mod password;

@@ -199,6 +199,7 @@ impl TokenService {
     /// Builds the service from the current derived key, which signs, and the previous one,
     /// which still verifies (ignored when it is the current one).
     pub fn with_previous(current: &[u8], previous: Option<&[u8]>, issuer: &str) -> Self {
+        super::hs256::install();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.algorithms = vec![Algorithm::HS256];
         validation.set_required_spec_claims(&["exp", "sub", "iss"]);
