@@ -102,7 +102,7 @@ fn ceiling(transfers: u64, wcu: u64) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn todays_transfers_into_one_account_all_write_its_one_item() {
-    const SENDERS: usize = 24;
+    const SENDERS: usize = 8;
     // Users and funds go in directly; only the race goes through the counting proxy.
     let direct = Arc::new(dynamo_store().await);
     let setup: Arc<dyn Store> = direct.clone();
