@@ -78,6 +78,9 @@ pub async fn sqlite_fixture() -> StoreFixture {
 /// suites spread over several).
 pub const DYNAMODB_ENDPOINT_VAR: &str = "LIGHTTECH_TEST_DYNAMODB_ENDPOINT";
 
+/// The moto servers `tests/run` keeps for the tests of nextest's group `moto-solo`, one each.
+const SOLO_ENDPOINTS_VAR: &str = "LIGHTTECH_TEST_DYNAMODB_SOLO_ENDPOINTS";
+
 /// This process's moto server. Under cargo-nextest every test is a process of its own, so the
 /// tests spread over the servers; everything a test does (its tables, secrets, proxies and
 /// child processes) goes to the one server its process picked.
@@ -90,6 +93,18 @@ pub fn dynamodb_endpoint() -> String {
              export {DYNAMODB_ENDPOINT_VAR}=http://127.0.0.1:5555"
         )
     });
+    // A test of nextest's group `moto-solo` (.config/nextest.toml) has a server to itself, by
+    // its slot in the group, when tests/run started some.
+    if std::env::var("NEXTEST_TEST_GROUP").as_deref() == Ok("moto-solo")
+        && let Ok(solo) = std::env::var(SOLO_ENDPOINTS_VAR)
+        && !solo.trim().is_empty()
+    {
+        let slot = std::env::var("NEXTEST_TEST_GROUP_SLOT")
+            .ok()
+            .and_then(|slot| slot.parse().ok())
+            .unwrap_or_else(std::process::id);
+        return pick_endpoint(&solo, slot).to_owned();
+    }
     // Under nextest, the slot: tests running at the same time hold different slots, so they
     // spread evenly over the servers (process ids would let several land on one).
     let ticket = std::env::var("NEXTEST_TEST_GLOBAL_SLOT")
