@@ -10,8 +10,7 @@ use std::path::Path;
 use crate::support::recorder::Recorder;
 use crate::support::runtime_api::{Lambda, Outcome, binary_dir, binary_path};
 use lighttech::aws_rotation::FUNCTION;
-use lighttech::{App, Config, StartOptions};
-use lighttech_tests::{TestApp, dynamodb_endpoint, emulator_sdk_config};
+use lighttech_tests::{app_with_secret_keys, dynamodb_endpoint};
 use serde_json::json;
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -41,29 +40,6 @@ fn granted_actions() -> BTreeSet<String> {
         }
     }
     actions
-}
-
-/// A process of the API started now, with the keys the secret holds now.
-async fn api(table: &str, arn: &str) -> TestApp {
-    let database_url = format!("dynamodb://{table}");
-    let config = lighttech_tests::test_config(&[
-        ("DATABASE_URL", database_url.as_str()),
-        ("SECRET_KEY_ARN", arn),
-    ]);
-    let config = Config {
-        secret_key: None,
-        ..config
-    };
-    let options = StartOptions {
-        init: true,
-        generate_key: false,
-        check_store: true,
-    };
-    let sdk = emulator_sdk_config(&dynamodb_endpoint());
-    let app = App::start_with_aws(config, options, Some(sdk))
-        .await
-        .expect("start with the key from Secrets Manager");
-    TestApp::from_app(app, String::new())
 }
 
 /// One rotation: the four steps, each invoked as Secrets Manager does, the first and last
@@ -121,11 +97,11 @@ async fn the_rotation_function_rotates_the_key_with_only_the_calls_its_policy_gr
         Outcome::Error { .. }
     ));
 
-    let before = api(&table, &arn).await;
+    let before = app_with_secret_keys(&table, &arn, String::new()).await;
     let alice = before.user("alice").await;
     rotate(&mut lambda, &arn).await;
 
-    let after = api(&table, &arn).await;
+    let after = app_with_secret_keys(&table, &arn, String::new()).await;
     after
         .get("/api/auth/v1/me/", Some(&alice.access))
         .await
@@ -138,7 +114,7 @@ async fn the_rotation_function_rotates_the_key_with_only_the_calls_its_policy_gr
     );
 
     rotate(&mut lambda, &arn).await;
-    let latest = api(&table, &arn).await;
+    let latest = app_with_secret_keys(&table, &arn, String::new()).await;
     latest
         .get("/api/auth/v1/me/", Some(&alice.access))
         .await

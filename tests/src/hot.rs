@@ -24,16 +24,18 @@ pub async fn a_refused_transfer_into_a_hot_account_is_503_and_its_retry_applies_
     healthy.deposit(&alice, "10.00").await;
     let request = json!({"to": "shop", "amount": "2.50", "description": "tip"});
     let key = [("idempotency-key", "hot-tip-1")];
-
-    refuse.await;
-    let refused = refusing
-        .post(
+    let send = async |app: &TestApp| {
+        app.post(
             "/api/balance/v1/transfer/",
             Some(&alice.access),
             &request,
             &key,
         )
-        .await;
+        .await
+    };
+
+    refuse.await;
+    let refused = send(refusing).await;
     refused.expect(503, "service_unavailable");
     let wait: u64 = refused
         .header("retry-after")
@@ -47,24 +49,10 @@ pub async fn a_refused_transfer_into_a_hot_account_is_503_and_its_retry_applies_
     assert_eq!(healthy.balance(&shop).await, "0.00");
     assert!(healthy.all_operations(&shop).await.is_empty());
 
-    let applied = healthy
-        .post(
-            "/api/balance/v1/transfer/",
-            Some(&alice.access),
-            &request,
-            &key,
-        )
-        .await;
+    let applied = send(healthy).await;
     applied.expect(201, "");
     assert!(applied.header("idempotent-replayed").is_none());
-    let again = healthy
-        .post(
-            "/api/balance/v1/transfer/",
-            Some(&alice.access),
-            &request,
-            &key,
-        )
-        .await;
+    let again = send(healthy).await;
     again.expect(201, "");
     assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
     assert_eq!(again.json(), applied.json());

@@ -64,6 +64,31 @@ pub async fn conformance_user(store: &Arc<dyn Store>, name: &str) -> lighttech::
     conformance::create_user(store, name).await.id
 }
 
+/// A process of the API on the DynamoDB table `table` (created if need be) with its signing keys
+/// read from the Secrets Manager secret `arn` on moto, as a Lambda function starts; `secret` is
+/// the key value the test knows it by (for forging; may be empty).
+pub async fn app_with_secret_keys(table: &str, arn: &str, secret: String) -> TestApp {
+    let database_url = format!("dynamodb://{table}");
+    let config = test_config(&[
+        ("DATABASE_URL", database_url.as_str()),
+        ("SECRET_KEY_ARN", arn),
+    ]);
+    let config = Config {
+        secret_key: None,
+        ..config
+    };
+    let options = lighttech::StartOptions {
+        init: true,
+        generate_key: false,
+        check_store: true,
+    };
+    let sdk = emulator_sdk_config(&dynamodb_endpoint());
+    let app = App::start_with_aws(config, options, Some(sdk))
+        .await
+        .expect("start with the key from Secrets Manager");
+    TestApp::from_app(app, secret)
+}
+
 /// A fresh embedded store in its own temporary directory.
 pub async fn sqlite_fixture() -> StoreFixture {
     let dir = tempfile::tempdir().expect("create a temporary directory");

@@ -232,8 +232,8 @@ impl PgStore {
     }
 
     /// One call of `lighttech_transfer_batch`: each transfer's result, or `None` for one to
-    /// try again on its own (the batch as a whole failed, or that transfer met a
-    /// serialization failure or deadlock).
+    /// try again on its own (nothing of the batch was applied: it was not sent, or it was rolled
+    /// back by a serialization failure or deadlock, or that transfer's own subtransaction was).
     async fn transfer_batch(
         &self,
         recipient: &str,
@@ -281,23 +281,46 @@ impl PgStore {
             &fingerprint,
             &key_expires,
         ];
-        let rows = match client.prepare_cached(TRANSFER_BATCH).await {
-            Ok(stmt) => client.query(&stmt, &params).await,
-            Err(e) => Err(e),
+        let stmt = match client.prepare_cached(TRANSFER_BATCH).await {
+            Ok(stmt) => stmt,
+            // Nothing was run: each transfer on its own.
+            Err(_) => return unsettled(),
         };
-        let rows = match rows {
+        let rows = match client.query(&stmt, &params).await {
             Ok(rows) if rows.len() == transfers.len() => rows,
             Ok(rows) => {
-                tracing::error!(
-                    sent = transfers.len(),
-                    got = rows.len(),
-                    "a transfer batch answered for another number of transfers"
+                let text = format!(
+                    "a batch of {} transfers answered {} rows",
+                    transfers.len(),
+                    rows.len()
                 );
+                return transfers
+                    .iter()
+                    .map(|_| Some(Err(StoreError::internal(text.clone()))))
+                    .collect();
+            }
+            // Rolled back as a whole (serialization failure, deadlock): each on its own.
+            Err(e) if is_retryable(&e) => {
+                self.retried.fetch_add(1, Ordering::Relaxed);
                 return unsettled();
             }
+            // The batch may or may not have committed (a connection lost mid-call): sending
+            // its transfers again could apply them twice, so each gets the error, as a single
+            // transfer would (503; a retry with its Idempotency-Key finds it if it was applied).
             Err(e) => {
-                tracing::warn!(error = %e, size = transfers.len(), "a transfer batch failed; applying its transfers one by one");
-                return unsettled();
+                tracing::warn!(error = %e, size = transfers.len(), "a transfer batch failed");
+                let text = format!("a batch of transfers failed: {e}");
+                let transient = matches!(map_pg(e), StoreError::Unavailable(_));
+                return transfers
+                    .iter()
+                    .map(|_| {
+                        Some(Err(if transient {
+                            StoreError::unavailable(text.clone())
+                        } else {
+                            StoreError::internal(text.clone())
+                        }))
+                    })
+                    .collect();
             }
         };
         let mut results = Vec::with_capacity(rows.len());

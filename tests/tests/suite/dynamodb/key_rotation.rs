@@ -6,31 +6,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use lighttech::{App, Config, StartOptions};
-use lighttech_tests::{TestApp, dynamodb_endpoint, emulator_sdk_config};
-
-/// A process started on `table` with its key from the secret `arn` (`current` is its value now).
-async fn start(table: &str, arn: &str, current: &str) -> TestApp {
-    let database_url = format!("dynamodb://{table}");
-    let config = lighttech_tests::test_config(&[
-        ("DATABASE_URL", database_url.as_str()),
-        ("SECRET_KEY_ARN", arn),
-    ]);
-    let config = Config {
-        secret_key: None,
-        ..config
-    };
-    let options = StartOptions {
-        init: true,
-        generate_key: false,
-        check_store: true,
-    };
-    let sdk = emulator_sdk_config(&dynamodb_endpoint());
-    let app = App::start_with_aws(config, options, Some(sdk))
-        .await
-        .expect("start with the key from Secrets Manager");
-    TestApp::from_app(app, current.to_owned())
-}
+use lighttech_tests::{TestApp, app_with_secret_keys, dynamodb_endpoint, emulator_sdk_config};
 
 /// What a rotation's last step leaves: a new `AWSCURRENT` version, the old one `AWSPREVIOUS`.
 async fn rotate(arn: &str, value: &str) {
@@ -67,13 +43,13 @@ async fn processes_follow_a_rotation_of_the_secret_without_logging_anyone_out() 
     let arn = lighttech_tests::create_emulated_secret(&name, &a).await;
     let table = format!("lt-{}", uuid::Uuid::new_v4().simple());
 
-    let warm = start(&table, &arn, &a).await;
+    let warm = app_with_secret_keys(&table, &arn, a.clone()).await;
     let alice = warm.user("alice").await;
     let kid_a = kid(&alice.access);
 
     // A process started after the rotation: a still verifies, b signs.
     rotate(&arn, &b).await;
-    let fresh = start(&table, &arn, &b).await;
+    let fresh = app_with_secret_keys(&table, &arn, b.clone()).await;
     assert_eq!(me(&fresh, &alice.access).await, 200);
     let (token_b, _) = fresh.login("alice").await;
     let kid_b = kid(&token_b);
@@ -94,7 +70,7 @@ async fn processes_follow_a_rotation_of_the_secret_without_logging_anyone_out() 
 
     // A second rotation: the next read comes no sooner than 30 s after the last.
     rotate(&arn, &c).await;
-    let newest = start(&table, &arn, &c).await;
+    let newest = app_with_secret_keys(&table, &arn, c.clone()).await;
     let (token_c, _) = newest.login("alice").await;
     warm.clock.advance_seconds(10);
     assert_eq!(me(&warm, &token_c).await, 401, "read 10 s ago");

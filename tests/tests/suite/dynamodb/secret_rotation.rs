@@ -6,8 +6,7 @@
 
 use aws_sdk_secretsmanager::Client;
 use lighttech::aws_rotation::{Step, rotate};
-use lighttech::{App, Config, StartOptions};
-use lighttech_tests::{TestApp, dynamodb_endpoint, emulator_sdk_config};
+use lighttech_tests::{app_with_secret_keys, dynamodb_endpoint, emulator_sdk_config};
 
 fn client() -> Client {
     Client::new(&emulator_sdk_config(&dynamodb_endpoint()))
@@ -30,35 +29,13 @@ async fn rotation(arn: &str) -> String {
     token
 }
 
-async fn start(table: &str, arn: &str) -> TestApp {
-    let database_url = format!("dynamodb://{table}");
-    let config = lighttech_tests::test_config(&[
-        ("DATABASE_URL", database_url.as_str()),
-        ("SECRET_KEY_ARN", arn),
-    ]);
-    let config = Config {
-        secret_key: None,
-        ..config
-    };
-    let options = StartOptions {
-        init: true,
-        generate_key: false,
-        check_store: true,
-    };
-    let sdk = emulator_sdk_config(&dynamodb_endpoint());
-    let app = App::start_with_aws(config, options, Some(sdk))
-        .await
-        .expect("start with the key from Secrets Manager");
-    TestApp::from_app(app, String::new())
-}
-
 #[tokio::test]
 async fn rotating_twice_keeps_one_generation_of_tokens_and_retires_the_older() {
     let first = lighttech_tests::test_secret();
     let name = format!("lt-rotation-{}", uuid::Uuid::new_v4().simple());
     let arn = lighttech_tests::create_emulated_secret(&name, &first).await;
     let table = format!("lt-{}", uuid::Uuid::new_v4().simple());
-    let before = start(&table, &arn).await;
+    let before = app_with_secret_keys(&table, &arn, String::new()).await;
     let alice = before.user("alice").await;
 
     // A step out of order (no pending version yet) is refused.
@@ -77,7 +54,7 @@ async fn rotating_twice_keeps_one_generation_of_tokens_and_retires_the_older() {
         .unwrap();
     assert_eq!(keys.previous.unwrap().expose(), first.as_bytes());
     assert_ne!(keys.current.expose(), first.as_bytes());
-    let after = start(&table, &arn).await;
+    let after = app_with_secret_keys(&table, &arn, String::new()).await;
     assert_eq!(
         after
             .get("/api/auth/v1/me/", Some(&alice.access))
@@ -93,7 +70,7 @@ async fn rotating_twice_keeps_one_generation_of_tokens_and_retires_the_older() {
     );
 
     rotation(&arn).await;
-    let latest = start(&table, &arn).await;
+    let latest = app_with_secret_keys(&table, &arn, String::new()).await;
     latest
         .get("/api/auth/v1/me/", Some(&alice.access))
         .await
