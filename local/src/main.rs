@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand};
 use lighttech::domain::password::NewPassword;
 use lighttech::domain::{Email, Username};
@@ -57,14 +58,15 @@ async fn main() {
         Some(Command::RotateKey) => rotate_key(),
         None => run(args).await,
     };
-    if let Err(message) = result {
-        eprintln!("lighttech-local: {message}");
+    if let Err(error) = result {
+        // `{:#}`: the whole chain of causes on one line.
+        eprintln!("lighttech-local: {error:#}");
         std::process::exit(1);
     }
 }
 
-async fn start(init: bool) -> Result<App, String> {
-    let config = Config::from_env().map_err(|e| format!("configuration error: {e}"))?;
+async fn start(init: bool) -> anyhow::Result<App> {
+    let config = Config::from_env().context("configuration error")?;
     lighttech::telemetry::init(config.debug);
     App::start_with(
         config,
@@ -75,30 +77,29 @@ async fn start(init: bool) -> Result<App, String> {
         },
     )
     .await
-    .map_err(|e| e.to_string())
+    .map_err(anyhow::Error::from)
 }
 
-fn superuser_password() -> Result<SecretString, String> {
+fn superuser_password() -> anyhow::Result<SecretString> {
     if let Ok(password) = std::env::var("LIGHTTECH_SUPERUSER_PASSWORD") {
         return Ok(SecretString::from(password));
     }
-    let first = rpassword::prompt_password("Password: ").map_err(|e| {
-        format!("cannot read a password ({e}); set LIGHTTECH_SUPERUSER_PASSWORD instead")
-    })?;
-    let second = rpassword::prompt_password("Password (again): ")
-        .map_err(|e| format!("cannot read a password: {e}"))?;
+    let first = rpassword::prompt_password("Password: ")
+        .context("cannot read a password (set LIGHTTECH_SUPERUSER_PASSWORD instead)")?;
+    let second =
+        rpassword::prompt_password("Password (again): ").context("cannot read a password")?;
     if first != second {
-        return Err("the passwords do not match".into());
+        bail!("the passwords do not match");
     }
     Ok(SecretString::from(first))
 }
 
-async fn create_superuser(init: bool, username: &str, email: &str) -> Result<(), String> {
+async fn create_superuser(init: bool, username: &str, email: &str) -> anyhow::Result<()> {
     // Check what can be checked before asking for a password.
-    let username = Username::parse(username).map_err(|m| format!("username: {m}"))?;
-    let email = Email::parse(email).map_err(|m| format!("email: {m}"))?;
+    let username = Username::parse(username).map_err(|m| anyhow!("username: {m}"))?;
+    let email = Email::parse(email).map_err(|m| anyhow!("email: {m}"))?;
     let password = NewPassword::check(superuser_password()?, &username, &email)
-        .map_err(|problems| format!("password: {}", problems.join(" ")))?;
+        .map_err(|problems| anyhow!("password: {}", problems.join(" ")))?;
     let app = start(init).await?;
     let user = register(
         &app,
@@ -111,38 +112,38 @@ async fn create_superuser(init: bool, username: &str, email: &str) -> Result<(),
     )
     .await
     .map_err(|e| match e {
-        ApiError::Validation(errors) => errors
-            .as_map()
-            .iter()
-            .map(|(field, messages)| format!("{field}: {}", messages.join(" ")))
-            .collect::<Vec<_>>()
-            .join("; "),
-        ApiError::UsernameTaken => "a user with that username already exists".into(),
-        ApiError::EmailTaken => "a user with that email already exists".into(),
-        other => format!("{other} ({})", other.detail()),
+        ApiError::Validation(errors) => anyhow!(
+            errors
+                .as_map()
+                .iter()
+                .map(|(field, messages)| format!("{field}: {}", messages.join(" ")))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        ApiError::UsernameTaken => anyhow!("a user with that username already exists"),
+        ApiError::EmailTaken => anyhow!("a user with that email already exists"),
+        other => anyhow!("{other} ({})", other.detail()),
     })?;
     println!("superuser {} created (id {})", user.username, user.id);
     Ok(())
 }
 
-fn rotate_key() -> Result<(), String> {
-    let config = Config::from_env().map_err(|e| format!("configuration error: {e}"))?;
+fn rotate_key() -> anyhow::Result<()> {
+    let config = Config::from_env().context("configuration error")?;
     if config.secret_key.is_some() {
-        return Err(
+        bail!(
             "SECRET_KEY is set, so the key comes from the environment: rotate it there \
-                    (SECRET_KEY_PREVIOUS=the current key, SECRET_KEY=a new one) and restart"
-                .into(),
+             (SECRET_KEY_PREVIOUS=the current key, SECRET_KEY=a new one) and restart"
         );
     }
     if config.secret_key_arn.is_some() {
-        return Err(
-            "SECRET_KEY_ARN is set, so the key lives in Secrets Manager: rotate the \
-                    secret there (aws secretsmanager rotate-secret)"
-                .into(),
+        bail!(
+            "SECRET_KEY_ARN is set, so the key lives in Secrets Manager: rotate the secret \
+             there (aws secretsmanager rotate-secret)"
         );
     }
     let path = config.data_dir.join("secret_key");
-    let (kid, previous_kid) = lighttech::auth::key_file::rotate(&path)?;
+    let (kid, previous_kid) = lighttech::auth::key_file::rotate(&path).map_err(|e| anyhow!(e))?;
     println!("rotated the signing key in {}", path.display());
     println!("  signs from the next start: kid {kid}");
     println!("  still accepted (previous):  kid {previous_kid}; the one before it is retired");
@@ -154,17 +155,15 @@ fn rotate_key() -> Result<(), String> {
     Ok(())
 }
 
-async fn run(args: Args) -> Result<(), String> {
+async fn run(args: Args) -> anyhow::Result<()> {
     let app = start(args.init).await?;
     lighttech::http::enable_docs_ui();
     let listener = TcpListener::bind(args.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
     println!("listening on http://{addr}");
-    lighttech_local::serve(listener, Arc::new(app), shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())?;
+    lighttech_local::serve(listener, Arc::new(app), shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -23,6 +23,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+use crate::error::Source;
+
 #[cfg(feature = "redis")]
 use crate::domain::Timestamp;
 use crate::store::HistoryQuery;
@@ -33,8 +35,22 @@ const REDIS_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Why the cache could not answer (only logged; reads go on to the store).
 #[derive(Debug, thiserror::Error)]
-#[error("history cache: {0}")]
-pub struct CacheError(String);
+#[error("history cache: {context}{}", source.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+pub struct CacheError {
+    context: String,
+    #[source]
+    source: Option<Source>,
+}
+
+impl CacheError {
+    /// The configuration asks for a cache this build cannot provide.
+    pub fn unsupported(why: &str) -> CacheError {
+        CacheError {
+            context: why.to_owned(),
+            source: None,
+        }
+    }
+}
 
 /// A byte cache for rendered history pages.
 #[async_trait]
@@ -212,7 +228,10 @@ impl RedisCache {
         config.pool = Some(pool_config);
         let pool = config
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-            .map_err(|e| CacheError(format!("invalid REDIS_URL: {e}")))?;
+            .map_err(|e| CacheError {
+                context: "invalid REDIS_URL".into(),
+                source: Some(e.into()),
+            })?;
         Ok(RedisCache {
             pool,
             prefix: prefix.to_owned(),
@@ -226,10 +245,13 @@ impl RedisCache {
         Timestamp::now().millis() < self.skip_until.load(Ordering::Relaxed)
     }
 
-    fn failed(&self, what: &str, e: impl fmt::Display) -> CacheError {
+    fn failed(&self, what: &str, e: Source) -> CacheError {
         let until = Timestamp::now().millis() + REDIS_BACKOFF.as_millis() as i64;
         self.skip_until.store(until, Ordering::Relaxed);
-        CacheError(format!("redis {what}: {e}"))
+        CacheError {
+            context: format!("redis {what}"),
+            source: Some(e),
+        }
     }
 
     async fn run<T>(
@@ -238,16 +260,19 @@ impl RedisCache {
         command: impl AsyncFnOnce(&mut deadpool_redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T, CacheError> {
         if self.skipping() {
-            return Err(CacheError("redis skipped after a recent failure".into()));
+            return Err(CacheError {
+                context: "redis skipped after a recent failure".into(),
+                source: None,
+            });
         }
         let attempt = async {
-            let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
-            command(&mut conn).await.map_err(|e| e.to_string())
+            let mut conn = self.pool.get().await.map_err(Source::from)?;
+            command(&mut conn).await.map_err(Source::from)
         };
         match tokio::time::timeout(self.timeout, attempt).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(self.failed(what, e)),
-            Err(_) => Err(self.failed(what, format!("no answer within {:?}", self.timeout))),
+            Err(_) => Err(self.failed(what, format!("no answer within {:?}", self.timeout).into())),
         }
     }
 }

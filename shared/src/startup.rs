@@ -8,7 +8,7 @@ use crate::app::App;
 use crate::auth::{Keyring, PasswordHasher, key_file};
 #[cfg(feature = "redis")]
 use crate::cache::RedisCache;
-use crate::cache::{CacheStats, HistoryCache, MemoryCache};
+use crate::cache::{CacheError, CacheStats, HistoryCache, MemoryCache};
 use crate::clock::SystemClock;
 use crate::config::{Config, ConfigError, KeySet, SecretKey, StoreUrl};
 use crate::store::dynamo::DynamoStore;
@@ -61,11 +61,10 @@ impl App {
         };
         #[cfg(not(feature = "redis"))]
         if config.redis_url.is_some() {
-            return Err(StartupError::Cache(
+            return Err(StartupError::Cache(CacheError::unsupported(
                 "REDIS_URL is set, but this build has no Redis client (build with the `redis` \
-                 feature)"
-                    .into(),
-            ));
+                 feature)",
+            )));
         }
         let keys = resolve_key(&config, sdk.as_ref(), options.generate_key).await?;
         // Keys from Secrets Manager change under a running process (a rotation): they are read
@@ -141,25 +140,59 @@ pub enum StartupError {
     #[error("configuration error: {0}")]
     Config(#[from] ConfigError),
     /// No usable signing key.
-    #[error("signing key: {0}")]
-    Key(String),
+    #[error("signing key: {context}{}", suffix(.source.as_ref()))]
+    Key {
+        /// What could not be done.
+        context: String,
+        /// The file system's reason, when that is where it failed.
+        #[source]
+        source: Option<std::io::Error>,
+    },
     /// The store cannot be opened or prepared.
-    #[error("store: {0}")]
-    Store(String),
+    #[error("store: {}", store_message(.0))]
+    Store(#[source] StoreError),
     /// The history cache the configuration names cannot be used.
-    #[error("history cache: {0}")]
-    Cache(String),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+}
+
+impl StartupError {
+    fn key(context: impl Into<String>) -> Self {
+        StartupError::Key {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    fn key_io(context: String, source: std::io::Error) -> Self {
+        StartupError::Key {
+            context,
+            source: Some(source),
+        }
+    }
+
+    fn store(message: &'static str) -> Self {
+        StartupError::Store(StoreError::internal(message))
+    }
+}
+
+fn suffix(source: Option<&std::io::Error>) -> String {
+    source.map(|e| format!(": {e}")).unwrap_or_default()
+}
+
+/// The backend's own message: the wrapper's words add nothing to it.
+fn store_message(e: &StoreError) -> String {
+    match e {
+        StoreError::Unavailable(source) | StoreError::Internal(source) => {
+            crate::telemetry::error_chain(source.as_ref())
+        }
+        other => crate::telemetry::error_chain(other),
+    }
 }
 
 impl From<StoreError> for StartupError {
     fn from(e: StoreError) -> Self {
-        StartupError::Store(match &e {
-            // The wrapper's own words add nothing to the backend's message.
-            StoreError::Unavailable(source) | StoreError::Internal(source) => {
-                crate::telemetry::error_chain(source.as_ref())
-            }
-            other => crate::telemetry::error_chain(other),
-        })
+        StartupError::Store(e)
     }
 }
 
@@ -176,14 +209,13 @@ pub async fn open_store(
             SqliteStore::open_with(path.clone(), config.sqlite_write_batch).await?,
         )),
         #[cfg(not(feature = "sqlite"))]
-        StoreUrl::Sqlite(_) => Err(StartupError::Store(
+        StoreUrl::Sqlite(_) => Err(StartupError::store(
             "this build has no embedded SQLite store (the Lambda functions are built for \
              DynamoDB; build them with the `embedded` feature to run them on SQLite, as \
-             `cargo lambda watch --features embedded` does)"
-                .into(),
+             `cargo lambda watch --features embedded` does)",
         )),
         StoreUrl::Dynamo(table) => {
-            let sdk = sdk.ok_or_else(|| StartupError::Store("no AWS configuration".into()))?;
+            let sdk = sdk.ok_or_else(|| StartupError::store("no AWS configuration"))?;
             let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), table.clone());
             if options.init {
                 store.create_table().await?;
@@ -193,10 +225,9 @@ pub async fn open_store(
             Ok(Arc::new(store))
         }
         #[cfg(not(feature = "postgres"))]
-        StoreUrl::Postgres(_) => Err(StartupError::Store(
+        StoreUrl::Postgres(_) => Err(StartupError::store(
             "this build has no PostgreSQL store (the Lambda functions are built for DynamoDB and \
-             the embedded store; lighttech-local serves PostgreSQL)"
-                .into(),
+             the embedded store; lighttech-local serves PostgreSQL)",
         )),
         #[cfg(feature = "postgres")]
         StoreUrl::Postgres(url) => {
@@ -228,56 +259,55 @@ pub async fn resolve_key(
     if let (Some(arn), Some(sdk)) = (&config.secret_key_arn, sdk) {
         return crate::aws::fetch_key_set(sdk, arn)
             .await
-            .map_err(StartupError::Key);
+            .map_err(StartupError::key);
     }
     if !generate {
-        return Err(StartupError::Key(
-            "neither SECRET_KEY nor SECRET_KEY_ARN is set (there is no built-in key; set SECRET_KEY to at least 32 random bytes)"
-                .into(),
+        return Err(StartupError::key(
+            "neither SECRET_KEY nor SECRET_KEY_ARN is set (there is no built-in key; set SECRET_KEY to at least 32 random bytes)",
         ));
     }
     let path = config.data_dir.join("secret_key");
     let current = load_or_create_key_file(&path)?;
-    let previous = crate::auth::key_file::read_previous(&path).map_err(StartupError::Key)?;
+    let previous = crate::auth::key_file::read_previous(&path).map_err(StartupError::key)?;
     Ok(KeySet::new(current, previous))
 }
 
 fn load_or_create_key_file(path: &Path) -> Result<SecretKey, StartupError> {
     match std::fs::metadata(path) {
-        Ok(_) => key_file::read(path).map_err(StartupError::Key),
+        Ok(_) => key_file::read(path).map_err(StartupError::key),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent() {
                 crate::files::create_private_dir_all(dir).map_err(|e| {
-                    StartupError::Key(format!(
-                        "cannot create the directory of {}: {e}",
-                        path.display()
-                    ))
+                    StartupError::key_io(
+                        format!("cannot create the directory of {}", path.display()),
+                        e,
+                    )
                 })?;
             }
             let text = key_file::generate();
             // Staged whole, then linked into place: a process starting alongside never reads a
             // partial key, and linking never replaces a key another process put there first.
-            let staged = key_file::stage(path, text.as_bytes()).map_err(StartupError::Key)?;
+            let staged = key_file::stage(path, text.as_bytes()).map_err(StartupError::key)?;
             let linked = match std::fs::hard_link(&staged, path) {
                 Ok(()) => Ok(true),
                 // Another process created it first: use theirs.
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-                Err(e) => Err(StartupError::Key(format!(
-                    "cannot create {}: {e}",
-                    path.display()
-                ))),
+                Err(e) => Err(StartupError::key_io(
+                    format!("cannot create {}", path.display()),
+                    e,
+                )),
             };
             let _ = std::fs::remove_file(&staged);
             if !linked? {
                 return load_or_create_key_file(path);
             }
             tracing::info!(path = %path.display(), "generated a new signing key");
-            SecretKey::new(text.into_bytes()).map_err(StartupError::Key)
+            SecretKey::new(text.into_bytes()).map_err(StartupError::key)
         }
-        Err(e) => Err(StartupError::Key(format!(
-            "cannot read {}: {e}",
-            path.display()
-        ))),
+        Err(e) => Err(StartupError::key_io(
+            format!("cannot read {}", path.display()),
+            e,
+        )),
     }
 }
 

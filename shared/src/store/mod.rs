@@ -355,6 +355,21 @@ impl HistoryQuery {
     }
 }
 
+/// A page from `rows`, read as up to `limit + 1` in page order: the first `limit` of them, and
+/// when there was a row beyond the limit (so there is more), the cursor of the last row kept.
+pub(crate) fn page_of<T, C>(
+    mut rows: Vec<T>,
+    limit: u32,
+    cursor: impl FnOnce(&T) -> C,
+) -> (Vec<T>, Option<C>) {
+    if rows.len() <= limit as usize {
+        return (rows, None);
+    }
+    rows.truncate(limit as usize);
+    let next = rows.last().map(cursor);
+    (rows, next)
+}
+
 /// One page of history, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryPage {
@@ -367,16 +382,13 @@ pub struct HistoryPage {
 impl HistoryPage {
     /// The page of `limit` entries from `fetched`, up to `limit + 1` rows read newest first: a
     /// row beyond the limit only tells that there is more, after the page's last entry.
-    pub fn from_fetched(mut fetched: Vec<Operation>, limit: u32) -> HistoryPage {
-        if fetched.len() > limit as usize {
-            fetched.truncate(limit as usize);
-            if let Some(last) = fetched.last().map(|o| o.seq) {
-                return HistoryPage::cut_short(fetched, last);
-            }
-        }
-        HistoryPage {
-            operations: fetched,
-            next_before: None,
+    pub fn from_fetched(fetched: Vec<Operation>, limit: u32) -> HistoryPage {
+        match page_of(fetched, limit, |o| o.seq) {
+            (operations, Some(last)) => HistoryPage::cut_short(operations, last),
+            (operations, None) => HistoryPage {
+                operations,
+                next_before: None,
+            },
         }
     }
 

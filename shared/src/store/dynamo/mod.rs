@@ -26,6 +26,7 @@ use super::{
     Counterparty, FIRST_SEQ, HistoryPage, HistoryQuery, IdempotencyStamp, IdempotentRecord,
     NewUser, Operation, RotateOutcome, Rotation, SessionRecord, SessionUse, StatusChange, Store,
     StoreError, ThrottlePolicy, TransferCommand, UserPage, UserQuery, UserRecord, UserSummary,
+    page_of,
 };
 use crate::domain::{
     Email, IdempotencyKey, Money, OperationId, OperationKind, RequestFingerprint, SessionId,

@@ -61,15 +61,15 @@ impl DynamoStore {
                 created_at: c.now.max(read.updated_at),
             };
             let mut items = vec![
-                self.account_update(
-                    c.user,
-                    &read,
-                    after,
+                self.account_update(AccountUpdate {
+                    user: c.user,
+                    read: &read,
+                    new_balance: after,
                     rule,
-                    c.amount,
-                    op.created_at,
-                    session.as_ref(),
-                )?,
+                    amount: c.amount,
+                    at: op.created_at,
+                    session: session.as_ref(),
+                })?,
                 self.operation_put(&op)?,
             ];
             if let Some(stamp) = stamp {
@@ -78,13 +78,15 @@ impl DynamoStore {
             let session_item = self.guard_session(&mut items, c.user, session.as_ref(), c.now)?;
             if let Some(applied) = self
                 .commit_movement(
-                    items,
-                    &op,
+                    Movement {
+                        items,
+                        op: &op,
+                        key: stamp.map(|s| (s, 2)),
+                        session_item,
+                        what: "balance change",
+                    },
                     &mut attempts,
-                    stamp.map(|s| (s, 2)),
-                    session_item,
                     attempt,
-                    "balance change",
                 )
                 .await?
             {
@@ -201,24 +203,24 @@ impl DynamoStore {
                 created_at: at,
             };
             let mut items = vec![
-                self.account_update(
-                    t.from,
-                    &sender,
-                    sender_after,
-                    DEBIT_RULE,
-                    t.amount,
+                self.account_update(AccountUpdate {
+                    user: t.from,
+                    read: &sender,
+                    new_balance: sender_after,
+                    rule: DEBIT_RULE,
+                    amount: t.amount,
                     at,
-                    session.as_ref(),
-                )?,
-                self.account_update(
-                    recipient,
-                    &recipient_state,
-                    recipient_after,
-                    CREDIT_RULE,
-                    t.amount,
+                    session: session.as_ref(),
+                })?,
+                self.account_update(AccountUpdate {
+                    user: recipient,
+                    read: &recipient_state,
+                    new_balance: recipient_after,
+                    rule: CREDIT_RULE,
+                    amount: t.amount,
                     at,
-                    None,
-                )?,
+                    session: None,
+                })?,
                 self.operation_put(&out)?,
                 self.operation_put(&incoming)?,
             ];
@@ -228,13 +230,15 @@ impl DynamoStore {
             let session_item = self.guard_session(&mut items, t.from, session.as_ref(), t.now)?;
             if let Some(applied) = self
                 .commit_movement(
-                    items,
-                    &out,
+                    Movement {
+                        items,
+                        op: &out,
+                        key: stamp.map(|s| (s, 4)),
+                        session_item,
+                        what: "transfer",
+                    },
                     &mut attempts,
-                    stamp.map(|s| (s, 4)),
-                    session_item,
                     attempt,
-                    "transfer",
                 )
                 .await?
             {

@@ -152,27 +152,26 @@ impl DynamoStore {
     }
 
     /// Commits a money movement's transaction. `Some` ends the primitive (done, or the key was
-    /// already recorded); `None` asks for another attempt after a conflict. `items[0]` is the
-    /// mover's account update; `key` is the stamp with the position of its idempotency `Put`
-    /// among `items`, `session_item` the position of the session guard, whose failure comes
-    /// first.
+    /// already recorded); `None` asks for another attempt after a conflict.
     ///
     /// A call that ended without an answer (a timeout, a connection lost after sending) may have
     /// been applied: the mover's account is read once more, and the movement is done if the
     /// operation is there, tried again if the version shows the attempt can no longer apply,
     /// and otherwise answered `Unavailable` — the attempt may still be in flight, and only a
     /// retry with the same `Idempotency-Key` can settle it.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn commit_movement(
         &self,
-        items: Vec<TransactWriteItem>,
-        op: &Operation,
+        movement: Movement<'_>,
         attempts: &mut Attempts,
-        key: Option<(&IdempotencyStamp, usize)>,
-        session_item: Option<usize>,
         attempt: u32,
-        what: &str,
     ) -> Result<Option<Applied>, StoreError> {
+        let Movement {
+            items,
+            op,
+            key,
+            session_item,
+            what,
+        } = movement;
         attempts.tried(op.seq);
         let cancelled = match self.transact(items).await {
             Ok(()) => return Ok(Some(Applied::Done(op.clone()))),
@@ -248,17 +247,19 @@ impl DynamoStore {
 
     /// The account update, conditioned on the version read and on the business rule, and for
     /// the mover of a movement made in a session on the session epoch read.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn account_update(
         &self,
-        user: UserId,
-        read: &AccountState,
-        new_balance: Money,
-        rule: &str,
-        amount: Money,
-        now: Timestamp,
-        session: Option<&LiveSession>,
+        update: AccountUpdate<'_>,
     ) -> Result<TransactWriteItem, StoreError> {
+        let AccountUpdate {
+            user,
+            read,
+            new_balance,
+            rule,
+            amount,
+            at: now,
+            session,
+        } = update;
         let mut condition = format!("version = :version AND {rule}");
         if let Some(session) = session {
             condition = format!(
@@ -298,6 +299,34 @@ impl DynamoStore {
             )
             .build())
     }
+}
+
+/// A money movement's transaction, ready to commit.
+pub(super) struct Movement<'a> {
+    /// `items[0]` is the mover's account update.
+    pub items: Vec<TransactWriteItem>,
+    /// The mover's operation.
+    pub op: &'a Operation,
+    /// The stamp, with the position of its idempotency `Put` among `items`.
+    pub key: Option<(&'a IdempotencyStamp, usize)>,
+    /// The position of the session guard among `items`: its failure is reported first.
+    pub session_item: Option<usize>,
+    /// For the error when the cancellation is not one a retry can cure.
+    pub what: &'static str,
+}
+
+/// One account's conditional update within a movement.
+pub(super) struct AccountUpdate<'a> {
+    pub user: UserId,
+    /// The state the update is conditioned on (its version).
+    pub read: &'a AccountState,
+    pub new_balance: Money,
+    /// The business rule, a condition expression (`DEBIT_RULE`, `CREDIT_RULE`, ...).
+    pub rule: &'static str,
+    pub amount: Money,
+    pub at: Timestamp,
+    /// The mover's live session, when the movement is made in one.
+    pub session: Option<&'a LiveSession>,
 }
 
 /// The attempts of one money movement: where each tried to write the mover's operation. An

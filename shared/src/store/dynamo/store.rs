@@ -569,15 +569,10 @@ impl Store for DynamoStore {
                 _ => break,
             }
         }
-        let next_after = if profiles.len() > q.limit as usize {
-            profiles.truncate(q.limit as usize);
-            profiles
-                .last()
-                .map(|p| get_s(p, "username_key").map(str::to_owned))
-                .transpose()?
-        } else {
-            None
-        };
+        let (profiles, next_after) = page_of(profiles, q.limit, |p| {
+            get_s(p, "username_key").map(str::to_owned)
+        });
+        let next_after = next_after.transpose()?;
         let mut users = Vec::with_capacity(profiles.len());
         for profile in &profiles {
             let user = user_from_index_item(profile)?;
@@ -704,16 +699,11 @@ impl Store for DynamoStore {
             .send()
             .await
             .map_err(sdk_error)?;
-        let mut items: Vec<&Item> = out.items().iter().collect();
-        let next_before = if items.len() > limit as usize {
-            items.truncate(limit as usize);
-            items
-                .last()
-                .map(|i| get_s(i, "SK").map(|sk| sk.as_bytes().to_vec()))
-                .transpose()?
-        } else {
-            None
-        };
+        let items: Vec<&Item> = out.items().iter().collect();
+        let (items, next_before) = page_of(items, limit, |i| {
+            get_s(i, "SK").map(|sk| sk.as_bytes().to_vec())
+        });
+        let next_before = next_before.transpose()?;
         Ok(AuditPage {
             entries: items
                 .into_iter()

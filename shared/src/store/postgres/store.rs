@@ -280,12 +280,7 @@ impl Store for PgStore {
                 row.try_get::<_, String>("username_key").map_err(map_pg)?,
             ));
         }
-        let next_after = if users.len() > q.limit as usize {
-            users.truncate(q.limit as usize);
-            users.last().map(|(_, key)| key.clone())
-        } else {
-            None
-        };
+        let (users, next_after) = page_of(users, q.limit, |(_, key)| key.clone());
         Ok(UserPage {
             users: users.into_iter().map(|(u, _)| u).collect(),
             next_after,
@@ -329,12 +324,7 @@ impl Store for PgStore {
                 row.try_get::<_, i64>("seq").map_err(map_pg)?,
             ));
         }
-        let next_before = if entries.len() > limit as usize {
-            entries.truncate(limit as usize);
-            entries.last().map(|(_, seq)| seq.to_be_bytes().to_vec())
-        } else {
-            None
-        };
+        let (entries, next_before) = page_of(entries, limit, |(_, seq)| seq.to_be_bytes().to_vec());
         Ok(AuditPage {
             entries: entries.into_iter().map(|(e, _)| e).collect(),
             next_before,

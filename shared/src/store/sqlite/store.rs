@@ -461,7 +461,7 @@ impl Store for SqliteStore {
     async fn list_users(&self, q: &UserQuery) -> Result<UserPage, StoreError> {
         let q = q.clone();
         self.read(move |c| {
-            let mut rows: Vec<(UserSummary, String)> = c
+            let rows: Vec<(UserSummary, String)> = c
                 .prepare_cached(
                     "SELECT u.id, u.username, u.email, u.password_hash, u.is_staff, u.is_active, \
                      u.created_at, u.username_key, a.balance \
@@ -490,12 +490,7 @@ impl Store for SqliteStore {
                     .collect()
                 })
                 .map_err(map_err)?;
-            let next_after = if rows.len() > q.limit as usize {
-                rows.truncate(q.limit as usize);
-                rows.last().map(|(_, key)| key.clone())
-            } else {
-                None
-            };
+            let (rows, next_after) = page_of(rows, q.limit, |(_, key)| key.clone());
             Ok(UserPage {
                 users: rows.into_iter().map(|(u, _)| u).collect(),
                 next_after,
@@ -547,7 +542,7 @@ impl Store for SqliteStore {
             None => i64::MAX,
         };
         self.read(move |c| {
-            let mut rows: Vec<(AuditEntry, i64)> = c
+            let rows: Vec<(AuditEntry, i64)> = c
                 .prepare_cached(
                     "SELECT seq, id, actor_id, actor_username, action, target_id, target_username, detail, at \
                      FROM audit_log WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2",
@@ -559,12 +554,7 @@ impl Store for SqliteStore {
                     .collect()
                 })
                 .map_err(map_err)?;
-            let next_before = if rows.len() > limit as usize {
-                rows.truncate(limit as usize);
-                rows.last().map(|(_, seq)| seq.to_be_bytes().to_vec())
-            } else {
-                None
-            };
+            let (rows, next_before) = page_of(rows, limit, |(_, seq): &(_, i64)| seq.to_be_bytes().to_vec());
             Ok(AuditPage {
                 entries: rows.into_iter().map(|(e, _)| e).collect(),
                 next_before,
