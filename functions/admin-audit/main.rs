@@ -1,4 +1,4 @@
-//! The `admin-audit` Lambda function: `GET /api/admin/v1/audit/` of API.md.
+//! The `admin-audit` Lambda function: `GET /api/admin/v1/audit/` of docs/api.md.
 
 use lighttech::http::function;
 

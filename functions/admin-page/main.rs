@@ -1,5 +1,6 @@
-//! The `admin-page` Lambda function: `GET /admin/` of API.md. Stateless: the page is static and
-//! talks to the API from the browser, so this function reads no store and no signing key.
+//! The `admin-page` Lambda function: `GET /admin/` of docs/api.md. Stateless: the page is
+//! static and talks to the API from the browser, so this function reads no store and no
+//! signing key.
 
 use lighttech::http::function;
 

@@ -1,4 +1,4 @@
-//! The `admin-user-status` Lambda function: `POST /api/admin/v1/users/{id}/deactivate/` and `POST /api/admin/v1/users/{id}/reactivate/` of API.md.
+//! The `admin-user-status` Lambda function: `POST /api/admin/v1/users/{id}/deactivate/` and `POST /api/admin/v1/users/{id}/reactivate/` of docs/api.md.
 
 use lighttech::http::function;
 

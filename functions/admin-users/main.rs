@@ -1,4 +1,4 @@
-//! The `admin-users` Lambda function: `GET /api/admin/v1/users/`, `GET /api/admin/v1/users/{id}/` and `GET /api/admin/v1/users/{id}/operations/` of API.md.
+//! The `admin-users` Lambda function: `GET /api/admin/v1/users/`, `GET /api/admin/v1/users/{id}/` and `GET /api/admin/v1/users/{id}/operations/` of docs/api.md.
 
 use lighttech::http::function;
 

@@ -1,4 +1,4 @@
-//! The `balance` Lambda function: `GET /api/balance/v1/` of API.md.
+//! The `balance` Lambda function: `GET /api/balance/v1/` of docs/api.md.
 
 use lighttech::http::function;
 

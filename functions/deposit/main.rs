@@ -1,4 +1,4 @@
-//! The `deposit` Lambda function: `POST /api/balance/v1/deposit/` of API.md.
+//! The `deposit` Lambda function: `POST /api/balance/v1/deposit/` of docs/api.md.
 
 use lighttech::http::function;
 

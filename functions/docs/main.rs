@@ -1,5 +1,5 @@
 //! The `docs` Lambda function: `GET /api/schema/`, `GET /api/docs/` (Swagger UI and its assets)
-//! and `GET /api/redoc/` (ReDoc and its bundle) of API.md. Stateless: it reads no store and no
+//! and `GET /api/redoc/` (ReDoc and its bundle) of docs/api.md. Stateless: it reads no store and no
 //! signing key, and links neither.
 
 use lighttech::http::function;

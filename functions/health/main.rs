@@ -1,4 +1,4 @@
-//! The `health` Lambda function: `GET /api/health/` of API.md. It needs the store alone: it
+//! The `health` Lambda function: `GET /api/health/` of docs/api.md. It needs the store alone: it
 //! reads no signing key, so its policy grants nothing on the secret.
 
 use lighttech::http::function;

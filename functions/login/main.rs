@@ -1,4 +1,4 @@
-//! The `login` Lambda function: `POST /api/auth/v1/login/` of API.md.
+//! The `login` Lambda function: `POST /api/auth/v1/login/` of docs/api.md.
 
 use lighttech::http::function;
 

@@ -1,4 +1,4 @@
-//! The `logout` Lambda function: `POST /api/auth/v1/logout/` of API.md.
+//! The `logout` Lambda function: `POST /api/auth/v1/logout/` of docs/api.md.
 
 use lighttech::http::function;
 

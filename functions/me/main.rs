@@ -1,4 +1,4 @@
-//! The `me` Lambda function: `GET /api/auth/v1/me/` of API.md.
+//! The `me` Lambda function: `GET /api/auth/v1/me/` of docs/api.md.
 
 use lighttech::http::function;
 

@@ -1,4 +1,4 @@
-//! The `operations` Lambda function: `GET /api/balance/v1/operations/` of API.md.
+//! The `operations` Lambda function: `GET /api/balance/v1/operations/` of docs/api.md.
 
 use lighttech::http::function;
 

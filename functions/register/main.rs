@@ -1,4 +1,4 @@
-//! The `register` Lambda function: `POST /api/auth/v1/register/` of API.md.
+//! The `register` Lambda function: `POST /api/auth/v1/register/` of docs/api.md.
 
 use lighttech::http::function;
 

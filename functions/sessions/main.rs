@@ -1,4 +1,4 @@
-//! The `sessions` Lambda function: `GET /api/auth/v1/sessions/` and `DELETE /api/auth/v1/sessions/{id}/` of API.md.
+//! The `sessions` Lambda function: `GET /api/auth/v1/sessions/` and `DELETE /api/auth/v1/sessions/{id}/` of docs/api.md.
 
 use lighttech::http::function;
 

@@ -1,4 +1,4 @@
-//! The `token-refresh` Lambda function: `POST /api/auth/v1/token/refresh/` of API.md.
+//! The `token-refresh` Lambda function: `POST /api/auth/v1/token/refresh/` of docs/api.md.
 
 use lighttech::http::function;
 

@@ -1,4 +1,4 @@
-//! The `transfer` Lambda function: `POST /api/balance/v1/transfer/` of API.md.
+//! The `transfer` Lambda function: `POST /api/balance/v1/transfer/` of docs/api.md.
 
 use lighttech::http::function;
 

@@ -1,4 +1,4 @@
-//! The `withdraw` Lambda function: `POST /api/balance/v1/withdraw/` of API.md.
+//! The `withdraw` Lambda function: `POST /api/balance/v1/withdraw/` of docs/api.md.
 
 use lighttech::http::function;
 

@@ -1,4 +1,5 @@
-//! The one error type of the API: each variant is one row of API.md's error table.
+//! The one error type of the API: each variant is one row of the error table of docs/api.md
+//! (Error codes).
 
 use std::collections::BTreeMap;
 use std::error::Error as StdError;
@@ -50,7 +51,7 @@ impl FieldErrors {
 /// A boxed source error kept for the log.
 pub type Source = Box<dyn StdError + Send + Sync + 'static>;
 
-/// Every way a request can fail, one variant per row of API.md's error table.
+/// Every way a request can fail, one variant per row of docs/api.md's error table.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// 400 `invalid_json`: the body is not valid JSON.

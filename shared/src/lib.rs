@@ -6,7 +6,7 @@
 //!   Response` (a Lambda binary's `Scope` is its own function's routes, the local server's is
 //!   all of them; `health`, `docs` and `admin-page`, which need less than the whole state,
 //!   enter the same path through `handle_store_only` and `handle_stateless`). Parses requests
-//!   at the edge into domain types and maps every failure onto API.md's error table.
+//!   at the edge into domain types and maps every failure onto the error table of docs/api.md.
 //! - [`service`]: one function per use case (register, login, refresh, logout, me, sessions,
 //!   balance, deposit, withdraw, transfer, history).
 //! - [`store`]: the [`store::Store`] trait — one atomic primitive per method, shaped for

@@ -9,7 +9,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// Paths of the contract (shared/API.md) the harness uses.
+/// Paths of the contract (docs/api.md) the harness uses.
 pub mod path {
     pub const REGISTER: &str = "/api/auth/v1/register/";
     pub const LOGIN: &str = "/api/auth/v1/login/";

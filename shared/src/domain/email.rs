@@ -16,7 +16,7 @@
 //!
 //! Folding can lengthen text (`ß` → `ss`, U+FDFA → 18 characters), so the key has a bound of its
 //! own ([`Email::MAX_KEY_CHARS`]). The address that is stored and shown stays the lower-cased
-//! one the user typed, as the contract says; only uniqueness uses the key.
+//! one the user typed, as docs/api.md says; only uniqueness uses the key.
 
 use email_address::{EmailAddress, Options};
 use icu_casemap::CaseMapper;

@@ -30,7 +30,7 @@ pub enum OperationKind {
 }
 
 impl OperationKind {
-    /// Every kind, in the order API.md lists them.
+    /// Every kind, in the order docs/api.md lists them.
     pub const ALL: [OperationKind; 4] = [
         OperationKind::Deposit,
         OperationKind::Withdrawal,

@@ -34,7 +34,7 @@ impl Money {
     }
 
     /// Parses the raw JSON text of an `amount` field: a JSON string or a JSON number, exactly as
-    /// API.md defines. Returns the client-facing message on failure.
+    /// docs/api.md (Money) defines. Returns the client-facing message on failure.
     pub fn parse_amount_json(raw: &str) -> Result<Money, String> {
         let raw = raw.trim();
         if raw.starts_with('"') {

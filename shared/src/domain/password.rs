@@ -1,6 +1,6 @@
-//! The password policy: Django's default validators, with the contract's length bounds.
+//! The password policy: Django's default validators, with the length bounds of docs/api.md.
 //!
-//! - MinimumLength (8) and the contract's maximum (128);
+//! - MinimumLength (8) and the maximum of docs/api.md (128);
 //! - UserAttributeSimilarity against username and email (difflib's `quick_ratio` ≥ 0.7);
 //! - CommonPassword: Django's own list (`common-passwords.txt`, see its `.LICENSE`), looked up
 //!   as Django does: the lower-cased, trimmed password is one entry;

@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Serialize, Serializer};
 
-/// A username that passed the contract's rules. Keeps the spelling the user chose.
+/// A username that passed the rules of docs/api.md. Keeps the spelling the user chose.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Username(String);
 

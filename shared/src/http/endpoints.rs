@@ -389,7 +389,7 @@ fn history_reply(read: HistoryRead) -> Reply {
 
 /// `GET /api/health/`: the store alone, so the `health` function starts without a signing key.
 /// Any failure to answer the ping, an internal one included, is `503 service_unavailable` (with
-/// `Retry-After`): the contract has health answer `200` or `503`, nothing else. The failure's
+/// `Retry-After`): docs/api.md has health answer `200` or `503`, nothing else. The failure's
 /// source goes to the log with the request's id like every `503`'s.
 pub(super) async fn health(store: &dyn Store, _req: &Req) -> Result<Reply, ApiError> {
     store

@@ -5,7 +5,7 @@
 //! that need less than the whole application state enter through [`handle_store_only`]
 //! (`health`: the store alone) and [`handle_stateless`] (`docs`, `admin-page`: nothing). All
 //! three run the same path: it matches the route, runs the endpoint, turns every error into the
-//! contract's problem+json and stamps `X-Request-Id` on every response.
+//! problem+json of docs/api.md and stamps `X-Request-Id` on every response.
 
 mod admin_page;
 mod docs;

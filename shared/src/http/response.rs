@@ -114,7 +114,8 @@ impl Reply {
     }
 }
 
-/// The headers every answer carries (API.md), stamped last so no handler can forget them.
+/// The headers every answer carries (docs/api.md, Headers), stamped last so no handler can
+/// forget them.
 fn finish_headers(headers: &mut http::HeaderMap, request_id: &str) {
     if let Ok(id) = HeaderValue::from_str(request_id) {
         headers.insert(HeaderName::from_static("x-request-id"), id);

@@ -15,7 +15,7 @@ pub enum Needs {
     App,
 }
 
-/// The Lambda functions: one per endpoint of API.md.
+/// The Lambda functions: one per endpoint of docs/api.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Function {
     /// `POST /api/auth/v1/register/`
@@ -236,7 +236,7 @@ macro_rules! route_specs {
     ($($function:ident $kind:ident {
         $($method:ident $pattern:literal => $endpoint:path;)*
     })*) => {
-        /// Every route of API.md.
+        /// Every route of docs/api.md.
         pub static ROUTES: &[Route] = &[$($(
             Route {
                 function: Function::$function,

@@ -1,9 +1,11 @@
 //! Every integration suite of the workspace library in one test binary (one link instead of
 //! one per file): the store conformance and API suites per backend, the Redis cache, the
-//! OpenAPI document, the README, the compose stack and the SAM template checks.
+//! OpenAPI document, the README, the API reference (docs/api.md), the compose stack and the
+//! SAM template checks.
 //!
 //! Filter by module: `tests/run sqlite::`, `tests/run postgres::api::`, `tests/run openapi`.
 
+mod api_reference;
 mod compose;
 mod docs;
 mod dynamodb;

@@ -3,7 +3,7 @@
 //! Every route in [`ROUTES`] is described here, or the document cannot be built (a test checks
 //! it both ways): the operation's metadata lives in [`describe`], its schemas come from the
 //! response and request types through `utoipa::ToSchema`, and the error responses are derived
-//! from the contract's error codes each operation can produce. Headers every response carries
+//! from the error codes (docs/api.md) each operation can produce. Headers every response carries
 //! (`X-Request-Id`, `X-Content-Type-Options`) and the problem+json schema are added uniformly, so they cannot be
 //! forgotten on one route.
 

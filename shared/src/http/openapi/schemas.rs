@@ -121,7 +121,7 @@ impl ToSchema for AmountInput {
     }
 }
 
-/// Every error code of API.md.
+/// Every error code (docs/api.md, Error codes).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[allow(dead_code)]
