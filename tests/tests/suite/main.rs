@@ -1,6 +1,7 @@
 //! Every integration suite of the workspace library in one test binary (one link instead of
 //! one per file): the store conformance and API suites per backend, the Redis cache, the
-//! OpenAPI document, the README, the compose stack and the SAM template checks.
+//! OpenAPI document, the documentation (its reference tables and its prose), the compose stack
+//! and the SAM template checks.
 //!
 //! Filter by module: `tests/run sqlite::`, `tests/run postgres::api::`, `tests/run openapi`.
 
@@ -9,6 +10,7 @@ mod docs;
 mod dynamodb;
 mod openapi;
 mod postgres;
+mod prose;
 mod redis;
 mod sqlite;
 mod template;
