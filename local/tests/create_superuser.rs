@@ -1,5 +1,5 @@
 //! `lighttech-local create-superuser` on the stores that must be prepared first: PostgreSQL and
-//! DynamoDB (moto). The real binary is run as the README's Administration section documents it —
+//! DynamoDB (moto). The real binary is run as docs/administration.md documents it —
 //! refused with a pointer to `--init` on an unprepared store, then `--init create-superuser` —
 //! and the user it creates logs in to a server on the same store and reaches the staff-only
 //! admin API, where an ordinary user is refused. (On SQLite, which prepares itself, the browser

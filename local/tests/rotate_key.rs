@@ -1,5 +1,5 @@
 //! `lighttech-local rotate-key` on the embedded default (no `SECRET_KEY`: the generated key in
-//! the data directory), run as the README documents it, with the server running and stopped:
+//! the data directory), run as docs/security.md documents it, with the server running and stopped:
 //! the running server is told to restart and keeps its keys until then; after a restart the
 //! old key's tokens still work and new ones name the new key; after a second rotation and
 //! restart the oldest key's tokens are refused.

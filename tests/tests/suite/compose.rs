@@ -1,6 +1,7 @@
 //! The docker compose stack stays true without Docker: no Docker engine runs in CI, so
 //! `local/docker-compose.yml`, `local/Dockerfile`, LocalStack's init script, `.env.example` and
-//! the README's compose section are checked here, statically, against the code.
+//! the compose section of `docs/local-development.md` are checked here, statically, against the
+//! code.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -13,7 +14,9 @@ use yaml_rust2::{Yaml, YamlLoader};
 const COMPOSE_FILE: &str = "local/docker-compose.yml";
 const INIT_SCRIPT: &str = "local/localstack/init/ready.d/10-lighttech.sh";
 const READY_D: &str = "/etc/localstack/init/ready.d";
-const README_SECTION: &str = "## Run with docker compose";
+/// The page that says how to run the stack, and its section that does.
+const GUIDE: &str = "docs/local-development.md";
+const GUIDE_SECTION: &str = "## Run with docker compose";
 /// The services of the stack; `api` depends on the other three.
 const SERVICES: [&str; 4] = ["localstack", "postgres", "redis", "api"];
 /// What LocalStack's init script creates and the api is pointed at.
@@ -437,7 +440,7 @@ fn the_localstack_init_script_is_executable_valid_bash_and_mounted_into_ready_d(
     );
 }
 
-// ---- README ------------------------------------------------------------------------------------
+// ---- docs/local-development.md -----------------------------------------------------------------
 
 /// The section under `title` (a `## ` heading), up to the next `## ` heading.
 fn section(markdown: &str, title: &str) -> Option<String> {
@@ -459,8 +462,8 @@ fn looks_like_service(span: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c))
 }
 
-/// The compose service names a piece of README shows: code spans that look like service names
-/// (`api`) and stand where a service is named — first on a list item or table row
+/// The compose service names a piece of documentation shows: code spans that look like service
+/// names (`api`) and stand where a service is named — first on a list item or table row
 /// (`` - `redis` — … ``), next to the word "service" or "container" (`` the `api` service ``,
 /// `` service `api` ``), or in a run of names joined by commas, "and" or "or" with such a span
 /// (`` the `postgres`, `redis` and `api` services ``). Other code spans (a table name, a command)
@@ -540,19 +543,19 @@ fn service_names_in(text: &str) -> BTreeSet<String> {
     names
 }
 
-/// The README's compose section exists, mentions every service of the stack, and names no
+/// The guide's compose section exists, mentions every service of the stack, and names no
 /// service the compose file lacks.
-fn check_readme(readme: &str, defined: &BTreeSet<String>) -> Result<(), String> {
-    let text = section(readme, README_SECTION).ok_or_else(|| {
+fn check_guide(guide: &str, defined: &BTreeSet<String>) -> Result<(), String> {
+    let text = section(guide, GUIDE_SECTION).ok_or_else(|| {
         format!(
-            "README.md has no `{README_SECTION}` section: it should say how to start the stack \
+            "{GUIDE} has no `{GUIDE_SECTION}` section: it should say how to start the stack \
              ({COMPOSE_FILE}), how DATABASE_URL=dynamodb://{TABLE} switches the api to DynamoDB \
              on LocalStack, and what each of the services {SERVICES:?} is"
         )
     })?;
     if !text.contains(COMPOSE_FILE) {
         return Err(format!(
-            "the README's compose section does not mention {COMPOSE_FILE}"
+            "the compose section of {GUIDE} does not mention {COMPOSE_FILE}"
         ));
     }
     let spans: BTreeSet<&str> = text.split('`').skip(1).step_by(2).collect();
@@ -563,7 +566,8 @@ fn check_readme(readme: &str, defined: &BTreeSet<String>) -> Result<(), String> 
         .collect();
     if !missing.is_empty() {
         return Err(format!(
-            "the README's compose section does not mention the service(s) {missing:?} (in backticks)"
+            "the compose section of {GUIDE} does not mention the service(s) {missing:?} (in \
+             backticks)"
         ));
     }
     let unknown: Vec<String> = service_names_in(&text)
@@ -572,7 +576,7 @@ fn check_readme(readme: &str, defined: &BTreeSet<String>) -> Result<(), String> 
         .collect();
     if !unknown.is_empty() {
         return Err(format!(
-            "the README's compose section names service(s) {unknown:?}, which {COMPOSE_FILE} \
+            "the compose section of {GUIDE} names service(s) {unknown:?}, which {COMPOSE_FILE} \
              does not define (it has {defined:?})"
         ));
     }
@@ -580,24 +584,24 @@ fn check_readme(readme: &str, defined: &BTreeSet<String>) -> Result<(), String> 
 }
 
 #[test]
-fn every_service_the_readme_compose_section_names_is_defined() {
-    let readme = read("README.md");
+fn every_service_the_compose_guide_names_is_defined() {
+    let guide = read(GUIDE);
     let defined = defined_services(&compose());
-    let checked = check_readme(&readme, &defined);
+    let checked = check_guide(&guide, &defined);
     assert!(checked.is_ok(), "{}", checked.unwrap_err());
 }
 
 #[test]
-fn the_readme_check_catches_an_undefined_service_and_ignores_other_code() {
+fn the_guide_check_catches_an_undefined_service_and_ignores_other_code() {
     let defined: BTreeSet<String> = SERVICES.iter().map(|s| s.to_string()).collect();
     let good = "# x\n\n## Run with docker compose\n\n\
         ```sh\ndocker compose -f local/docker-compose.yml up --build\n```\n\n\
         The `localstack`, `postgres` and `redis` services, and `api`, which serves on\n\
         `localhost:8000`. LocalStack gets table `lighttech` and `--init` runs.\n\n\
         ## Next\n\n- `ghost` — another section\n";
-    assert_eq!(check_readme(good, &defined), Ok(()));
+    assert_eq!(check_guide(good, &defined), Ok(()));
     assert_eq!(
-        service_names_in(&section(good, README_SECTION).unwrap()),
+        service_names_in(&section(good, GUIDE_SECTION).unwrap()),
         ["localstack", "postgres", "redis"]
             .iter()
             .map(|s| s.to_string())
@@ -609,19 +613,19 @@ fn the_readme_check_catches_an_undefined_service_and_ignores_other_code() {
         "- `worker` — extra\n| `api` | the server |\n\nThe `localstack`",
     );
     assert_eq!(
-        service_names_in(&section(&listed, README_SECTION).unwrap()),
+        service_names_in(&section(&listed, GUIDE_SECTION).unwrap()),
         ["api", "localstack", "postgres", "redis", "worker"]
             .iter()
             .map(|s| s.to_string())
             .collect()
     );
-    let err = check_readme(&listed, &defined).unwrap_err();
+    let err = check_guide(&listed, &defined).unwrap_err();
     assert!(err.contains("[\"worker\"]"), "{err}");
 
-    let err = check_readme(&good.replace("`redis`", "redis"), &defined).unwrap_err();
+    let err = check_guide(&good.replace("`redis`", "redis"), &defined).unwrap_err();
     assert!(err.contains("redis"), "{err}");
-    let err = check_readme("# x\n\n## Run\n", &defined).unwrap_err();
-    assert!(err.contains(README_SECTION), "{err}");
+    let err = check_guide("# x\n\n## Run\n", &defined).unwrap_err();
+    assert!(err.contains(GUIDE_SECTION), "{err}");
 }
 
 // ---- .env.example ------------------------------------------------------------------------------

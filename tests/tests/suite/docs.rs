@@ -1,21 +1,42 @@
-//! The README stays true: its configuration table and function table match the code.
+//! The reference tables of `docs/` stay true: the configuration table, the function table and
+//! the store table match the code.
 
 use lighttech::config::VARIABLES;
 use lighttech::http::{Function, Needs, ROUTES};
 
-fn readme() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("README.md at the workspace root")
+/// A page of `docs/`.
+fn doc(name: &str) -> String {
+    let path = format!("{}/../docs/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
+}
+
+/// The section under the heading `title` (`## Name`), up to the next heading of the same level
+/// or higher; headings inside code fences do not count.
+fn section(markdown: &str, title: &str) -> Option<String> {
+    let level = title.chars().take_while(|&c| c == '#').count();
+    let mut lines = markdown.lines().skip_while(|l| l.trim_end() != title);
+    lines.next()?;
+    let mut fenced = false;
+    let body: Vec<&str> = lines
+        .take_while(|l| {
+            if l.trim_start().starts_with("```") {
+                fenced = !fenced;
+            }
+            let hashes = l.chars().take_while(|&c| c == '#').count();
+            fenced || !(1..=level).contains(&hashes) || !l[hashes..].starts_with(' ')
+        })
+        .collect();
+    Some(body.join("\n"))
 }
 
 #[test]
 fn every_configuration_variable_is_documented_with_its_default() {
-    let readme = readme();
+    let page = doc("configuration.md");
     for v in VARIABLES {
-        let row = readme
+        let row = page
             .lines()
             .find(|l| l.starts_with(&format!("| `{}` |", v.name)))
-            .unwrap_or_else(|| panic!("README has no config row for {}", v.name));
+            .unwrap_or_else(|| panic!("docs/configuration.md has no row for {}", v.name));
         let default = row.split('|').nth(2).unwrap_or_default().trim();
         match v.default {
             Some(d) => assert_eq!(default, format!("`{d}`"), "default of {}", v.name),
@@ -23,32 +44,34 @@ fn every_configuration_variable_is_documented_with_its_default() {
         }
     }
     // And the table names nothing the code does not read.
-    let documented: Vec<&str> = readme
+    let documented: Vec<&str> = page
         .lines()
-        .skip_while(|l| !l.starts_with("## Configuration"))
         .filter_map(|l| l.strip_prefix("| `"))
         .filter_map(|l| l.split('`').next())
         .collect();
+    assert!(documented.len() >= VARIABLES.len(), "{documented:?}");
     for name in documented {
         assert!(
             VARIABLES.iter().any(|v| v.name == name),
-            "README documents {name}, which the config does not read"
+            "docs/configuration.md documents {name}, which the config does not read"
         );
     }
 }
 
 #[test]
-fn every_function_and_route_is_in_the_readme() {
-    let readme = readme();
+fn every_function_and_route_is_in_the_architecture_page() {
+    let page = doc("architecture.md");
+    let table = section(&page, "## Lambda functions")
+        .expect("docs/architecture.md has a `## Lambda functions` section");
     for f in Function::ALL {
-        let row = readme
+        let row = table
             .lines()
             .find(|l| l.starts_with(&format!("| `{}` |", f.name())))
-            .unwrap_or_else(|| panic!("README has no row for function {}", f.name()));
+            .unwrap_or_else(|| panic!("docs/architecture.md has no row for function {}", f.name()));
         for route in ROUTES.iter().filter(|r| r.function == f) {
             assert!(
                 row.contains(&format!("`{} {}`", route.method, route.pattern)),
-                "README row of {} lacks {route:?}",
+                "docs/architecture.md: the row of {} lacks {route:?}",
                 f.name()
             );
         }
@@ -117,16 +140,13 @@ fn store_methods() -> std::collections::BTreeSet<String> {
 }
 
 #[test]
-fn the_readme_store_table_covers_every_store_method() {
+fn the_store_table_covers_every_store_method() {
     let methods = store_methods();
     assert!(methods.len() > 10, "{methods:?}");
     assert!(methods.contains("ping") && methods.contains("audit_log"));
-    let readme = readme();
-    let section = readme
-        .split_once("### The store: one atomic primitive per method")
-        .expect("the README's store section")
-        .1;
-    let section = section.split("\n## ").next().unwrap_or_default();
+    let page = doc("architecture.md");
+    let section = section(&page, "## The store: one atomic primitive per method")
+        .expect("docs/architecture.md has the store section");
     let rows: std::collections::BTreeSet<String> = section
         .lines()
         .filter_map(|l| l.strip_prefix("| `"))
@@ -135,7 +155,8 @@ fn the_readme_store_table_covers_every_store_method() {
         .collect();
     assert_eq!(
         rows, methods,
-        "the README's store table has a row for each method of the Store trait, and no other"
+        "docs/architecture.md: the store table has a row for each method of the Store trait, \
+         and no other"
     );
     for line in section.lines().filter(|l| l.starts_with("| `")) {
         let cells = line.split(" | ").count();

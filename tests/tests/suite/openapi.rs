@@ -58,15 +58,19 @@ fn shape(body: &Value) -> (BTreeSet<String>, BTreeSet<String>) {
     (keys(body), keys(&body["results"][0]))
 }
 
-/// The routes the README's table of Lambda functions lists (written by hand, not generated).
-fn readme_routes() -> BTreeSet<(String, String)> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("read README.md");
-    let start = readme
-        .find("### Lambda functions")
-        .expect("README.md has a Lambda functions section");
+/// The routes the table of Lambda functions in docs/architecture.md lists (written by hand, not
+/// generated).
+fn documented_routes() -> BTreeSet<(String, String)> {
+    let page = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/architecture.md"
+    ))
+    .expect("read docs/architecture.md");
+    let start = page
+        .find("\n## Lambda functions\n")
+        .expect("docs/architecture.md has a Lambda functions section");
     let mut routes = BTreeSet::new();
-    for line in readme[start..]
+    for line in page[start..]
         .lines()
         .skip_while(|l| !l.starts_with('|'))
         .take_while(|l| l.starts_with('|'))
@@ -79,7 +83,10 @@ fn readme_routes() -> BTreeSet<(String, String)> {
             }
         }
     }
-    assert!(routes.len() > 20, "the README table was found: {routes:?}");
+    assert!(
+        routes.len() > 20,
+        "the function table was found: {routes:?}"
+    );
     routes
 }
 
@@ -208,11 +215,11 @@ async fn the_document_and_the_router_serve_exactly_the_same_routes() {
 
     // What the router serves, asked of the router itself: a method no route has gets `405`
     // with `Allow` naming every method served on the path, or `404` when none is. Asked for
-    // every documented path, every path of the route table and every route the README lists,
-    // with and without the trailing slash.
+    // every documented path, every path of the route table and every route the function table
+    // of docs/architecture.md lists, with and without the trailing slash.
     let mut candidates: BTreeSet<String> = documented.iter().map(|(_, p)| p.clone()).collect();
     candidates.extend(ROUTES.iter().map(|r| r.pattern.to_owned()));
-    let listed = readme_routes();
+    let listed = documented_routes();
     candidates.extend(listed.iter().map(|(_, p)| p.clone()));
     let mut served = BTreeSet::new();
     for pattern in &candidates {
@@ -256,7 +263,7 @@ async fn the_document_and_the_router_serve_exactly_the_same_routes() {
     let missing: Vec<_> = listed.difference(&served).collect();
     assert!(
         missing.is_empty(),
-        "listed in the README but not served: {missing:?}"
+        "listed in docs/architecture.md but not served: {missing:?}"
     );
 }
 

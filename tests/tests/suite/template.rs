@@ -650,7 +650,7 @@ fn every_route_has_an_api_gateway_event_for_cargo_lambda_invoke() {
         );
         let raw_path = event["rawPath"].as_str().expect("rawPath");
         assert_eq!(context["http"]["path"], raw_path, "{file}");
-        // Placeholders stand for values the caller fills in (see the README).
+        // Placeholders stand for values the caller fills in (see docs/local-development.md).
         let concrete = raw_path
             .replace("{{SESSION_ID}}", "00000000-0000-4000-8000-000000000000")
             .replace("{{USER_ID}}", "00000000-0000-4000-8000-000000000000");

@@ -421,18 +421,18 @@ fn the_table_is_kept_and_the_deploy_refuses_to_replace_it() {
     );
     let deploy = read("local/deploy.sh");
     assert!(deploy.contains("stack-policy.json") && deploy.contains("sam deploy"));
-    let readme = read("README.md");
-    assert!(
-        readme.contains("local/deploy.sh"),
-        "the README's deploy command is local/deploy.sh"
-    );
+    for page in ["README.md", "docs/deploy.md"] {
+        assert!(
+            read(page).contains("local/deploy.sh"),
+            "{page}: the deploy command is local/deploy.sh"
+        );
+    }
 }
 
 #[test]
-fn the_readme_says_why_there_is_no_api_gateway_authorizer() {
-    let readme = read("README.md");
+fn the_deploy_guide_says_why_there_is_no_api_gateway_authorizer() {
     assert!(
-        readme.contains("no API Gateway authorizer"),
-        "README.md: say why no authorizer is configured"
+        read("docs/deploy.md").contains("no API Gateway authorizer"),
+        "docs/deploy.md: say why no authorizer is configured"
     );
 }
