@@ -1,6 +1,6 @@
 //! Typed configuration, read once from the environment at start.
 //!
-//! Every variable, its default and its meaning is listed in [`VARIABLES`] (the README's config
+//! Every variable, its default and its meaning is listed in [`VARIABLES`] (docs/configuration.md's
 //! table and `.env.example` are checked against it). A missing or invalid value fails the start
 //! with a message naming the variable; nothing is read during a request.
 
