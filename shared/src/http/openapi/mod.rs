@@ -5,7 +5,8 @@
 //! response and request types through `utoipa::ToSchema`, and the error responses are derived
 //! from the error codes (docs/api.md) each operation can produce. Headers every response carries
 //! (`X-Request-Id`, `X-Content-Type-Options`) and the problem+json schema are added uniformly, so they cannot be
-//! forgotten on one route.
+//! forgotten on one route. Every error response refers to the one `Problem` schema, its codes
+//! listed beside it, so generated clients get one error type.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use http::Method;
 use serde::Deserialize;
 use serde_json::json;
 use utoipa::openapi::example::ExampleBuilder;
+use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{
     HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem, PathsBuilder,
@@ -22,8 +24,8 @@ use utoipa::openapi::path::{
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::{ResponseBuilder, ResponsesBuilder};
 use utoipa::openapi::schema::{
-    AllOfBuilder, ArrayBuilder, ComponentsBuilder, ObjectBuilder, OneOfBuilder, Schema,
-    SchemaFormat, SchemaType, Type,
+    ArrayBuilder, ComponentsBuilder, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, SchemaType,
+    Type,
 };
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::tag::TagBuilder;
@@ -47,6 +49,10 @@ mod schemas;
 use self::describe::*;
 use self::responses::*;
 use self::schemas::*;
+
+/// The vendor extension of an error response that lists the `code`s it can carry: every error
+/// response's schema is `Problem` itself, whose `code` names every code of the API.
+pub const ERROR_CODES_EXTENSION: &str = "x-error-codes";
 
 fn operation(route: &Route, d: &Describe) -> utoipa::openapi::path::Operation {
     // Which codes can this operation answer?
@@ -308,4 +314,76 @@ pub fn documented_codes() -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// Every error response is `Problem` itself, not a narrowing of it (which client generators
+    /// turn into a class per response); its codes are listed in `x-error-codes`, the examples
+    /// and the description, each code answered with that status.
+    #[test]
+    fn every_error_response_refers_to_problem_and_lists_its_codes() {
+        let doc = serde_json::to_value(document()).unwrap();
+        let mut checked = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                for (status, response) in op["responses"].as_object().unwrap() {
+                    let status: u16 = status.parse().unwrap();
+                    if status < 400 {
+                        continue;
+                    }
+                    let at = format!("{method} {path} {status}");
+                    let media = &response["content"]["application/problem+json"];
+                    assert_eq!(
+                        media["schema"],
+                        json!({"$ref": "#/components/schemas/Problem"}),
+                        "{at}"
+                    );
+                    let codes: Vec<&str> = response[ERROR_CODES_EXTENSION]
+                        .as_array()
+                        .unwrap_or_else(|| panic!("{at} lacks {ERROR_CODES_EXTENSION}"))
+                        .iter()
+                        .map(|c| c.as_str().unwrap())
+                        .collect();
+                    assert!(!codes.is_empty(), "{at}");
+                    let examples: BTreeSet<&str> = media["examples"]
+                        .as_object()
+                        .unwrap()
+                        .keys()
+                        .map(String::as_str)
+                        .collect();
+                    assert_eq!(
+                        examples,
+                        codes.iter().copied().collect(),
+                        "{at}: one example per code"
+                    );
+                    let description = response["description"].as_str().unwrap();
+                    for code in codes {
+                        assert_eq!(code_status(code), status, "{at}: {code}");
+                        assert!(description.contains(&format!("`{code}`")), "{at}: {code}");
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 100, "{checked}");
+        // No schema anywhere in the operations narrows another.
+        let paths = doc["paths"].to_string();
+        assert!(!paths.contains("\"allOf\""), "an allOf in the operations");
+    }
+
+    #[test]
+    fn the_problem_schema_allows_every_code() {
+        let doc = serde_json::to_value(document()).unwrap();
+        let problem = &doc["components"]["schemas"]["Problem"];
+        assert_eq!(
+            problem["properties"]["code"]["$ref"],
+            "#/components/schemas/ErrorCode"
+        );
+        assert_eq!(documented_codes().len(), ApiError::one_of_each().len());
+    }
 }

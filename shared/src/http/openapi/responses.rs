@@ -92,24 +92,26 @@ pub(super) fn problem_body(error: &ApiError) -> serde_json::Value {
     body
 }
 
-/// One error response: the problem schema with `code` narrowed to the codes this operation can
-/// answer with this status, and one named example per code. `field` names the field a
-/// `validation_error` example points at.
+/// One error response: the `Problem` schema itself, with the codes this operation can answer
+/// with this status in the description, in `x-error-codes` and as one named example per code.
+/// The schema is not narrowed per response (an `allOf` with a `code` enum): client generators
+/// turn each such narrowing into a model class of its own, hundreds of copies of one type.
+/// `field` names the field a `validation_error` example points at.
 pub(super) fn problem_response(
     status: u16,
     codes: &[&str],
     field: &str,
 ) -> utoipa::openapi::Response {
-    let mut description = format!("{}: {}.", status_text(status), codes.join(", "));
-    description = description.replace(": .", ".");
-    let schema = AllOfBuilder::new().item(schema_ref("Problem")).item(
-        ObjectBuilder::new().property(
-            "code",
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .enum_values(Some(codes.iter().copied())),
+    let listed: Vec<String> = codes.iter().map(|c| format!("`{c}`")).collect();
+    let description = match listed.as_slice() {
+        [] => format!("{}.", status_text(status)),
+        [one] => format!("{}. `code`: {one}.", status_text(status)),
+        more => format!(
+            "{}. `code`: one of {}.",
+            status_text(status),
+            more.join(", ")
         ),
-    );
+    };
     let examples = codes.iter().filter_map(|code| {
         let error = example_error(code, field)?;
         Some((
@@ -120,13 +122,18 @@ pub(super) fn problem_response(
                 .build(),
         ))
     });
-    let mut builder = response_with_id(ResponseBuilder::new().description(description)).content(
-        "application/problem+json",
-        ContentBuilder::new()
-            .schema(Some(schema))
-            .examples_from_iter(examples)
-            .build(),
-    );
+    let mut builder = response_with_id(ResponseBuilder::new().description(description))
+        .content(
+            "application/problem+json",
+            ContentBuilder::new()
+                .schema(Some(schema_ref("Problem")))
+                .examples_from_iter(examples)
+                .build(),
+        )
+        .extensions(Some(Extensions::from_iter([(
+            ERROR_CODES_EXTENSION,
+            json!(codes),
+        )])));
     builder = match status {
         401 => builder.header(
             "WWW-Authenticate",
