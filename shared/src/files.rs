@@ -77,22 +77,24 @@ fn set_private(path: &Path, mode: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// The permission bits, in octal as `ls` and `chmod` show them (for tests).
+#[cfg(all(test, unix))]
+pub(crate) fn mode(path: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    format!(
+        "{:o}",
+        std::fs::metadata(path)
+            .expect("the file exists")
+            .permissions()
+            .mode()
+            & 0o777
+    )
+}
+
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
-
-    /// The permission bits, in octal as `ls` and `chmod` show them.
-    fn mode(path: &Path) -> String {
-        format!(
-            "{:o}",
-            std::fs::metadata(path)
-                .expect("the file exists")
-                .permissions()
-                .mode()
-                & 0o777
-        )
-    }
 
     #[test]
     fn created_directories_are_private_and_existing_ones_are_left_alone() {

@@ -46,17 +46,7 @@ mod tests {
     use crate::domain::{Email, Timestamp, UserId, Username};
     use crate::store::{NewUser, Store};
 
-    /// The permission bits, in octal as `ls` and `chmod` show them.
-    fn mode(path: &std::path::Path) -> String {
-        format!(
-            "{:o}",
-            std::fs::metadata(path)
-                .expect("the file exists")
-                .permissions()
-                .mode()
-                & 0o777
-        )
-    }
+    use crate::files::mode;
 
     async fn write_once(store: &SqliteStore, name: &str) {
         store
