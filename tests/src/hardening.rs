@@ -412,7 +412,7 @@ async fn balance_of(t: &TestApp, access: &str) -> Value {
 }
 
 pub async fn an_idempotency_key_tells_no_description_from_any_description(t: TestApp) {
-    use lighttech::domain::{IdempotencyKey, Money, OperationKind};
+    use lighttech::domain::{ChangeKind, IdempotencyKey, Money};
     use lighttech::service::money::{ChangeRequest, change_balance};
 
     let alice = t.user("alice").await;
@@ -420,7 +420,7 @@ pub async fn an_idempotency_key_tells_no_description_from_any_description(t: Tes
         .await
         .expect("alice's access token verifies");
     let request = |description: Option<&str>| ChangeRequest {
-        kind: OperationKind::Deposit,
+        kind: ChangeKind::Deposit,
         amount: Money::from_minor(500),
         description: description.map(str::to_owned),
         idempotency_key: Some(IdempotencyKey::parse(b"presence").expect("a valid key")),

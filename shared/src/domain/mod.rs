@@ -15,6 +15,37 @@ pub use username::{Username, username_key};
 
 use serde::Serialize;
 
+/// The change one account can make alone: a transfer's two sides are made only by a transfer,
+/// so a balance change cannot even name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChangeKind {
+    /// Money paid in.
+    Deposit,
+    /// Money paid out, never below zero.
+    Withdrawal,
+}
+
+impl ChangeKind {
+    /// The kind of the operation the change records.
+    pub fn operation_kind(self) -> OperationKind {
+        match self {
+            ChangeKind::Deposit => OperationKind::Deposit,
+            ChangeKind::Withdrawal => OperationKind::Withdrawal,
+        }
+    }
+
+    /// The wire and storage name (the operation kind's).
+    pub fn as_str(self) -> &'static str {
+        self.operation_kind().as_str()
+    }
+}
+
+impl From<ChangeKind> for OperationKind {
+    fn from(kind: ChangeKind) -> OperationKind {
+        kind.operation_kind()
+    }
+}
+
 /// What an operation did to its account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -12,7 +12,9 @@ use super::response::{
 use crate::app::App;
 use crate::auth::CursorKind;
 use crate::domain::password::{self, NewPassword};
-use crate::domain::{Email, Money, OperationKind, SessionId, Timestamp, UserId, Username};
+use crate::domain::{
+    ChangeKind, Email, Money, OperationKind, SessionId, Timestamp, UserId, Username,
+};
 use crate::error::{ApiError, FieldErrors};
 use crate::service::admin;
 use crate::service::auth::{self, Principal, Registration};
@@ -222,7 +224,7 @@ fn movement_reply(movement: Movement) -> Result<Reply, ApiError> {
     })
 }
 
-async fn change(app: &App, req: &Req, kind: OperationKind) -> Result<Reply, ApiError> {
+async fn change(app: &App, req: &Req, kind: ChangeKind) -> Result<Reply, ApiError> {
     let principal = mover(app, req).await?;
     let request = match change_request(req, kind) {
         Ok(request) => request,
@@ -232,7 +234,7 @@ async fn change(app: &App, req: &Req, kind: OperationKind) -> Result<Reply, ApiE
     movement_reply(movement)
 }
 
-fn change_request(req: &Req, kind: OperationKind) -> Result<ChangeRequest, ApiError> {
+fn change_request(req: &Req, kind: ChangeKind) -> Result<ChangeRequest, ApiError> {
     let idempotency_key = req.idempotency_key()?;
     let mut body = req.json_object(false)?;
     let amount = body.required("amount", json_amount);
@@ -250,11 +252,11 @@ fn change_request(req: &Req, kind: OperationKind) -> Result<ChangeRequest, ApiEr
 }
 
 pub(super) async fn deposit(app: &App, req: &Req) -> Result<Reply, ApiError> {
-    change(app, req, OperationKind::Deposit).await
+    change(app, req, ChangeKind::Deposit).await
 }
 
 pub(super) async fn withdraw(app: &App, req: &Req) -> Result<Reply, ApiError> {
-    change(app, req, OperationKind::Withdrawal).await
+    change(app, req, ChangeKind::Withdrawal).await
 }
 
 pub(super) async fn transfer(app: &App, req: &Req) -> Result<Reply, ApiError> {

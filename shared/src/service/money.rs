@@ -2,7 +2,7 @@
 
 use crate::app::App;
 use crate::domain::{
-    IdempotencyKey, Money, OperationId, OperationKind, RequestFingerprint, Timestamp, TransferId,
+    ChangeKind, IdempotencyKey, Money, OperationId, RequestFingerprint, Timestamp, TransferId,
     UserId, username_key,
 };
 use crate::error::ApiError;
@@ -30,8 +30,8 @@ pub async fn balance(app: &App, user: UserId) -> Result<Account, ApiError> {
 /// A deposit or withdrawal request, parsed.
 #[derive(Debug, Clone)]
 pub struct ChangeRequest {
-    /// `Deposit` or `Withdrawal`.
-    pub kind: OperationKind,
+    /// A deposit or a withdrawal.
+    pub kind: ChangeKind,
     /// Positive amount.
     pub amount: Money,
     /// Client text.
@@ -193,7 +193,7 @@ mod tests {
     #[test]
     fn a_key_binds_to_whether_a_description_was_given() {
         let change = |description: Option<&str>| ChangeRequest {
-            kind: OperationKind::Deposit,
+            kind: ChangeKind::Deposit,
             amount: Money::from_minor(500),
             description: description.map(str::to_owned),
             idempotency_key: None,

@@ -21,8 +21,8 @@ use std::fmt;
 use async_trait::async_trait;
 
 use crate::domain::{
-    Email, IdempotencyKey, Money, OperationId, OperationKind, RequestFingerprint, SessionId,
-    Timestamp, TokenId, TransferId, UserId, Username,
+    ChangeKind, Email, IdempotencyKey, Money, OperationId, OperationKind, RequestFingerprint,
+    SessionId, Timestamp, TokenId, TransferId, UserId, Username,
 };
 use crate::error::Source;
 
@@ -139,8 +139,8 @@ pub struct SessionUse {
 pub struct BalanceChange {
     /// Whose account.
     pub user: UserId,
-    /// `Deposit` or `Withdrawal`.
-    pub kind: OperationKind,
+    /// A deposit or a withdrawal.
+    pub kind: ChangeKind,
     /// Positive amount.
     pub amount: Money,
     /// Client text.

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use http::Method;
-use lighttech::domain::{Money, OperationId, OperationKind, Timestamp, UserId};
+use lighttech::domain::{ChangeKind, Money, OperationId, Timestamp, UserId};
 use lighttech::store::BalanceChange;
 use rand::RngExt;
 use serde_json::{Value, json};
@@ -177,7 +177,7 @@ pub async fn a_deposit_past_the_balance_ceiling_is_refused(t: TestApp) {
         .store
         .apply_change(&BalanceChange {
             user,
-            kind: OperationKind::Deposit,
+            kind: ChangeKind::Deposit,
             amount: Money::from_minor(Money::MAX_BALANCE.minor() - 100),
             description: None,
             operation_id: OperationId::new(),

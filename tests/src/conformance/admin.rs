@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use lighttech::domain::{OperationKind, Timestamp, UserId};
+use lighttech::domain::{ChangeKind, Timestamp, UserId};
 use lighttech::store::{
     Applied, AuditAction, AuditEntry, AuditParty, RotateOutcome, SessionRecord, StatusChange,
     Store, StoreError, UserQuery, UserRecord,
@@ -241,10 +241,10 @@ async fn assert_session_dead(store: &Arc<dyn Store>, s: &SessionRecord, now: Tim
 }
 
 async fn assert_session_moves_nothing(store: &Arc<dyn Store>, s: &SessionRecord, now: Timestamp) {
-    let mut c = change(s.user, OperationKind::Withdrawal, 1);
+    let mut c = change(s.user, ChangeKind::Withdrawal, 1);
     c.session = in_session(s, now);
     not_live(store.apply_change(&c).await, "withdrawal in a dead session");
-    let mut keyed = change(s.user, OperationKind::Deposit, 1);
+    let mut keyed = change(s.user, ChangeKind::Deposit, 1);
     keyed.idempotency = Some(stamp(
         &format!("dead-{}", s.id),
         "deposit",
@@ -281,7 +281,7 @@ pub async fn deactivation_ends_more_sessions_than_one_transaction_holds_at_once(
     );
     // Before: the newest and the oldest session both move money.
     for s in [&sessions[0], &sessions[SESSIONS - 1]] {
-        let mut c = change(alice.id, OperationKind::Withdrawal, 1);
+        let mut c = change(alice.id, ChangeKind::Withdrawal, 1);
         c.session = in_session(s, now);
         assert!(matches!(
             store.apply_change(&c).await.unwrap(),
@@ -349,7 +349,7 @@ pub async fn deactivation_ends_more_sessions_than_one_transaction_holds_at_once(
     }
     let fresh = session(alice.id, now);
     assert!(store.create_session(&fresh).await.unwrap());
-    let mut c = change(alice.id, OperationKind::Withdrawal, 1);
+    let mut c = change(alice.id, ChangeKind::Withdrawal, 1);
     c.session = in_session(&fresh, now);
     assert!(matches!(
         store.apply_change(&c).await.unwrap(),

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use lighttech::domain::{OperationKind, Timestamp};
+use lighttech::domain::{ChangeKind, OperationKind, Timestamp};
 use lighttech::store::{HistoryQuery, Store};
 
 use super::{all_history, change, create, deposit, transfer};
@@ -61,7 +61,7 @@ pub async fn history_filters_keep_pages_full(store: Arc<dyn Store>) {
     for _ in 0..12 {
         deposit(&store, alice.id, 100).await;
         store
-            .apply_change(&change(alice.id, OperationKind::Withdrawal, 10))
+            .apply_change(&change(alice.id, ChangeKind::Withdrawal, 10))
             .await
             .unwrap();
         store.transfer(&transfer(alice.id, "bob", 1)).await.unwrap();

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use lighttech::domain::{IdempotencyKey, OperationKind, RequestFingerprint, Timestamp};
+use lighttech::domain::{ChangeKind, IdempotencyKey, RequestFingerprint, Timestamp};
 use lighttech::store::{Applied, Store, StoreError};
 
 use super::{assert_ledger_consistent, balance, change, create, deposit, stamp, transfer};
@@ -15,13 +15,13 @@ pub async fn a_recorded_idempotency_key_wins_over_every_condition(store: Arc<dyn
     let later = Timestamp::now().plus_seconds(86_400);
     deposit(&store, alice.id, 1_000).await;
 
-    let mut w = change(alice.id, OperationKind::Withdrawal, 1_000);
+    let mut w = change(alice.id, ChangeKind::Withdrawal, 1_000);
     w.idempotency = Some(stamp("k-1", "withdraw 10", later));
     let Applied::Done(first) = store.apply_change(&w).await.unwrap() else {
         panic!("not applied")
     };
     // The balance is now 0: the same withdrawal would fail, but the key replays instead.
-    let mut again = change(alice.id, OperationKind::Withdrawal, 1_000);
+    let mut again = change(alice.id, ChangeKind::Withdrawal, 1_000);
     again.idempotency = w.idempotency.clone();
     match store.apply_change(&again).await.unwrap() {
         Applied::AlreadyRecorded(r) => {
@@ -31,7 +31,7 @@ pub async fn a_recorded_idempotency_key_wins_over_every_condition(store: Arc<dyn
         other => panic!("{other:?}"),
     }
     // A different request under the same key also meets the record (the caller rejects it).
-    let mut different = change(alice.id, OperationKind::Deposit, 5);
+    let mut different = change(alice.id, ChangeKind::Deposit, 5);
     different.idempotency = Some(stamp("k-1", "deposit 0.05", later));
     assert!(matches!(
         store.apply_change(&different).await.unwrap(),
@@ -59,7 +59,7 @@ pub async fn a_recorded_idempotency_key_wins_over_every_condition(store: Arc<dyn
     assert_eq!(balance(&store, bob.id).await, 0);
 
     // A failed request records nothing: retrying its key runs afresh.
-    let mut failing = change(alice.id, OperationKind::Withdrawal, 1);
+    let mut failing = change(alice.id, ChangeKind::Withdrawal, 1);
     failing.idempotency = Some(stamp("k-2", "withdraw 0.01", later));
     assert!(matches!(
         store.apply_change(&failing).await,
@@ -77,7 +77,7 @@ pub async fn a_recorded_idempotency_key_wins_over_every_condition(store: Arc<dyn
             .is_none()
     );
     deposit(&store, alice.id, 1).await;
-    let mut retry = change(alice.id, OperationKind::Withdrawal, 1);
+    let mut retry = change(alice.id, ChangeKind::Withdrawal, 1);
     retry.idempotency = failing.idempotency.clone();
     assert!(matches!(
         store.apply_change(&retry).await.unwrap(),
@@ -88,13 +88,13 @@ pub async fn a_recorded_idempotency_key_wins_over_every_condition(store: Arc<dyn
 
 pub async fn an_expired_idempotency_key_runs_afresh(store: Arc<dyn Store>) {
     let alice = create(&store, "alice").await;
-    let mut first = change(alice.id, OperationKind::Deposit, 100);
+    let mut first = change(alice.id, ChangeKind::Deposit, 100);
     first.idempotency = Some(stamp("old", "deposit 1", Timestamp::now().plus_seconds(-1)));
     assert!(matches!(
         store.apply_change(&first).await.unwrap(),
         Applied::Done(_)
     ));
-    let mut second = change(alice.id, OperationKind::Deposit, 100);
+    let mut second = change(alice.id, ChangeKind::Deposit, 100);
     second.idempotency = Some(stamp(
         "old",
         "deposit 1",
@@ -106,7 +106,7 @@ pub async fn an_expired_idempotency_key_runs_afresh(store: Arc<dyn Store>) {
     ));
     assert_eq!(balance(&store, alice.id).await, 200);
     // The new record is the live one now.
-    let mut third = change(alice.id, OperationKind::Deposit, 100);
+    let mut third = change(alice.id, ChangeKind::Deposit, 100);
     third.idempotency = second.idempotency.clone();
     assert!(matches!(
         store.apply_change(&third).await.unwrap(),
@@ -120,7 +120,7 @@ pub async fn idempotency_keys_are_scoped_to_their_user(store: Arc<dyn Store>) {
     let bob = create(&store, "bob").await;
     let later = Timestamp::now().plus_seconds(3600);
     for u in [alice.id, bob.id] {
-        let mut c = change(u, OperationKind::Deposit, 100);
+        let mut c = change(u, ChangeKind::Deposit, 100);
         c.idempotency = Some(stamp("same-key", "deposit 1", later));
         assert!(matches!(
             store.apply_change(&c).await.unwrap(),
@@ -138,7 +138,7 @@ pub async fn racing_idempotent_changes_move_money_once(store: Arc<dyn Store>) {
     let mut tasks = Vec::new();
     for _ in 0..10 {
         let store = Arc::clone(&store);
-        let mut c = change(alice.id, OperationKind::Withdrawal, 700);
+        let mut c = change(alice.id, ChangeKind::Withdrawal, 700);
         c.idempotency = Some(stamp("race", "withdraw 7", later));
         tasks.push(tokio::spawn(async move {
             store.apply_change(&c).await.unwrap()

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use lighttech::domain::{
-    Email, IdempotencyKey, Money, OperationId, OperationKind, RequestFingerprint, Timestamp,
+    ChangeKind, Email, IdempotencyKey, Money, OperationId, RequestFingerprint, Timestamp,
     TransferId, UserId, Username,
 };
 use lighttech::store::{
@@ -116,7 +116,7 @@ async fn create(store: &Arc<dyn Store>, name: &str) -> UserRecord {
     store.create_user(&user(name)).await.unwrap()
 }
 
-fn change(user: UserId, kind: OperationKind, minor: i64) -> BalanceChange {
+fn change(user: UserId, kind: ChangeKind, minor: i64) -> BalanceChange {
     BalanceChange {
         user,
         kind,
@@ -154,7 +154,7 @@ fn stamp(key: &str, fingerprint: &str, expires_at: Timestamp) -> IdempotencyStam
 
 async fn deposit(store: &Arc<dyn Store>, user: UserId, minor: i64) {
     match store
-        .apply_change(&change(user, OperationKind::Deposit, minor))
+        .apply_change(&change(user, ChangeKind::Deposit, minor))
         .await
         .unwrap()
     {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use lighttech::domain::{IdempotencyKey, Money, OperationKind, Timestamp};
+use lighttech::domain::{ChangeKind, IdempotencyKey, Money, OperationKind, Timestamp};
 use lighttech::store::{Applied, Store, StoreError, TransferCommand};
 use rand::RngExt;
 
@@ -23,7 +23,7 @@ pub async fn a_new_account_is_empty_at_version_zero(store: Arc<dyn Store>) {
 
 pub async fn a_deposit_bumps_the_version_and_records_the_operation(store: Arc<dyn Store>) {
     let alice = create(&store, "alice").await;
-    let c = change(alice.id, OperationKind::Deposit, 1050);
+    let c = change(alice.id, ChangeKind::Deposit, 1050);
     let Applied::Done(op) = store.apply_change(&c).await.unwrap() else {
         panic!("not applied")
     };
@@ -31,7 +31,7 @@ pub async fn a_deposit_bumps_the_version_and_records_the_operation(store: Arc<dy
     assert_eq!(op.seq, 1);
     assert_eq!(op.balance_after.minor(), 1050);
     assert_eq!(op.description, c.description);
-    let w = change(alice.id, OperationKind::Withdrawal, 50);
+    let w = change(alice.id, ChangeKind::Withdrawal, 50);
     let Applied::Done(op2) = store.apply_change(&w).await.unwrap() else {
         panic!("not applied")
     };
@@ -46,7 +46,7 @@ pub async fn a_withdrawal_above_the_balance_changes_nothing(store: Arc<dyn Store
     let alice = create(&store, "alice").await;
     deposit(&store, alice.id, 1000).await;
     let result = store
-        .apply_change(&change(alice.id, OperationKind::Withdrawal, 1001))
+        .apply_change(&change(alice.id, ChangeKind::Withdrawal, 1001))
         .await;
     match result {
         Err(StoreError::InsufficientFunds { balance }) => assert_eq!(balance.minor(), 1000),
@@ -65,7 +65,7 @@ pub async fn a_deposit_past_the_balance_ceiling_changes_nothing(store: Arc<dyn S
     assert_eq!(balance(&store, alice.id).await, Money::MAX_BALANCE.minor());
     assert!(matches!(
         store
-            .apply_change(&change(alice.id, OperationKind::Deposit, 1))
+            .apply_change(&change(alice.id, ChangeKind::Deposit, 1))
             .await,
         Err(StoreError::BalanceLimitExceeded)
     ));
@@ -164,7 +164,7 @@ pub async fn parallel_withdrawals_never_overdraw(store: Arc<dyn Store>) {
     let mut tasks = Vec::new();
     for _ in 0..50 {
         let store = Arc::clone(&store);
-        let c = change(alice.id, OperationKind::Withdrawal, 100);
+        let c = change(alice.id, ChangeKind::Withdrawal, 100);
         tasks.push(tokio::spawn(async move { store.apply_change(&c).await }));
     }
     let (mut ok, mut refused) = (0, 0);

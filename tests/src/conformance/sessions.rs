@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use lighttech::domain::{IdempotencyKey, OperationKind, SessionId, Timestamp, TokenId, UserId};
+use lighttech::domain::{ChangeKind, IdempotencyKey, SessionId, Timestamp, TokenId, UserId};
 use lighttech::store::{
     Applied, RotateOutcome, Rotation, SessionRecord, SessionUse, Store, StoreError,
 };
@@ -308,7 +308,7 @@ pub async fn movements_need_a_live_session_of_their_own_before_anything_else(
     let later = now.plus_seconds(3600);
     let live = session(alice.id, now);
     store.create_session(&live).await.unwrap();
-    let mut keyed = change(alice.id, OperationKind::Deposit, 100);
+    let mut keyed = change(alice.id, ChangeKind::Deposit, 100);
     keyed.idempotency = Some(stamp("k-1", "deposit 1", later));
     keyed.session = in_session(&live, now);
     assert!(matches!(
@@ -328,7 +328,7 @@ pub async fn movements_need_a_live_session_of_their_own_before_anything_else(
         (&expired, "an expired session"),
         (&unknown, "a session never created"),
     ] {
-        let mut c = change(alice.id, OperationKind::Deposit, 1);
+        let mut c = change(alice.id, ChangeKind::Deposit, 1);
         c.session = in_session(s, now);
         not_live(store.apply_change(&c).await, what);
         let mut t = transfer(alice.id, "bob", 1);
@@ -340,7 +340,7 @@ pub async fn movements_need_a_live_session_of_their_own_before_anything_else(
     // insufficient funds, an unknown recipient, a transfer to oneself.
     assert!(store.revoke_session(alice.id, live.id, now).await.unwrap());
     not_live(store.apply_change(&keyed).await, "replay of a recorded key");
-    let mut overdraw = change(alice.id, OperationKind::Withdrawal, 1_000_000);
+    let mut overdraw = change(alice.id, ChangeKind::Withdrawal, 1_000_000);
     overdraw.session = in_session(&live, now);
     not_live(
         store.apply_change(&overdraw).await,
@@ -381,7 +381,7 @@ pub async fn movements_record_their_sessions_use_when_due(store: Arc<dyn Store>)
     };
 
     // Last used ten minutes ago: the movement records its use.
-    let mut c = change(alice.id, OperationKind::Withdrawal, 1);
+    let mut c = change(alice.id, ChangeKind::Withdrawal, 1);
     c.now = now;
     c.session = in_session(&idle, now);
     assert!(matches!(
@@ -423,7 +423,7 @@ pub async fn movements_racing_a_revocation_stop_at_it(store: Arc<dyn Store>) {
         tasks.push(tokio::spawn(async move {
             let after_revocation = task_revoked.load(Ordering::SeqCst);
             let result = if i % 2 == 0 {
-                let mut c = change(id, OperationKind::Withdrawal, 10);
+                let mut c = change(id, ChangeKind::Withdrawal, 10);
                 c.session = used;
                 task_store.apply_change(&c).await
             } else {
@@ -449,7 +449,7 @@ pub async fn movements_racing_a_revocation_stop_at_it(store: Arc<dyn Store>) {
     }
     assert_eq!(balance(&store, alice.id).await, 10_000 - 10 * moved);
     assert_ledger_consistent(&store, alice.id).await;
-    let mut c = change(alice.id, OperationKind::Deposit, 1);
+    let mut c = change(alice.id, ChangeKind::Deposit, 1);
     c.session = in_session(&s, Timestamp::now());
     not_live(store.apply_change(&c).await, "after the race");
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use lighttech::domain::{Money, OperationId, OperationKind, Timestamp};
+use lighttech::domain::{ChangeKind, Money, OperationId, OperationKind, Timestamp};
 use lighttech::store::dynamo::{DynamoStore, FaultInjector, GSI1_PROJECTED};
 use lighttech::store::{Applied, BalanceChange, Store, StoreError};
 use lighttech::{App, Config, StartOptions};
@@ -52,7 +52,7 @@ async fn transaction_conflicts_are_retried_and_counted() {
     for _ in 0..20 {
         let change = BalanceChange {
             user,
-            kind: OperationKind::Deposit,
+            kind: ChangeKind::Deposit,
             amount: Money::from_minor(100),
             description: None,
             operation_id: OperationId::new(),
@@ -95,7 +95,7 @@ async fn endless_conflicts_end_as_unavailable_with_nothing_applied() {
         .with_fault_injector(FaultInjector { conflict_rate: 1.0 });
     let change = BalanceChange {
         user,
-        kind: OperationKind::Deposit,
+        kind: ChangeKind::Deposit,
         amount: Money::from_minor(100),
         description: None,
         operation_id: OperationId::new(),
@@ -369,7 +369,7 @@ async fn whole_call_throttles_of_a_transaction_are_retried_and_counted() {
     let store = proxy.store(healthy.table());
     let deposit = || BalanceChange {
         user,
-        kind: OperationKind::Deposit,
+        kind: ChangeKind::Deposit,
         amount: Money::from_minor(100),
         description: None,
         operation_id: OperationId::new(),
@@ -800,7 +800,7 @@ async fn writes_with_lost_answers(reset: bool) {
     };
     lose_next("transactwriteitems");
     match store
-        .apply_change(&change(OperationKind::Deposit, 1000, None))
+        .apply_change(&change(ChangeKind::Deposit, 1000, None))
         .await
         .unwrap()
     {
@@ -818,7 +818,7 @@ async fn writes_with_lost_answers(reset: bool) {
     };
     lose_next("transactwriteitems");
     match store
-        .apply_change(&change(OperationKind::Withdrawal, 100, Some(stamp)))
+        .apply_change(&change(ChangeKind::Withdrawal, 100, Some(stamp)))
         .await
         .unwrap()
     {

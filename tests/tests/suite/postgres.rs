@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use lighttech::domain::{
-    Money, OperationId, OperationKind, SessionId, Timestamp, TokenId, TransferId, UserId,
+    ChangeKind, Money, OperationId, SessionId, Timestamp, TokenId, TransferId, UserId,
 };
 use lighttech::store::postgres::PgStore;
 use lighttech::store::{
@@ -212,7 +212,7 @@ async fn contended_opposite_transfers_conserve_money_without_serialization_failu
         let id = conformance_user(&store, name).await;
         let opening = BalanceChange {
             user: id,
-            kind: OperationKind::Deposit,
+            kind: ChangeKind::Deposit,
             amount: Money::from_minor(OPENING),
             description: None,
             operation_id: OperationId::new(),
@@ -369,7 +369,7 @@ fn transfer_command(
 async fn open_deposit(store: &Arc<dyn Store>, user: UserId, minor: i64) {
     let change = BalanceChange {
         user,
-        kind: OperationKind::Deposit,
+        kind: ChangeKind::Deposit,
         amount: Money::from_minor(minor),
         description: None,
         operation_id: OperationId::new(),
@@ -763,7 +763,7 @@ async fn transfers_into_one_recipient_are_batched_and_each_applied_or_refused_al
         let id = conformance_user(&store, &format!("sender{i}")).await;
         let opening = BalanceChange {
             user: id,
-            kind: OperationKind::Deposit,
+            kind: ChangeKind::Deposit,
             amount: Money::from_minor(100),
             description: None,
             operation_id: OperationId::new(),

@@ -267,19 +267,15 @@ async fn history_revalidates_over_the_wire_with_its_etag() {
 /// cursors finds every match exactly once, newest first. Unfiltered pages stay full.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sparse_filter_pages_within_the_scan_bound() {
-    use lighttech::domain::{Money, OperationId, OperationKind, Timestamp, UserId};
+    use lighttech::domain::{ChangeKind, Money, OperationId, OperationKind, Timestamp, UserId};
     use lighttech::store::sqlite::HISTORY_SCAN_ROWS;
     use lighttech::store::{Applied, BalanceChange, HistoryQuery, Store};
 
-    fn change(user: UserId, kind: OperationKind) -> BalanceChange {
+    fn change(user: UserId, kind: ChangeKind) -> BalanceChange {
         BalanceChange {
             user,
             kind,
-            amount: Money::from_minor(if kind == OperationKind::Deposit {
-                100
-            } else {
-                1
-            }),
+            amount: Money::from_minor(if kind == ChangeKind::Deposit { 100 } else { 1 }),
             description: None,
             operation_id: OperationId::new(),
             now: Timestamp::now(),
@@ -299,18 +295,18 @@ async fn a_sparse_filter_pages_within_the_scan_bound() {
     let alice = lighttech_tests::conformance::create_user(&store, "alice")
         .await
         .id;
-    apply(&store, change(alice, OperationKind::Deposit)).await;
-    let first = apply(&store, change(alice, OperationKind::Withdrawal)).await;
+    apply(&store, change(alice, ChangeKind::Deposit)).await;
+    let first = apply(&store, change(alice, ChangeKind::Withdrawal)).await;
     // More deposits than one page may pass over, committed concurrently (in groups).
     let mut deposits = tokio::task::JoinSet::new();
     for _ in 0..HISTORY_SCAN_ROWS + 250 {
         let store = Arc::clone(&store);
-        deposits.spawn(async move { apply(&store, change(alice, OperationKind::Deposit)).await });
+        deposits.spawn(async move { apply(&store, change(alice, ChangeKind::Deposit)).await });
     }
     while let Some(done) = deposits.join_next().await {
         done.unwrap();
     }
-    let last = apply(&store, change(alice, OperationKind::Withdrawal)).await;
+    let last = apply(&store, change(alice, ChangeKind::Withdrawal)).await;
 
     let query = |kinds: Vec<OperationKind>, limit: u32, before_seq: Option<u64>| HistoryQuery {
         user: alice,

@@ -29,8 +29,8 @@ use super::{
     page_of,
 };
 use crate::domain::{
-    Email, IdempotencyKey, Money, OperationId, OperationKind, RequestFingerprint, SessionId,
-    Timestamp, TokenId, TransferId, UserId, Username,
+    ChangeKind, Email, IdempotencyKey, Money, OperationId, OperationKind, RequestFingerprint,
+    SessionId, Timestamp, TokenId, TransferId, UserId, Username,
 };
 
 type Item = HashMap<String, AttributeValue>;

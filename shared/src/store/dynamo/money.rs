@@ -23,7 +23,7 @@ impl DynamoStore {
                 return Err(StoreError::AccountNotFound);
             };
             let (after, rule) = match c.kind {
-                OperationKind::Deposit => match read.balance.checked_credit(c.amount) {
+                ChangeKind::Deposit => match read.balance.checked_credit(c.amount) {
                     Some(after) => (after, "balance <= :ceiling"),
                     None => {
                         return self
@@ -31,7 +31,7 @@ impl DynamoStore {
                             .await;
                     }
                 },
-                OperationKind::Withdrawal => match read.balance.checked_debit(c.amount) {
+                ChangeKind::Withdrawal => match read.balance.checked_debit(c.amount) {
                     Some(after) => (after, DEBIT_RULE),
                     None => {
                         let err = StoreError::InsufficientFunds {
@@ -40,18 +40,12 @@ impl DynamoStore {
                         return self.unless_recorded(c.user, stamp, c.now, err).await;
                     }
                 },
-                other => {
-                    return Err(StoreError::internal(format!(
-                        "{} is not a balance change",
-                        other.as_str()
-                    )));
-                }
             };
             let op = Operation {
                 id: c.operation_id,
                 user: c.user,
                 seq: read.version + 1,
-                kind: c.kind,
+                kind: c.kind.operation_kind(),
                 amount: c.amount,
                 balance_after: after,
                 counterparty: None,

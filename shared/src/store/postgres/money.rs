@@ -112,11 +112,6 @@ pub(super) async fn apply_change_once(
     client: &deadpool_postgres::Object,
     c: &BalanceChange,
 ) -> Result<Applied, Failure> {
-    if !matches!(c.kind, OperationKind::Deposit | OperationKind::Withdrawal) {
-        return Err(
-            StoreError::internal(format!("{} is not a balance change", c.kind.as_str())).into(),
-        );
-    }
     let (session, touch_before) = session_params(c.session.as_ref());
     let (key, fingerprint, key_expires) = stamp_params(c.idempotency.as_ref());
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
@@ -152,7 +147,7 @@ pub(super) async fn apply_change_once(
         id: c.operation_id,
         user: c.user,
         seq,
-        kind: c.kind,
+        kind: c.kind.operation_kind(),
         amount: c.amount,
         balance_after,
         counterparty: None,

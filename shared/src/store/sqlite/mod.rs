@@ -49,8 +49,8 @@ use super::{
     UserRecord, UserSummary, page_of,
 };
 use crate::domain::{
-    Email, IdempotencyKey, Money, OperationId, OperationKind, RequestFingerprint, SessionId,
-    Timestamp, TokenId, TransferId, UserId, Username,
+    ChangeKind, Email, IdempotencyKey, Money, OperationId, OperationKind, RequestFingerprint,
+    SessionId, Timestamp, TokenId, TransferId, UserId, Username,
 };
 
 /// Durability is not negotiable: WAL with `synchronous=FULL` syncs every commit.

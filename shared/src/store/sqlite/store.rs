@@ -338,20 +338,14 @@ impl Store for SqliteStore {
                 return Ok(Applied::AlreadyRecorded(existing));
             }
             let (balance_after, version) = match c.kind {
-                OperationKind::Deposit => credit(txn, c.user, c.amount, c.now)?,
-                OperationKind::Withdrawal => debit(txn, c.user, c.amount, c.now)?,
-                other => {
-                    return Err(StoreError::internal(format!(
-                        "{} is not a balance change",
-                        other.as_str()
-                    )));
-                }
+                ChangeKind::Deposit => credit(txn, c.user, c.amount, c.now)?,
+                ChangeKind::Withdrawal => debit(txn, c.user, c.amount, c.now)?,
             };
             let op = Operation {
                 id: c.operation_id,
                 user: c.user,
                 seq: version,
-                kind: c.kind,
+                kind: c.kind.operation_kind(),
                 amount: c.amount,
                 balance_after,
                 counterparty: None,

@@ -17,7 +17,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use lighttech::domain::{Money, OperationId, OperationKind, Timestamp, TransferId, UserId};
+use lighttech::domain::{
+    ChangeKind, Money, OperationId, OperationKind, Timestamp, TransferId, UserId,
+};
 use lighttech::store::{Applied, BalanceChange, Store, TransferCommand};
 use lighttech_tests::conformance::{all_history, assert_ledger_consistent};
 use lighttech_tests::dynamo_proxy::{Call, DynamoProxy, Verdict};
@@ -112,7 +114,7 @@ async fn todays_transfers_into_one_account_all_write_its_one_item() {
         let sender = conformance_user(&setup, &format!("sender{i:02}")).await;
         let deposit = BalanceChange {
             user: sender,
-            kind: OperationKind::Deposit,
+            kind: ChangeKind::Deposit,
             amount: Money::from_minor(FUNDING),
             description: None,
             operation_id: OperationId::new(),

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use lighttech::auth::{CursorCodec, CursorKind, derive_key};
 use lighttech::config::SecretKey;
-use lighttech::domain::{Money, OperationId, OperationKind, SessionId, Timestamp, TokenId, UserId};
+use lighttech::domain::{ChangeKind, Money, OperationId, SessionId, Timestamp, TokenId, UserId};
 use lighttech::store::dynamo::DynamoStore;
 use lighttech::store::{
     BalanceChange, HistoryQuery, RotateOutcome, Rotation, SessionRecord, Store, StoreError,
@@ -476,7 +476,7 @@ async fn each_dynamodb_error_is_classified_as_transient_or_not() {
             _ => store
                 .apply_change(&BalanceChange {
                     user,
-                    kind: OperationKind::Deposit,
+                    kind: ChangeKind::Deposit,
                     amount: Money::from_minor(100),
                     description: None,
                     operation_id: OperationId::new(),

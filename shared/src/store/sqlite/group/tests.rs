@@ -10,7 +10,7 @@ use rusqlite::functions::FunctionFlags;
 
 use super::super::{SqliteStore, map_err};
 use super::{commit_group, job};
-use crate::domain::{Email, Money, OperationId, OperationKind, Timestamp, UserId, Username};
+use crate::domain::{ChangeKind, Email, Money, OperationId, Timestamp, UserId, Username};
 use crate::store::{Applied, BalanceChange, HistoryQuery, NewUser, Store, StoreError};
 
 /// Deposits in the faulty group; deposit `k` is of `amount(k)` minor units.
@@ -124,7 +124,7 @@ async fn group_with(fault: Fault) -> Outcome {
     let changes: Vec<BalanceChange> = (0..JOBS)
         .map(|k| BalanceChange {
             user,
-            kind: OperationKind::Deposit,
+            kind: ChangeKind::Deposit,
             amount: Money::from_minor(amount(k)),
             description: None,
             operation_id: OperationId::new(),
