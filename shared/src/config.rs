@@ -13,11 +13,11 @@ use secrecy::{ExposeSecret, SecretSlice};
 /// One documented variable.
 #[derive(Debug, Clone, Copy)]
 pub struct Variable {
-    /// Environment variable name.
+    /// The environment variable's name, as documented in docs/configuration.md.
     pub name: &'static str,
     /// Default, or `None` when unset means "not used".
     pub default: Option<&'static str>,
-    /// What it controls.
+    /// What it controls, one line for the documentation table.
     pub doc: &'static str,
 }
 
@@ -202,7 +202,7 @@ impl ConfigError {
 /// Where data lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreUrl {
-    /// The embedded SQLite file.
+    /// The embedded SQLite database at this file path (`sqlite://PATH`).
     Sqlite(PathBuf),
     /// A DynamoDB table, reached through the standard AWS environment.
     Dynamo(String),
@@ -314,13 +314,13 @@ impl From<&KeySet> for KeySet {
 /// The whole configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `DATABASE_URL`.
+    /// `DATABASE_URL`: which store, and where.
     pub store: StoreUrl,
-    /// `LIGHTTECH_DATA_DIR`.
+    /// `LIGHTTECH_DATA_DIR`: where the local server keeps its generated signing key.
     pub data_dir: PathBuf,
-    /// `SQLITE_WRITE_BATCH`.
+    /// `SQLITE_WRITE_BATCH`: most SQLite writes committed together (1: each alone).
     pub sqlite_write_batch: usize,
-    /// `POSTGRES_TRANSFER_BATCH`.
+    /// `POSTGRES_TRANSFER_BATCH`: most transfers into one recipient applied together.
     pub postgres_transfer_batch: usize,
     /// `SECRET_KEY`, when set.
     pub secret_key: Option<SecretKey>,
@@ -334,27 +334,27 @@ pub struct Config {
     pub refresh_ttl_seconds: i64,
     /// `SESSION_MAX_LIFETIME_DAYS`, in seconds: a session ends this long after its login.
     pub session_max_lifetime_seconds: i64,
-    /// `CURRENCY`.
+    /// `CURRENCY`: the ISO 4217 code shown with every balance.
     pub currency: String,
-    /// `LOGIN_THROTTLE_MAX_ATTEMPTS`.
+    /// `LOGIN_THROTTLE_MAX_ATTEMPTS`: login attempts per username per window.
     pub login_max_attempts: u32,
-    /// `LOGIN_THROTTLE_WINDOW_SECONDS`.
+    /// `LOGIN_THROTTLE_WINDOW_SECONDS`: the throttle window, from the first attempt.
     pub login_window_seconds: i64,
     /// `IDEMPOTENCY_TTL_HOURS`, in seconds.
     pub idempotency_ttl_seconds: i64,
-    /// `JWT_ISSUER`.
+    /// `JWT_ISSUER`: the `iss` claim issued and required.
     pub jwt_issuer: String,
     /// `REDIS_URL`, when set.
     pub redis_url: Option<String>,
-    /// `REDIS_KEY_PREFIX`.
+    /// `REDIS_KEY_PREFIX`: the prefix of every key written to Redis.
     pub redis_key_prefix: String,
-    /// `REDIS_TIMEOUT_MS`.
+    /// `REDIS_TIMEOUT_MS`: longest a history read waits for Redis before using the store.
     pub redis_timeout_ms: u64,
     /// `HISTORY_CACHE_MAX_MB`, in bytes.
     pub history_cache_max_bytes: u64,
-    /// `HISTORY_CACHE_TTL_SECONDS`.
+    /// `HISTORY_CACHE_TTL_SECONDS`: how long a cached history page is kept.
     pub history_cache_ttl_seconds: u64,
-    /// `DEBUG`.
+    /// `DEBUG`: human-readable logs instead of JSON.
     pub debug: bool,
     /// `ALLOWED_HOSTS`, lower-cased; `*` allows any host.
     pub allowed_hosts: Vec<String>,

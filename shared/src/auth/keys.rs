@@ -21,7 +21,7 @@ pub const REREAD_INTERVAL_SECONDS: i64 = 30;
 /// Everything signed with one key set.
 #[derive(Debug)]
 pub struct Signing {
-    /// Access and refresh tokens.
+    /// Signs and verifies access and refresh tokens (HS256, with a `kid` per key).
     pub tokens: TokenService,
     /// Paging cursors (and the fingerprint the history cache keys pages by).
     pub cursors: CursorCodec,

@@ -112,13 +112,13 @@ struct Claims {
 /// The checked contents of a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VerifiedToken {
-    /// `sub`.
+    /// The user it was issued to (`sub`).
     pub user: UserId,
-    /// `sid`.
+    /// The session it belongs to (`sid`), checked live on every use.
     pub session: SessionId,
-    /// `jti`.
+    /// The token's own id (`jti`); a refresh token's must be its session's current one.
     pub id: TokenId,
-    /// `exp`.
+    /// When it expires (`exp`), to the second.
     pub expires_at: Timestamp,
 }
 
@@ -140,7 +140,7 @@ pub enum TokenError {
     /// `exp` has come, by the service's clock.
     #[error("expired")]
     Expired,
-    /// Oversized input.
+    /// Longer than 4,096 bytes: refused before it is parsed.
     #[error("token too long")]
     TooLong,
     /// The header names no key.

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {
-    /// Longest allowed key.
+    /// Longest allowed key, in characters (printable ASCII, so also bytes).
     pub const MAX_LEN: usize = 255;
 
     /// Validates the header's bytes.
@@ -65,7 +65,7 @@ impl RequestFingerprint {
         RequestFingerprint(text)
     }
 
-    /// The hex digest.
+    /// The SHA-256 digest as 64 lower-case hex digits.
     pub fn as_str(&self) -> &str {
         &self.0
     }

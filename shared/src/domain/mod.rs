@@ -50,9 +50,9 @@ impl From<ChangeKind> for OperationKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OperationKind {
-    /// Money paid in.
+    /// Money the owner paid into the account.
     Deposit,
-    /// Money paid out.
+    /// Money the owner took out of the account.
     Withdrawal,
     /// The receiving side of a transfer.
     TransferIn,

@@ -12,7 +12,8 @@ use super::request::Req;
 use super::response::Reply;
 use crate::error::ApiError;
 
-/// The page.
+/// The page's HTML, embedded from `admin.html`; its inline script and style are the only
+/// ones the policy allows.
 pub const PAGE: &str = include_str!("admin.html");
 
 fn inline_hash(open: &str, close: &str) -> String {

@@ -35,7 +35,6 @@ use response::{Reply, problem};
 use routes::match_path;
 pub use routes::{Function, Needs, ROUTES, Route, RouteMatch, Scope, match_route};
 
-/// A boxed endpoint future.
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// An endpoint that uses the application state (the store, the keys, the cache).
 pub type Endpoint = for<'a> fn(&'a App, &'a Req) -> BoxFuture<'a, Result<Reply, ApiError>>;
@@ -49,7 +48,7 @@ pub type StatelessEndpoint = fn(&Req) -> Result<Reply, ApiError>;
 /// per function ([`function`]), generated from the route table; a binary names only its own,
 /// so the linker leaves every other endpoint, and all they call, out of it.
 pub trait FunctionEndpoints: Copy + Send + Sync + 'static {
-    /// The function.
+    /// The Lambda function whose routes these endpoints serve.
     const FUNCTION: Function;
     /// What its endpoints take: [`Endpoint`], [`StoreEndpoint`] or [`StatelessEndpoint`].
     type Endpoint: Copy + Send + Sync + 'static;

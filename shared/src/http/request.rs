@@ -10,7 +10,7 @@ use crate::domain::{IdempotencyKey, Money};
 use crate::error::{ApiError, FieldErrors};
 use crate::service::auth::ClientInfo;
 
-/// Largest accepted body.
+/// Largest accepted body in bytes (16 KiB); a larger one answers `413 payload_too_large`.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// A request as handlers see it: method, matched route parameters, headers, body.
@@ -20,13 +20,13 @@ pub struct Req {
     pub request_id: String,
     /// HTTP method.
     pub method: Method,
-    /// Path as received.
+    /// The path as received, without the query and not percent-decoded.
     pub path: String,
-    /// Raw query string.
+    /// The query string as received, still percent-encoded; `None` when the URL has no `?`.
     pub query: Option<String>,
-    /// Headers.
+    /// The request headers as received; a name may appear more than once.
     pub headers: HeaderMap,
-    /// Body bytes.
+    /// The body, at most [`MAX_BODY_BYTES`]; empty when none was sent.
     pub body: bytes::Bytes,
     /// Values of `{name}` segments of the matched route.
     pub params: Vec<(&'static str, String)>,

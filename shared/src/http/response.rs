@@ -12,16 +12,16 @@ use crate::store::{Operation, SessionRecord, UserRecord};
 /// A successful answer before the common headers are added.
 #[derive(Debug)]
 pub struct Reply {
-    /// Status code.
+    /// The HTTP status to answer with.
     pub status: StatusCode,
     /// The body and its content type, if any.
     pub body: Option<(Vec<u8>, &'static str)>,
-    /// Extra headers.
+    /// Headers beyond `Content-Type`; those every answer carries are added last.
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Reply {
-    /// A JSON body.
+    /// A reply with `value` serialized as `application/json`.
     pub fn json(status: StatusCode, value: &impl Serialize) -> Result<Reply, ApiError> {
         Ok(Reply {
             status,
@@ -51,7 +51,7 @@ impl Reply {
         }
     }
 
-    /// An HTML page.
+    /// A `200` with a static page as `text/html; charset=utf-8`.
     pub fn html(body: &'static str) -> Reply {
         Reply {
             status: StatusCode::OK,
@@ -85,7 +85,7 @@ impl Reply {
         self
     }
 
-    /// Adds a header.
+    /// Adds a header with a static value.
     pub fn with_header(mut self, name: &'static str, value: &'static str) -> Reply {
         self.headers.push((
             HeaderName::from_static(name),
@@ -199,34 +199,34 @@ pub fn problem(error: &ApiError, request_id: &str) -> Response<Body> {
 /// A user as registration returns it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RegisteredView {
-    /// Id.
+    /// The new user's id, a UUID.
     #[schema(value_type = String, format = Uuid)]
     pub id: UserId,
-    /// Username.
+    /// The username in the letter case it was registered with.
     pub username: String,
-    /// Email.
+    /// The email address, lower-cased as stored.
     pub email: String,
     /// Always `0.00` for a new account.
     #[schema(value_type = String, pattern = r"^[0-9]+\.[0-9]{2}$", example = "125.00")]
     pub balance: Money,
-    /// Registration time.
+    /// When the user registered.
     #[schema(value_type = String, format = DateTime, example = "2026-11-28T07:00:00.123Z")]
     pub created_at: Timestamp,
 }
 
-/// `GET me/`.
+/// The caller's profile, from `GET /api/auth/v1/me/`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MeView {
-    /// Id.
+    /// The caller's user id, a UUID.
     #[schema(value_type = String, format = Uuid)]
     pub id: UserId,
-    /// Username.
+    /// The username in the letter case it was registered with.
     pub username: String,
-    /// Email.
+    /// The email address, lower-cased as stored.
     pub email: String,
-    /// Staff flag.
+    /// Whether the caller is staff and may use the admin API and `/admin/`.
     pub is_staff: bool,
-    /// Registration time.
+    /// When the caller registered.
     #[schema(value_type = String, format = DateTime, example = "2026-11-28T07:00:00.123Z")]
     pub created_at: Timestamp,
 }
@@ -243,43 +243,43 @@ impl From<&UserRecord> for MeView {
     }
 }
 
-/// `POST login/`.
+/// The tokens of a new session, from `POST /api/auth/v1/login/`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LoginView {
-    /// Access token.
+    /// An access token (a JWT) for `Authorization: Bearer`; valid for `expires_in` seconds.
     pub access: String,
-    /// Refresh token.
+    /// A single-use refresh token (a JWT) for `token/refresh/` and `logout/`.
     pub refresh: String,
     /// Always `Bearer`.
     pub token_type: &'static str,
-    /// Access token lifetime, seconds.
+    /// The access token's lifetime in seconds; shorter than configured near the session's end.
     pub expires_in: i64,
 }
 
-/// `POST token/refresh/`.
+/// A new token pair, from `POST /api/auth/v1/token/refresh/`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RefreshView {
-    /// Access token.
+    /// A new access token (a JWT) to send as `Authorization: Bearer`.
     pub access: String,
-    /// Refresh token.
+    /// The session's next refresh token; the one sent is now spent.
     pub refresh: String,
 }
 
 /// One session in `GET sessions/`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SessionView {
-    /// Id.
+    /// The session's id, a UUID; `DELETE sessions/{id}/` takes it.
     #[schema(value_type = String, format = Uuid)]
     pub id: SessionId,
-    /// Login time.
+    /// When the login that opened the session happened.
     #[schema(value_type = String, format = DateTime, example = "2026-11-28T07:00:00.123Z")]
     pub created_at: Timestamp,
-    /// Last use.
+    /// The last login, refresh or use of the session; updated at most once a minute.
     #[schema(value_type = String, format = DateTime, example = "2026-11-28T07:00:00.123Z")]
     pub last_used_at: Timestamp,
-    /// Client user agent.
+    /// The login's `User-Agent`, at most 512 characters; null if none was sent.
     pub user_agent: Option<String>,
-    /// Client address.
+    /// The IP address the login came from; null when it is not known.
     pub ip: Option<String>,
     /// Whether this is the caller's own session.
     pub current: bool,
@@ -302,28 +302,28 @@ impl SessionView {
 /// A list wrapper: `{"results": [...]}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Results<T> {
-    /// The items.
+    /// Every item; the list is not paginated.
     pub results: Vec<T>,
 }
 
 /// A page: `{"results": [...], "next_cursor": ...}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Page<T> {
-    /// The items.
+    /// At most `limit` items; a page may hold fewer and still have a next one.
     pub results: Vec<T>,
-    /// Cursor of the next page.
+    /// Cursor of the next page; `None` (JSON `null`) on the last page.
     pub next_cursor: Option<String>,
 }
 
-/// `GET /api/balance/v1/`.
+/// The caller's balance, from `GET /api/balance/v1/`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BalanceView {
-    /// Current balance.
+    /// The caller's balance: a decimal string with two fraction digits, never negative.
     #[schema(value_type = String, pattern = r"^[0-9]+\.[0-9]{2}$", example = "125.00")]
     pub balance: Money,
-    /// Configured currency.
+    /// The deployment's ISO 4217 currency code, the same for every account (default `RUB`).
     pub currency: String,
-    /// Last change.
+    /// When the balance last changed, or when the account was opened if it never has.
     #[schema(value_type = String, format = DateTime, example = "2026-11-28T07:00:00.123Z")]
     pub updated_at: Timestamp,
 }
@@ -331,35 +331,36 @@ pub struct BalanceView {
 /// The other account of a transfer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CounterpartyView {
-    /// Their id.
+    /// The other user's id, a UUID.
     #[schema(value_type = String, format = Uuid)]
     pub id: UserId,
-    /// Their username.
+    /// The other user's username at the time of the transfer.
     pub username: String,
 }
 
 /// An operation as every endpoint shows it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OperationView {
-    /// Id.
+    /// The operation's id, a UUID.
+    #[schema(format = Uuid)]
     pub id: String,
-    /// Kind.
+    /// What the operation did to this account, which gives `amount` its direction.
     #[serde(rename = "type")]
     pub kind: OperationKind,
-    /// Amount.
+    /// How much moved: a decimal string with two fraction digits, always positive.
     #[schema(value_type = String, pattern = r"^[0-9]+\.[0-9]{2}$", example = "125.00")]
     pub amount: Money,
-    /// Balance right after.
+    /// This account's balance right after the operation.
     #[schema(value_type = String, pattern = r"^[0-9]+\.[0-9]{2}$", example = "125.00")]
     pub balance_after: Money,
-    /// Transfers only.
+    /// The other account of a transfer; null for deposits and withdrawals.
     pub counterparty: Option<CounterpartyView>,
-    /// Transfers only.
+    /// A UUID shared by both sides of a transfer; null for deposits and withdrawals.
     #[schema(value_type = Option<String>, format = Uuid)]
     pub transfer_id: Option<TransferId>,
-    /// Client text.
+    /// The client's text, up to 255 characters (a transfer's is the sender's); null if none.
     pub description: Option<String>,
-    /// When.
+    /// When the operation was applied.
     #[schema(value_type = String, format = DateTime, example = "2026-11-28T07:00:00.123Z")]
     pub created_at: Timestamp,
 }
@@ -385,21 +386,21 @@ impl From<&Operation> for OperationView {
 /// A user as administrators see them.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AdminUserView {
-    /// Id.
+    /// The user's id, a UUID.
     #[schema(value_type = String, format = Uuid)]
     pub id: UserId,
-    /// Username.
+    /// The username in the letter case it was registered with.
     pub username: String,
-    /// Email.
+    /// The email address, lower-cased as stored.
     pub email: String,
-    /// Staff flag.
+    /// Whether the user is staff; staff who are also active may use the admin API.
     pub is_staff: bool,
     /// Whether they may log in and receive transfers.
     pub is_active: bool,
-    /// Balance.
+    /// The user's current balance: a decimal string with two fraction digits.
     #[schema(value_type = String, pattern = r"^[0-9]+\.[0-9]{2}$", example = "125.00")]
     pub balance: Money,
-    /// Registration time.
+    /// When the user registered.
     #[schema(value_type = String, format = DateTime, example = "2026-11-28T07:00:00.123Z")]
     pub created_at: Timestamp,
 }
@@ -421,26 +422,26 @@ impl From<&crate::store::UserSummary> for AdminUserView {
 /// Someone named in the audit trail.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PartyView {
-    /// Their id.
+    /// The user's id, a UUID.
     #[schema(value_type = String, format = Uuid)]
     pub id: UserId,
     /// Their username at the time.
     pub username: String,
 }
 
-/// One audit trail entry.
+/// One audit trail entry: who did what to whom, and when.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditView {
-    /// Id.
+    /// The entry's id, a UUID.
     pub id: String,
-    /// Who.
+    /// The staff member who acted.
     pub actor: PartyView,
     /// What (`users.list`, `user.view`, `user.history`, `user.deactivate`, `user.reactivate`,
     /// `audit.list`).
     pub action: &'static str,
-    /// Whom, if anyone.
+    /// The user acted on; null for `users.list` and `audit.list`.
     pub target: Option<PartyView>,
-    /// When.
+    /// When the action was served.
     #[schema(value_type = String, format = DateTime, example = "2026-11-28T07:00:00.123Z")]
     pub at: Timestamp,
 }
@@ -463,10 +464,10 @@ impl From<&crate::store::AuditEntry> for AuditView {
     }
 }
 
-/// `GET /api/health/`.
+/// The health check's answer, from `GET /api/health/`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthView {
-    /// `ok`.
+    /// Always `ok`: a store that does not answer gives `503` instead.
     pub status: &'static str,
 }
 

@@ -55,7 +55,7 @@ pub enum Function {
 }
 
 impl Function {
-    /// Every function.
+    /// Every route-serving function, each built as its own binary under `functions/`.
     pub const ALL: [Function; 17] = [
         Function::Register,
         Function::Login,
@@ -138,7 +138,7 @@ impl Function {
 pub struct Route {
     /// The function that serves it in AWS.
     pub function: Function,
-    /// HTTP method.
+    /// The HTTP method it serves; no two routes share a method and pattern.
     pub method: Method,
     /// Path with `{name}` placeholders and a trailing slash (optional on input).
     pub pattern: &'static str,
@@ -296,7 +296,7 @@ pub(crate) fn match_path(pattern: &'static str, path: &str) -> Option<Vec<(&'sta
 /// A route matched by method and path, with its `{name}` parameters.
 #[derive(Debug)]
 pub struct RouteMatch {
-    /// The route.
+    /// The entry of [`ROUTES`] that matched.
     pub route: &'static Route,
     /// Parameter values in pattern order.
     pub params: Vec<(&'static str, String)>,

@@ -20,7 +20,7 @@ const MAX_USER_AGENT: usize = 512;
 /// Who is calling: a verified access token whose session is live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Principal {
-    /// The user.
+    /// The user the token was issued to (its `sub`).
     pub user: UserId,
     /// The session the token belongs to.
     pub session: SessionId,
@@ -29,18 +29,18 @@ pub struct Principal {
 /// Where a request came from, kept with the session it opens.
 #[derive(Debug, Clone, Default)]
 pub struct ClientInfo {
-    /// Source address.
+    /// The caller's IP address: API Gateway's source IP, or the TCP peer locally.
     pub ip: Option<String>,
-    /// `User-Agent`.
+    /// The `User-Agent` header, if sent; cut to 512 characters when kept.
     pub user_agent: Option<String>,
 }
 
 /// A fresh pair of tokens.
 #[derive(Debug, Clone)]
 pub struct TokenPair {
-    /// Access token.
+    /// A signed access token, for `Authorization: Bearer`.
     pub access: String,
-    /// Refresh token.
+    /// A signed single-use refresh token of the same session.
     pub refresh: String,
     /// Access token lifetime in seconds.
     pub expires_in: i64,
@@ -49,9 +49,9 @@ pub struct TokenPair {
 /// What registration needs, already parsed.
 #[derive(Debug)]
 pub struct Registration {
-    /// Chosen username.
+    /// The username, kept in the letter case given.
     pub username: Username,
-    /// Address.
+    /// The email address, validated and lower-cased.
     pub email: Email,
     /// Chosen password, already checked against the policy for this username and email.
     pub password: NewPassword,

@@ -28,16 +28,16 @@ pub struct HistoryRequest {
     pub cursor: Option<String>,
     /// Only these kinds (empty: all).
     pub kinds: Vec<OperationKind>,
-    /// Created at or after.
+    /// Only operations created at or after this moment.
     pub since: Option<Timestamp>,
-    /// Created at or before.
+    /// Only operations created at or before this moment.
     pub until: Option<Timestamp>,
 }
 
 /// One history page and the cursor to the next.
 #[derive(Debug, Clone)]
 pub struct HistoryResult {
-    /// Newest first.
+    /// The page's operations, newest first: at most `limit`, possibly fewer.
     pub operations: Vec<Operation>,
     /// Opaque cursor for the next page.
     pub next_cursor: Option<String>,

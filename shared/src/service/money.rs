@@ -32,11 +32,11 @@ pub async fn balance(app: &App, user: UserId) -> Result<Account, ApiError> {
 pub struct ChangeRequest {
     /// A deposit or a withdrawal.
     pub kind: ChangeKind,
-    /// Positive amount.
+    /// The amount to move, already checked to be 0.01 to 1000000000.00.
     pub amount: Money,
-    /// Client text.
+    /// The client's text, at most 255 characters; `None` when not sent.
     pub description: Option<String>,
-    /// Optional key.
+    /// The `Idempotency-Key` header, if sent; it binds this request to its first answer.
     pub idempotency_key: Option<IdempotencyKey>,
 }
 
@@ -87,11 +87,11 @@ pub async fn change_balance(
 pub struct TransferRequest {
     /// Recipient's username as given.
     pub to: String,
-    /// Positive amount.
+    /// The amount to move, already checked to be 0.01 to 1000000000.00.
     pub amount: Money,
-    /// Client text.
+    /// The client's text, at most 255 characters; `None` when not sent.
     pub description: Option<String>,
-    /// Optional key.
+    /// The `Idempotency-Key` header, if sent; it binds this request to its first answer.
     pub idempotency_key: Option<IdempotencyKey>,
 }
 

@@ -3,7 +3,7 @@
 
 use super::*;
 
-/// Registration body.
+/// The body of `POST /api/auth/v1/register/`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
@@ -27,7 +27,7 @@ pub struct RegisterRequest {
     password: String,
 }
 
-/// Login body.
+/// The body of `POST /api/auth/v1/login/`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
@@ -35,11 +35,12 @@ pub struct LoginRequest {
     /// Matched case-insensitively.
     #[schema(example = "alice")]
     username: String,
+    /// At most 4,096 characters.
     #[schema(example = "Correct-Horse-Battery-9")]
     password: String,
 }
 
-/// Refresh body.
+/// The body of `POST /api/auth/v1/token/refresh/`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
@@ -48,7 +49,7 @@ pub struct RefreshRequest {
     refresh: String,
 }
 
-/// Logout body (optional).
+/// The body of `POST /api/auth/v1/logout/`, which may be omitted.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
@@ -57,7 +58,7 @@ pub struct LogoutRequest {
     refresh: Option<String>,
 }
 
-/// Deposit or withdrawal body.
+/// The body of `POST /api/balance/v1/deposit/` and `POST /api/balance/v1/withdraw/`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
@@ -68,7 +69,7 @@ pub struct MoneyRequest {
     description: Option<String>,
 }
 
-/// Transfer body.
+/// The body of `POST /api/balance/v1/transfer/`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
@@ -158,12 +159,16 @@ pub struct Problem {
     #[serde(rename = "type")]
     #[schema(example = "about:blank")]
     kind: String,
+    /// A short human-readable summary, the same for every error with this `code`.
     #[schema(example = "Insufficient funds")]
     title: String,
+    /// The HTTP status of the response.
     #[schema(example = 422)]
     status: u16,
+    /// One sentence for a person about this occurrence; branch on `code`, not on this.
     #[schema(example = "Balance 10.00 is less than 25.00")]
     detail: String,
+    /// The machine-readable error code: the member to branch on.
     code: ErrorCode,
     /// Only for `validation_error`: field name → messages.
     #[schema(value_type = Option<BTreeMap<String, Vec<String>>>)]
