@@ -433,6 +433,7 @@ pub struct PartyView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditView {
     /// The entry's id, a UUID.
+    #[schema(format = Uuid)]
     pub id: String,
     /// The staff member who acted.
     pub actor: PartyView,
