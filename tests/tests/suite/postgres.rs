@@ -831,7 +831,13 @@ async fn transfers_into_one_recipient_are_batched_and_each_applied_or_refused_al
         100 * SENDERS as i64,
         "money was created or destroyed"
     );
-    assert_eq!(pg.serialization_failures(), 0);
+    // Only the key raced by sender 1 can meet a deadlock: a batch claims keys after its account
+    // locks, a transfer sent alone before them (migration 9 says why); it is retried alone.
+    assert!(
+        pg.serialization_failures() <= 1,
+        "{} serialization failures or deadlocks",
+        pg.serialization_failures()
+    );
 }
 
 /// Runs the transfers all at once, each in a task of its own.
