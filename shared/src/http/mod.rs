@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod openapi;
 pub mod request;
 pub mod response;
+mod route_doc;
 pub mod routes;
 
 use std::future::Future;
@@ -61,7 +62,7 @@ pub trait FunctionEndpoints: Copy + Send + Sync + 'static {
 /// table is its [`FunctionEndpoints`] type in [`function`].
 macro_rules! endpoint_tables {
     ($($function:ident $kind:ident {
-        $($method:ident $pattern:literal => $endpoint:path;)*
+        $($method:ident $pattern:literal => $endpoint:path, $doc:expr;)*
     })*) => {
         /// `ENDPOINTS[i]` serves `ROUTES[i]`.
         static ENDPOINTS: &[Endpoint] = &[$($(endpoint_tables!(@any $kind $endpoint),)*)*];

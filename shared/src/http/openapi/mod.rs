@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 document, generated from the route table and the Rust types.
 //!
 //! Every route in [`ROUTES`] is described here, or the document cannot be built (a test checks
-//! it both ways): the operation's metadata lives in [`describe`], its schemas come from the
+//! it both ways): the operation's metadata lives in its route's row, its schemas come from the
 //! response and request types through `utoipa::ToSchema`, and the error responses are derived
 //! from the error codes (docs/api.md) each operation can produce. Headers every response carries
 //! (`X-Request-Id`, `X-Content-Type-Options`) and the problem+json schema are added uniformly, so they cannot be
@@ -38,15 +38,16 @@ use super::response::{
     AdminUserView, AuditView, BalanceView, CounterpartyView, HealthView, LoginView, MeView,
     OperationView, PartyView, RefreshView, RegisteredView, SessionView,
 };
-use super::routes::{ROUTES, Route};
+use super::route_doc::{Access, Body, Param as RouteParam, RouteDoc};
+use super::routes::{ROUTE_DOCS, ROUTES, Route};
 use crate::domain::{Money, OperationKind};
 use crate::error::{ApiError, FieldErrors};
 
-mod describe;
+mod params;
 mod responses;
 mod schemas;
 
-use self::describe::*;
+use self::params::*;
 use self::responses::*;
 use self::schemas::*;
 
@@ -54,7 +55,8 @@ use self::schemas::*;
 /// response's schema is `Problem` itself, whose `code` names every code of the API.
 pub const ERROR_CODES_EXTENSION: &str = "x-error-codes";
 
-fn operation(route: &Route, d: &Describe) -> utoipa::openapi::path::Operation {
+fn operation(route: &Route, d: &RouteDoc) -> utoipa::openapi::path::Operation {
+    let params = parameters(d.params);
     // Which codes can this operation answer?
     let mut codes: Vec<&str> = vec![
         "not_found",
@@ -68,7 +70,7 @@ fn operation(route: &Route, d: &Describe) -> utoipa::openapi::path::Operation {
     }
     // Path parameters are matched, not validated (a bad id is `not_found`); query and header
     // parameters are.
-    if d.params.iter().any(|p| !matches!(p, Param::Path(..))) {
+    if params.iter().any(|p| !matches!(p, Param::Path(..))) {
         codes.push("validation_error");
     }
     if d.access != Access::Public {
@@ -143,13 +145,13 @@ fn operation(route: &Route, d: &Describe) -> utoipa::openapi::path::Operation {
         }
         Body::None => {}
     }
-    if d.idempotent_money {
+    if d.idempotent_money() {
         success = success.header(
             "Idempotent-Replayed",
             header("`true` when this is the replay of an earlier request with the same Idempotency-Key."),
         );
     }
-    if d.cached_history {
+    if d.cached_history() {
         success = success
             .header(
                 "X-Cache",
@@ -162,7 +164,7 @@ fn operation(route: &Route, d: &Describe) -> utoipa::openapi::path::Operation {
             .header("Cache-Control", header("`private, no-cache`."));
     }
     let mut responses = ResponsesBuilder::new().response(d.success.to_string(), success.build());
-    if d.cached_history {
+    if d.cached_history() {
         responses = responses.response(
             "304",
             response_with_id(
@@ -177,7 +179,7 @@ fn operation(route: &Route, d: &Describe) -> utoipa::openapi::path::Operation {
     for (status, codes) in &by_status {
         responses = responses.response(
             status.to_string(),
-            problem_response(*status, codes, validation_field(d)),
+            problem_response(*status, codes, validation_field(d, &params)),
         );
     }
 
@@ -216,7 +218,7 @@ fn operation(route: &Route, d: &Describe) -> utoipa::openapi::path::Operation {
                 .build(),
         ));
     }
-    for param in &d.params {
+    for param in &params {
         let built = match param {
             Param::Query(name, description, schema) => ParameterBuilder::new()
                 .name(*name)
@@ -255,11 +257,10 @@ fn http_method(method: &Method) -> HttpMethod {
 /// Builds the document from the route table.
 pub fn document() -> OpenApi {
     let mut paths = PathsBuilder::new();
-    for route in ROUTES {
-        let d = describe(route);
+    for (route, d) in ROUTES.iter().zip(ROUTE_DOCS) {
         paths = paths.path(
             route.pattern,
-            PathItem::new(http_method(&route.method), operation(route, &d)),
+            PathItem::new(http_method(&route.method), operation(route, d)),
         );
     }
     OpenApiBuilder::new()

@@ -273,14 +273,13 @@ pub(super) fn example_name(summary: &str) -> String {
 }
 
 /// The field a `validation_error` example of this operation names.
-pub(super) fn validation_field(d: &Describe) -> &'static str {
+pub(super) fn validation_field(d: &RouteDoc, params: &[Param]) -> &'static str {
     match d.body {
         Some(("RegisterRequest" | "LoginRequest", _)) => "username",
         Some(("RefreshRequest" | "LogoutRequest", _)) => "refresh",
         Some(("MoneyRequest" | "TransferRequest", _)) => "amount",
         Some(_) => "reason",
-        None => d
-            .params
+        None => params
             .iter()
             .find_map(|p| match p {
                 Param::Query(name, ..) => Some(*name),
