@@ -313,7 +313,7 @@ impl HistoryCache for RedisCache {
 pub struct FillTimer(Instant);
 
 impl FillTimer {
-    /// Starts timing.
+    /// Starts timing a fill of the cache.
     pub fn start() -> Self {
         Self(Instant::now())
     }

@@ -144,7 +144,8 @@ pub struct Route {
     pub method: Method,
     /// Path with `{name}` placeholders and a trailing slash (optional on input).
     pub pattern: &'static str,
-    /// What its endpoint needs (see [`handle_stateless`], [`handle_store_only`]).
+    /// What its endpoint needs (see [`crate::http::handle_stateless`],
+    /// [`crate::http::handle_store_only`]).
     pub needs: Needs,
 }
 

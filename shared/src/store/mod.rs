@@ -29,7 +29,7 @@ use crate::error::Source;
 /// A user as stored, password hash included (it never leaves the service layer).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
-    /// Stable id.
+    /// The user's id, fixed at registration.
     pub id: UserId,
     /// The spelling the user chose.
     pub username: Username,
@@ -48,9 +48,9 @@ pub struct UserRecord {
 /// A user's account: one per user, created with the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Account {
-    /// The owner.
+    /// The user who owns it.
     pub user: UserId,
-    /// Current balance.
+    /// The balance now; never negative, never above `Money::MAX_BALANCE`.
     pub balance: Money,
     /// Bumped by every change; the newest operation's `seq` equals it.
     pub version: u64,
@@ -70,13 +70,13 @@ pub struct Counterparty {
 /// One entry of an account's history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Operation {
-    /// Stable id.
+    /// The operation's id, unique across all accounts.
     pub id: OperationId,
     /// The account it belongs to.
     pub user: UserId,
     /// The account version this operation produced: history is ordered by it.
     pub seq: u64,
-    /// What happened.
+    /// Deposit, withdrawal, or one side of a transfer.
     pub kind: OperationKind,
     /// Always positive; `kind` says in which direction.
     pub amount: Money,
@@ -137,13 +137,13 @@ pub struct SessionUse {
 /// A deposit or a withdrawal.
 #[derive(Debug, Clone)]
 pub struct BalanceChange {
-    /// Whose account.
+    /// The account to change (its owner's id).
     pub user: UserId,
     /// A deposit or a withdrawal.
     pub kind: ChangeKind,
-    /// Positive amount.
+    /// How much to move; positive, the direction is `kind`'s.
     pub amount: Money,
-    /// Client text.
+    /// The client's text, stored with the operation.
     pub description: Option<String>,
     /// Id for the new operation.
     pub operation_id: OperationId,
@@ -156,14 +156,33 @@ pub struct BalanceChange {
     pub session: Option<SessionUse>,
 }
 
+impl BalanceChange {
+    /// The operation this change records, once applied as the account's `seq`-th, leaving
+    /// `balance_after`.
+    pub fn operation(&self, seq: u64, balance_after: Money, created_at: Timestamp) -> Operation {
+        Operation {
+            id: self.operation_id,
+            user: self.user,
+            seq,
+            kind: self.kind.operation_kind(),
+            amount: self.amount,
+            balance_after,
+            counterparty: None,
+            transfer_id: None,
+            description: self.description.clone(),
+            created_at,
+        }
+    }
+}
+
 /// A transfer between two accounts.
 #[derive(Debug, Clone)]
 pub struct TransferCommand {
-    /// The sender.
+    /// The sender's user id: the account debited.
     pub from: UserId,
     /// The recipient's username, lower-cased.
     pub to_username_key: String,
-    /// Positive amount.
+    /// How much to move; positive.
     pub amount: Money,
     /// Client text, copied to both sides.
     pub description: Option<String>,
@@ -185,9 +204,9 @@ pub struct TransferCommand {
 /// A new user and the facts the store must keep unique.
 #[derive(Debug, Clone)]
 pub struct NewUser {
-    /// Fresh id.
+    /// The id chosen for the new user.
     pub id: UserId,
-    /// Chosen username.
+    /// The spelling the user chose; uniqueness is by its lower-cased key.
     pub username: Username,
     /// Lower-cased email.
     pub email: Email,
@@ -195,7 +214,7 @@ pub struct NewUser {
     pub password_hash: String,
     /// Staff flag (superusers).
     pub is_staff: bool,
-    /// Registration time.
+    /// The registration moment, stored as `created_at`.
     pub now: Timestamp,
 }
 
@@ -204,9 +223,9 @@ pub struct NewUser {
 pub struct SessionRecord {
     /// Session id (`sid` claim).
     pub id: SessionId,
-    /// Owner.
+    /// The user who logged in.
     pub user: UserId,
-    /// Login time.
+    /// When the login created the session.
     pub created_at: Timestamp,
     /// Last login, refresh or (at most once a minute) authenticated request.
     pub last_used_at: Timestamp,
@@ -234,7 +253,7 @@ impl SessionRecord {
 pub struct Rotation {
     /// The session's owner.
     pub user: UserId,
-    /// The session.
+    /// The session whose refresh token is rotated.
     pub session: SessionId,
     /// The presented token's `jti`: it must still be the current one.
     pub presented: TokenId,
@@ -323,7 +342,7 @@ pub struct ThrottlePolicy {
 /// A page request for an account's history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryQuery {
-    /// Whose history.
+    /// The account owner whose history is read.
     pub user: UserId,
     /// Page size, 1–100.
     pub limit: u32,
@@ -373,7 +392,7 @@ pub(crate) fn page_of<T, C>(
 /// One page of history, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryPage {
-    /// The entries.
+    /// Up to `limit` operations, newest first.
     pub operations: Vec<Operation>,
     /// Where the next page starts (`before_seq`), when there may be more.
     pub next_before: Option<u64>,
@@ -407,9 +426,9 @@ impl HistoryPage {
 /// A user with their balance, as administrators list them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserSummary {
-    /// The user.
+    /// The user, as stored.
     pub user: UserRecord,
-    /// Their balance.
+    /// Their account's balance now.
     pub balance: Money,
 }
 
@@ -451,7 +470,7 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
-    /// Every action.
+    /// Every action, for parsing and exhaustive checks.
     pub const ALL: [AuditAction; 6] = [
         AuditAction::ListUsers,
         AuditAction::ViewUser,
@@ -482,7 +501,7 @@ impl AuditAction {
 /// Someone named in the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditParty {
-    /// Their id.
+    /// Their user id.
     pub id: UserId,
     /// Their username at the time.
     pub username: String,
@@ -491,9 +510,9 @@ pub struct AuditParty {
 /// One entry of the audit trail: who did what to whom, when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
-    /// Stable id.
+    /// The entry's id.
     pub id: uuid::Uuid,
-    /// The administrator.
+    /// The staff member who acted.
     pub actor: AuditParty,
     /// What they did.
     pub action: AuditAction,
@@ -501,14 +520,14 @@ pub struct AuditEntry {
     pub target: Option<AuditParty>,
     /// Extra context (a search text), if any.
     pub detail: Option<String>,
-    /// When.
+    /// When the action happened.
     pub at: Timestamp,
 }
 
 /// One page of the audit trail, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditPage {
-    /// The entries.
+    /// Up to `limit` entries, newest first.
     pub entries: Vec<AuditEntry>,
     /// Where the next page starts: an opaque position the same store understands.
     pub next_before: Option<Vec<u8>>,
@@ -517,11 +536,11 @@ pub struct AuditPage {
 /// Deactivate or reactivate a user, with the audit entry recorded in the same step.
 #[derive(Debug, Clone)]
 pub struct StatusChange {
-    /// The user.
+    /// The user to deactivate or reactivate.
     pub user: UserId,
     /// The new state.
     pub active: bool,
-    /// The moment.
+    /// The moment of the change, also the audit entry's time.
     pub now: Timestamp,
     /// The entry saying who did it.
     pub audit: AuditEntry,

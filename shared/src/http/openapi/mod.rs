@@ -304,7 +304,7 @@ pub fn document() -> OpenApi {
 pub static DOCUMENT_JSON: LazyLock<Vec<u8>> =
     LazyLock::new(|| serde_json::to_vec(&document()).unwrap_or_default());
 
-/// The codes of [`ErrorCode`], for the test that keeps it in step with `ApiError`.
+/// The codes of the `ErrorCode` schema, for the test that keeps it in step with `ApiError`.
 pub fn documented_codes() -> Vec<String> {
     let schema = serde_json::to_value(ErrorCode::schema()).unwrap_or_default();
     schema["enum"]

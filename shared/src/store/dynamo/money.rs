@@ -41,19 +41,8 @@ impl DynamoStore {
                     }
                 },
             };
-            let op = Operation {
-                id: c.operation_id,
-                user: c.user,
-                seq: read.version + 1,
-                kind: c.kind.operation_kind(),
-                amount: c.amount,
-                balance_after: after,
-                counterparty: None,
-                transfer_id: None,
-                description: c.description.clone(),
-                // Never before the account's previous operation (see the module documentation).
-                created_at: c.now.max(read.updated_at),
-            };
+            // Never before the account's previous operation (see the module documentation).
+            let op = c.operation(read.version + 1, after, c.now.max(read.updated_at));
             let mut items = vec![
                 self.account_update(AccountUpdate {
                     user: c.user,

@@ -143,18 +143,7 @@ pub(super) async fn apply_change_once(
         } => (balance_after, seq),
         Called::Recorded(record) => return Ok(Applied::AlreadyRecorded(record)),
     };
-    Ok(Applied::Done(Operation {
-        id: c.operation_id,
-        user: c.user,
-        seq,
-        kind: c.kind.operation_kind(),
-        amount: c.amount,
-        balance_after,
-        counterparty: None,
-        transfer_id: None,
-        description: c.description.clone(),
-        created_at: c.now,
-    }))
+    Ok(Applied::Done(c.operation(seq, balance_after, c.now)))
 }
 
 pub(super) async fn transfer_once(

@@ -16,8 +16,8 @@
 //! administrators' listings) runs on the blocking pool.
 //! Checkpoints (copying the WAL back into the database file, with an fsync of that file) run on
 //! a thread of their own, beside the writer, instead of inside whichever commit crosses SQLite's
-//! automatic threshold: every write waiting behind that commit used to wait for the checkpoint
-//! too. Commits are exactly as durable either way: a commit is synced to the WAL before it is
+//! automatic threshold, where every write waiting behind that commit would wait for the
+//! checkpoint too. Commits are exactly as durable either way: a commit is synced to the WAL before it is
 //! answered, and a checkpoint only moves what the WAL already holds.
 
 use std::path::{Path, PathBuf};

@@ -341,18 +341,7 @@ impl Store for SqliteStore {
                 ChangeKind::Deposit => credit(txn, c.user, c.amount, c.now)?,
                 ChangeKind::Withdrawal => debit(txn, c.user, c.amount, c.now)?,
             };
-            let op = Operation {
-                id: c.operation_id,
-                user: c.user,
-                seq: version,
-                kind: c.kind.operation_kind(),
-                amount: c.amount,
-                balance_after,
-                counterparty: None,
-                transfer_id: None,
-                description: c.description.clone(),
-                created_at: c.now,
-            };
+            let op = c.operation(version, balance_after, c.now);
             insert_operation(txn, &op)?;
             if let Some(stamp) = &c.idempotency {
                 record_idempotency(txn, c.user, stamp, op.id)?;
