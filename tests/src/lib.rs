@@ -207,9 +207,26 @@ pub async fn create_emulated_secret(name: &str, value: &str) -> String {
         .to_owned()
 }
 
+/// Set once this process has opened a store on moto (see [`contention_rounds`]).
+static ON_MOTO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The rounds a contention workload runs per worker: `full`, or half once the process has opened
+/// a store on moto. moto serves one request at a time, on the CPU the rest of the suite shares;
+/// its workloads keep their workers and accounts (the conflicts each round makes are what they
+/// test) and run fewer rounds, which were a quarter of the whole suite's time. Under nextest a
+/// test is a process of its own, so only the DynamoDB cases are shortened.
+pub fn contention_rounds(full: usize) -> usize {
+    if ON_MOTO.load(std::sync::atomic::Ordering::Relaxed) {
+        full / 2
+    } else {
+        full
+    }
+}
+
 /// A DynamoDB store on a fresh table of its own (transaction cost in moto grows with table
 /// size, and tests must not see each other's items).
 pub async fn dynamo_store() -> lighttech::store::dynamo::DynamoStore {
+    ON_MOTO.store(true, std::sync::atomic::Ordering::Relaxed);
     let sdk = emulator_sdk_config(&dynamodb_endpoint());
     let table = format!("lt-{}", uuid::Uuid::new_v4().simple());
     let store =

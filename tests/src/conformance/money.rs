@@ -189,6 +189,7 @@ pub async fn random_transfers_conserve_the_total(store: Arc<dyn Store>) {
         ids.push(u.id);
     }
     let total_before: i64 = 10_000 * names.len() as i64;
+    let rounds = crate::contention_rounds(40);
     let mut tasks = Vec::new();
     for worker in 0..8 {
         let store = Arc::clone(&store);
@@ -196,7 +197,7 @@ pub async fn random_transfers_conserve_the_total(store: Arc<dyn Store>) {
         tasks.push(tokio::spawn(async move {
             let mut rng = crate::seeded_rng("random_transfers", worker as u64);
             let (mut ok, mut refused) = (0u32, 0u32);
-            for _ in 0..40 {
+            for _ in 0..rounds {
                 let from = rng.random_range(0..ids.len());
                 let mut to = rng.random_range(0..ids.len());
                 if to == from {
@@ -240,7 +241,7 @@ pub async fn random_transfers_conserve_the_total(store: Arc<dyn Store>) {
         transfer_ids.values().all(|n| *n == 2),
         "every transfer has both sides"
     );
-    assert_eq!(ok + refused, 320);
+    assert_eq!(ok + refused, 8 * rounds as u32);
     eprintln!(
         "bank workload: {ok} transfers applied, {refused} refused for funds, total {total_after} conserved"
     );
