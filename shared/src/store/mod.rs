@@ -389,6 +389,19 @@ pub(crate) fn page_of<T, C>(
     (rows, next)
 }
 
+/// Where an audit page of a SQL store starts: below the `seq` its position holds (big-endian
+/// bytes, as the page before handed it out), or at the top.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn audit_seq_before(before: Option<&[u8]>) -> Result<i64, StoreError> {
+    match before {
+        Some(bytes) => bytes
+            .try_into()
+            .map(i64::from_be_bytes)
+            .map_err(|_| StoreError::internal("malformed audit position")),
+        None => Ok(i64::MAX),
+    }
+}
+
 /// One page of history, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryPage {

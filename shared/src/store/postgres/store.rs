@@ -300,14 +300,7 @@ impl Store for PgStore {
     }
 
     async fn audit_log(&self, limit: u32, before: Option<&[u8]>) -> Result<AuditPage, StoreError> {
-        let before = match before {
-            Some(bytes) => i64::from_be_bytes(
-                bytes
-                    .try_into()
-                    .map_err(|_| StoreError::internal("malformed audit position"))?,
-            ),
-            None => i64::MAX,
-        };
+        let before = audit_seq_before(before)?;
         let client = self.client().await?;
         let rows = client
             .query(

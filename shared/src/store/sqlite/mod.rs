@@ -46,7 +46,7 @@ use super::{
     Counterparty, EXPIRED_ATTEMPTS_PRUNED, HistoryPage, HistoryQuery, IdempotencyStamp,
     IdempotentRecord, NewUser, Operation, RotateOutcome, Rotation, SessionRecord, SessionUse,
     StatusChange, Store, StoreError, ThrottlePolicy, TransferCommand, UserPage, UserQuery,
-    UserRecord, UserSummary, page_of,
+    UserRecord, UserSummary, audit_seq_before, page_of,
 };
 use crate::domain::{
     ChangeKind, Email, IdempotencyKey, Money, OperationId, OperationKind, RequestFingerprint,
