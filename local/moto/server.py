@@ -3,7 +3,7 @@
 moto's own `moto_server` is threaded, and its DynamoDB backend is not safe under concurrent
 TransactWriteItems (each transaction snapshots the table; under load totals drift and it answers
 500 with an HTML page). This wraps moto's WSGI application in a single-threaded werkzeug server
-on a loopback port, so every transaction runs alone.
+on a loopback port, so every transaction runs alone, with the fixes of speedups.py.
 
     python local/moto/server.py [--port 0] [--port-file PATH]
 
@@ -16,12 +16,17 @@ import os
 import signal
 import sys
 
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+import speedups
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    create_backend_app,
+)
 from moto.server import MotoRequestHandler
 from werkzeug.serving import make_server
 
 
 def main() -> None:
+    speedups.install()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
