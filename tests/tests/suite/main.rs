@@ -9,6 +9,7 @@ mod api_reference;
 mod compose;
 mod docs;
 mod dynamodb;
+mod harness;
 mod openapi;
 mod postgres;
 mod prose;
