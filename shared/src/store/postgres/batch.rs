@@ -1,4 +1,5 @@
-//! Transfers into one recipient, applied together (`migrations/postgres/0009_transfer_batches.sql`).
+//! Transfers into one recipient, applied together (`migrations/postgres/0009_transfer_batches.sql`;
+//! since `0010_transfer_batch_one_credit.sql` a batch writes the recipient's account once).
 //!
 //! A transfer locks its recipient's account row until it commits, so transfers into one
 //! account run one commit at a time. While transfers into a recipient are in flight, later ones

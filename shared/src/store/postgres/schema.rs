@@ -40,6 +40,10 @@ pub(super) const MIGRATIONS: &[(i32, &str)] = &[
         9,
         include_str!("../../../migrations/postgres/0009_transfer_batches.sql"),
     ),
+    (
+        10,
+        include_str!("../../../migrations/postgres/0010_transfer_batch_one_credit.sql"),
+    ),
 ];
 
 /// The migration after which [`backfill_email_keys`] runs.
