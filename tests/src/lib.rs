@@ -197,7 +197,7 @@ static ON_MOTO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::n
 /// a store on moto. moto serves one request at a time, on the CPU the rest of the suite shares;
 /// its workloads keep their workers and accounts (the conflicts each round makes are what they
 /// test) and run fewer rounds: at full length they were the suite's longest tests (220 to 475 s
-/// each in a CI run). Under nextest a test is a process of its own, so only the DynamoDB cases
+/// each in a CI run, before local/moto/speedups.py made moto's transactions cheap). Under nextest a test is a process of its own, so only the DynamoDB cases
 /// are shortened.
 pub fn contention_rounds(full: usize) -> usize {
     if ON_MOTO.load(std::sync::atomic::Ordering::Relaxed) {
@@ -207,8 +207,7 @@ pub fn contention_rounds(full: usize) -> usize {
     }
 }
 
-/// A DynamoDB store on a fresh table of its own (transaction cost in moto grows with table
-/// size, and tests must not see each other's items).
+/// A DynamoDB store on a fresh table of its own: tests must not see each other's items.
 pub async fn dynamo_store() -> lighttech::store::dynamo::DynamoStore {
     ON_MOTO.store(true, std::sync::atomic::Ordering::Relaxed);
     let sdk = emulator_sdk_config(&dynamodb_endpoint());
