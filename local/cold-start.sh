@@ -10,8 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=$(cargo metadata --no-deps --format-version 1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-# The functions as local/sam-build.sh builds them: the release profile at opt-level "z".
-export CARGO_PROFILE_RELEASE_OPT_LEVEL=z
+# The functions as local/sam-build.sh builds them: the release profile at opt-level "z", and
+# the deployed features alone (functions/Cargo.toml: host builds otherwise link every backend).
+export CARGO_PROFILE_RELEASE_OPT_LEVEL=z RUSTFLAGS="${RUSTFLAGS:-} --cfg lighttech_as_deployed"
 echo "== cargo build --release -p lighttech-functions --features embedded (the function binaries on the embedded store, opt-level z)" >&2
 cargo build --release --locked -p lighttech-functions --features embedded --bins
 echo "== cold start" >&2
