@@ -180,6 +180,11 @@ pub async fn parallel_withdrawals_never_overdraw(store: Arc<dyn Store>) {
     assert_ledger_consistent(&store, alice.id).await;
 }
 
+/// How many times a worker resends a transfer answered `Unavailable` (a `503`), as a client
+/// would. The store retries conflicts itself; on a CPU-starved emulator with conflicts injected
+/// on top, a transfer can still lose every one of its attempts.
+const MAX_RESENDS: u32 = 5;
+
 pub async fn random_transfers_conserve_the_total(store: Arc<dyn Store>) {
     let names = ["acc0", "acc1", "acc2", "acc3", "acc4", "acc5"];
     let mut ids = Vec::new();
@@ -196,7 +201,7 @@ pub async fn random_transfers_conserve_the_total(store: Arc<dyn Store>) {
         let ids = ids.clone();
         tasks.push(tokio::spawn(async move {
             let mut rng = crate::seeded_rng("random_transfers", worker as u64);
-            let (mut ok, mut refused) = (0u32, 0u32);
+            let (mut ok, mut refused, mut unavailable) = (0u32, 0u32, 0u32);
             for _ in 0..rounds {
                 let from = rng.random_range(0..ids.len());
                 let mut to = rng.random_range(0..ids.len());
@@ -204,23 +209,35 @@ pub async fn random_transfers_conserve_the_total(store: Arc<dyn Store>) {
                     to = (to + 1) % ids.len();
                 }
                 let amount = rng.random_range(1..=4_000);
-                match store
-                    .transfer(&transfer(ids[from], names[to], amount))
-                    .await
-                {
-                    Ok(Applied::Done(_)) => ok += 1,
-                    Err(StoreError::InsufficientFunds { .. }) => refused += 1,
-                    other => panic!("worker {worker}: {other:?}"),
+                let command = transfer(ids[from], names[to], amount);
+                // `Unavailable` promises that nothing was applied, so a client sends the same
+                // transfer again. Resending the same ids checks the promise: a transfer applied
+                // twice would show four history rows under its id.
+                let mut resends = 0;
+                loop {
+                    match store.transfer(&command).await {
+                        Ok(Applied::Done(_)) => ok += 1,
+                        Err(StoreError::InsufficientFunds { .. }) => refused += 1,
+                        Err(StoreError::Unavailable(_)) if resends < MAX_RESENDS => {
+                            resends += 1;
+                            unavailable += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                        other => panic!("worker {worker}: {other:?}"),
+                    }
+                    break;
                 }
             }
-            (ok, refused)
+            (ok, refused, unavailable)
         }));
     }
-    let (mut ok, mut refused) = (0, 0);
+    let (mut ok, mut refused, mut unavailable) = (0, 0, 0);
     for t in tasks {
-        let (o, r) = t.await.unwrap();
+        let (o, r, u) = t.await.unwrap();
         ok += o;
         refused += r;
+        unavailable += u;
     }
     let mut total_after = 0;
     let mut transfer_ids = HashMap::new();
@@ -243,6 +260,7 @@ pub async fn random_transfers_conserve_the_total(store: Arc<dyn Store>) {
     );
     assert_eq!(ok + refused, 8 * rounds as u32);
     eprintln!(
-        "bank workload: {ok} transfers applied, {refused} refused for funds, total {total_after} conserved"
+        "bank workload: {ok} transfers applied, {refused} refused for funds, {unavailable} resent \
+         after Unavailable, total {total_after} conserved"
     );
 }
