@@ -1,6 +1,7 @@
 """Rewrites local/feature-set/Cargo.toml's [dependencies]: every dependency of the local server,
 the load harness or the functions whose features differ from the workspace build's, with the
-workspace's features, the library's own backends included. Run from anywhere after a dependency change that tests/built-once reports.
+workspace's features, the library's own backends included. Run from anywhere after a dependency
+change that tests/built-once reports.
 
     python3 local/feature-set/generate.py
 """
@@ -46,8 +47,9 @@ def listing(need):
 
 
 # Only the dependencies built for the target: a build script's or proc macro's are resolved on
-# their own, and a list here cannot change them. Measured from no lists at all, then again with what was found, until nothing new differs: a
-# dependency listed (the library's backends) brings dependencies of its own.
+# their own, and a list here cannot change them. Measured from no lists at all, then again with
+# what was found, until nothing new differs: a dependency listed (the library's backends) brings
+# dependencies of its own.
 need = {}
 try:
     while True:

@@ -197,8 +197,8 @@ static ON_MOTO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::n
 /// a store on moto. moto serves one request at a time, on the CPU the rest of the suite shares;
 /// its workloads keep their workers and accounts (the conflicts each round makes are what they
 /// test) and run fewer rounds: at full length they were the suite's longest tests (220 to 475 s
-/// each in a CI run, before local/moto/speedups.py made moto's transactions cheap). Under nextest a test is a process of its own, so only the DynamoDB cases
-/// are shortened.
+/// each in a CI run, before local/moto/speedups.py made moto's transactions cheap). Under
+/// nextest a test is a process of its own, so only the DynamoDB cases are shortened.
 pub fn contention_rounds(full: usize) -> usize {
     if ON_MOTO.load(std::sync::atomic::Ordering::Relaxed) {
         full / 2

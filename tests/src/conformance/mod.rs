@@ -129,7 +129,8 @@ fn change(user: UserId, kind: ChangeKind, minor: i64) -> BalanceChange {
     }
 }
 
-fn transfer(from: UserId, to: &str, minor: i64) -> TransferCommand {
+/// A transfer of `minor` from `from` to the user named `to`, with fresh ids and no key.
+pub fn transfer(from: UserId, to: &str, minor: i64) -> TransferCommand {
     TransferCommand {
         from,
         to_username_key: to.to_lowercase(),
@@ -144,7 +145,8 @@ fn transfer(from: UserId, to: &str, minor: i64) -> TransferCommand {
     }
 }
 
-fn stamp(key: &str, fingerprint: &str, expires_at: Timestamp) -> IdempotencyStamp {
+/// An idempotency key `key` for a request whose fingerprint is made of `fingerprint`.
+pub fn stamp(key: &str, fingerprint: &str, expires_at: Timestamp) -> IdempotencyStamp {
     IdempotencyStamp {
         key: IdempotencyKey::parse(key.as_bytes()).unwrap(),
         fingerprint: RequestFingerprint::of(&[fingerprint]),
@@ -152,7 +154,8 @@ fn stamp(key: &str, fingerprint: &str, expires_at: Timestamp) -> IdempotencyStam
     }
 }
 
-async fn deposit(store: &Arc<dyn Store>, user: UserId, minor: i64) {
+/// Deposits `minor` into `user`'s account, which must succeed.
+pub async fn deposit(store: &Arc<dyn Store>, user: UserId, minor: i64) {
     match store
         .apply_change(&change(user, ChangeKind::Deposit, minor))
         .await

@@ -368,23 +368,6 @@ fn transfer_command(
     }
 }
 
-async fn open_deposit(store: &Arc<dyn Store>, user: UserId, minor: i64) {
-    let change = BalanceChange {
-        user,
-        kind: ChangeKind::Deposit,
-        amount: Money::from_minor(minor),
-        description: None,
-        operation_id: OperationId::new(),
-        now: Timestamp::now(),
-        idempotency: None,
-        session: None,
-    };
-    assert!(matches!(
-        store.apply_change(&change).await.unwrap(),
-        Applied::Done(_)
-    ));
-}
-
 /// Backends of this test's database waiting for a row lock.
 async fn lock_waiters(monitor: &tokio_postgres::Client) -> i64 {
     monitor
@@ -425,7 +408,7 @@ async fn a_transfer_in_flight_never_credits_a_recipient_whose_deactivation_commi
     let root = conformance::create_user(&store, "root").await;
     let alice = conformance::create_user(&store, "alice").await;
     let bob = conformance::create_user(&store, "bob").await;
-    open_deposit(&store, alice.id, 10_000).await;
+    conformance::deposit(&store, alice.id, 10_000).await;
 
     let connect = || async {
         let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
@@ -518,7 +501,7 @@ async fn transfers_racing_the_deactivation_of_both_parties_never_deadlock() {
     let bob = conformance::create_user(&store, "bob").await;
     const OPENING: i64 = 1_000_000;
     for user in [&alice, &bob] {
-        open_deposit(&store, user.id, OPENING).await;
+        conformance::deposit(&store, user.id, OPENING).await;
     }
     let (mut done, mut refused) = (0u32, 0u32);
     for _ in 0..150 {

@@ -3,19 +3,16 @@
 
 use std::sync::Arc;
 
-use lighttech::domain::{
-    ChangeKind, IdempotencyKey, Money, OperationId, RequestFingerprint, Timestamp, TransferId,
-    UserId,
-};
+use lighttech::domain::{Money, Timestamp, UserId};
 use lighttech::store::postgres::PgStore;
-use lighttech::store::{
-    Applied, BalanceChange, IdempotencyStamp, Store, StoreError, TransferCommand,
-};
+use lighttech::store::{Applied, Store, StoreError, TransferCommand};
 use lighttech_tests::{PgDatabase, conformance, conformance_user};
 
 const SENDERS: usize = 40;
+/// What each sender holds at the start.
+const OPENING: i64 = 100;
 
-/// A fresh database with a recipient, `shop`, and `senders` users holding `opening` each.
+/// A fresh database with a recipient, `shop`, and [`SENDERS`] users holding [`OPENING`] each.
 struct HotRecipient {
     pg: Arc<PgStore>,
     store: Arc<dyn Store>,
@@ -25,16 +22,16 @@ struct HotRecipient {
 }
 
 impl HotRecipient {
-    async fn new(senders: usize, opening: i64) -> Self {
+    async fn new() -> Self {
         let db = PgDatabase::create().await;
         let pg = Arc::new(PgStore::connect(&db.url).unwrap());
         pg.migrate().await.unwrap();
         let store: Arc<dyn Store> = pg.clone();
         let shop = conformance_user(&store, "shop").await;
         let mut ids = Vec::new();
-        for i in 0..senders {
+        for i in 0..SENDERS {
             let id = conformance_user(&store, &format!("sender{i}")).await;
-            deposit(&store, id, opening).await;
+            conformance::deposit(&store, id, OPENING).await;
             ids.push(id);
         }
         HotRecipient {
@@ -47,40 +44,12 @@ impl HotRecipient {
     }
 }
 
-async fn deposit(store: &Arc<dyn Store>, user: UserId, minor: i64) {
-    let change = BalanceChange {
-        user,
-        kind: ChangeKind::Deposit,
-        amount: Money::from_minor(minor),
-        description: None,
-        operation_id: OperationId::new(),
-        now: Timestamp::now(),
-        idempotency: None,
-        session: None,
-    };
-    assert!(matches!(
-        store.apply_change(&change).await.unwrap(),
-        Applied::Done(_)
-    ));
-}
-
+/// A transfer to `shop`; with `key`, idempotent under it.
 fn to_shop(from: UserId, amount: i64, key: Option<&str>) -> TransferCommand {
-    TransferCommand {
-        from,
-        to_username_key: "shop".into(),
-        amount: Money::from_minor(amount),
-        description: None,
-        transfer_id: TransferId::new(),
-        out_operation_id: OperationId::new(),
-        in_operation_id: OperationId::new(),
-        now: Timestamp::now(),
-        idempotency: key.map(|k| IdempotencyStamp {
-            key: IdempotencyKey::parse(k.as_bytes()).unwrap(),
-            fingerprint: RequestFingerprint::of(&["shop", &amount.to_string()]),
-            expires_at: Timestamp::from_millis(Timestamp::now().millis() + 3_600_000),
-        }),
-        session: None,
-    }
+    let mut command = conformance::transfer(from, "shop", amount);
+    let later = Timestamp::now().plus_seconds(3600);
+    command.idempotency = key.map(|k| conformance::stamp(k, &format!("shop {amount}"), later));
+    command
 }
 
 /// A hot recipient's credits refused by PostgreSQL: a trigger fails every update that raises an
@@ -127,7 +96,7 @@ async fn a_refused_transfer_into_a_hot_account_is_503_and_its_retry_applies_once
 /// contiguous with every balance_after exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transfers_into_one_recipient_are_batched_and_each_applied_or_refused_alone() {
-    let hot = HotRecipient::new(SENDERS, 100).await;
+    let hot = HotRecipient::new().await;
     let (pg, store, shop, senders) = (&hot.pg, &hot.store, hot.shop, &hot.senders);
     // Every fifth sender asks for more than it has; sender 1 sends the same keyed request twice.
     let mut commands = Vec::new();
@@ -145,7 +114,11 @@ async fn transfers_into_one_recipient_are_batched_and_each_applied_or_refused_al
             Ok(Applied::Done(_)) => done += 1,
             Ok(Applied::AlreadyRecorded(_)) => replayed += 1,
             Err(StoreError::InsufficientFunds { balance }) => {
-                assert_eq!(balance.minor(), 100, "refused with the sender's balance");
+                assert_eq!(
+                    balance.minor(),
+                    OPENING,
+                    "refused with the sender's balance"
+                );
                 refused += 1;
             }
             other => panic!("{other:?}"),
@@ -162,12 +135,16 @@ async fn transfers_into_one_recipient_are_batched_and_each_applied_or_refused_al
     let mut total = shop_account.balance.minor();
     for (i, id) in senders.iter().enumerate() {
         let balance = store.account(*id).await.unwrap().unwrap().balance.minor();
-        assert_eq!(balance, if i % 5 == 0 { 100 } else { 40 }, "sender {i}");
+        assert_eq!(
+            balance,
+            if i % 5 == 0 { OPENING } else { OPENING - 60 },
+            "sender {i}"
+        );
         total += balance;
     }
     assert_eq!(
         total,
-        100 * SENDERS as i64,
+        OPENING * SENDERS as i64,
         "money was created or destroyed"
     );
     // Only the key raced by sender 1 can meet a deadlock: a batch claims keys after its account
@@ -204,11 +181,11 @@ async fn futures_join(
 /// recipient's ledger nor a refused sender shows a trace of the refused ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_batch_that_reaches_the_balance_ceiling_refuses_exactly_the_transfers_past_it() {
-    let hot = HotRecipient::new(SENDERS, 100).await;
+    let hot = HotRecipient::new().await;
     let (store, shop) = (&hot.store, hot.shop);
     const FIT: i64 = 10;
     let start = Money::MAX_BALANCE.minor() - FIT * 60 - 30;
-    deposit(store, shop, start).await;
+    conformance::deposit(store, shop, start).await;
     let commands = hot.senders.iter().map(|s| to_shop(*s, 60, None)).collect();
     let results = futures_join(store, commands).await;
 
@@ -238,14 +215,17 @@ async fn a_batch_that_reaches_the_balance_ceiling_refuses_exactly_the_transfers_
     for id in &hot.senders {
         let sender = store.account(*id).await.unwrap().unwrap();
         assert!(
-            matches!((sender.balance.minor(), sender.version), (40, 2) | (100, 1)),
+            matches!(
+                (sender.balance.minor(), sender.version),
+                (40, 2) | (OPENING, 1)
+            ),
             "a sender is either debited once or untouched: {sender:?}"
         );
         total += sender.balance.minor();
     }
     assert_eq!(
         total,
-        100 * SENDERS as i64,
+        OPENING * SENDERS as i64,
         "money was created or destroyed"
     );
 }
