@@ -147,6 +147,35 @@ pub async fn control_characters_are_refused_in_every_text_field(t: TestApp) {
             let field = if path.contains("?q=") { "q" } else { "cursor" };
             refused_naming(&t.get(&path, Some(&root.access)).await, field);
         }
+        // A query string is text on every endpoint, also where no parameter is read: the
+        // request is refused before its valid body moves money, opens or ends a session.
+        let query = format!("?note={encoded}");
+        for (path, body) in [
+            ("/api/balance/v1/deposit/", json!({"amount": "1"})),
+            ("/api/balance/v1/withdraw/", json!({"amount": "1"})),
+            (
+                "/api/balance/v1/transfer/",
+                json!({"amount": "1", "to": "bob"}),
+            ),
+            ("/api/auth/v1/logout/", json!({"refresh": alice.refresh})),
+            (
+                "/api/auth/v1/login/",
+                json!({"username": "alice", "password": PASSWORD}),
+            ),
+            (
+                "/api/auth/v1/register/",
+                json!({"username": "carol", "email": "carol@example.com", "password": PASSWORD}),
+            ),
+        ] {
+            let r = t
+                .post(&format!("{path}{query}"), Some(&alice.access), &body, &[])
+                .await;
+            refused_naming(&r, "note");
+        }
+        for path in ["/api/balance/v1/", "/api/auth/v1/me/"] {
+            let r = t.get(&format!("{path}{query}"), Some(&alice.access)).await;
+            refused_naming(&r, "note");
+        }
     }
 
     // Nothing was read into an answer or written: no user, no operation, no revoked session.

@@ -312,6 +312,7 @@ async fn dispatch<E: Endpoints>(
         });
     };
     tracing::Span::current().record("route", route.function.name());
+    request::check_query_text(parts.uri.query())?;
     let body = match body {
         Body::Empty => bytes::Bytes::new(),
         Body::Text(text) => bytes::Bytes::from(text),

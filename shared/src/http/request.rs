@@ -87,19 +87,28 @@ impl Req {
     /// Query parameters; a parameter given twice, or any parameter (known or not) holding a
     /// control character, is a validation error.
     pub fn query_params(&self) -> Result<Vec<(String, String)>, ApiError> {
+        check_query_text(self.query.as_deref())?;
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         for (k, v) in form_urlencoded::parse(self.query.as_deref().unwrap_or("").as_bytes()) {
             if !seen.insert(k.to_string()) {
                 return Err(ApiError::field(k.to_string(), "Give this parameter once."));
             }
-            if has_control(&k) || has_control(&v) {
-                return Err(ApiError::field(k.to_string(), CONTROL_CHARACTERS));
-            }
             out.push((k.into_owned(), v.into_owned()));
         }
         Ok(out)
     }
+}
+
+/// A query string is request text on every endpoint, whether or not the endpoint reads it: a
+/// parameter whose name or value holds a control character is refused, naming the parameter.
+pub fn check_query_text(query: Option<&str>) -> Result<(), ApiError> {
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if has_control(&k) || has_control(&v) {
+            return Err(ApiError::field(k.into_owned(), CONTROL_CHARACTERS));
+        }
+    }
+    Ok(())
 }
 
 fn is_json_content_type(headers: &HeaderMap) -> bool {

@@ -38,7 +38,8 @@ fn history_params() -> Vec<Param> {
         "Page size, 1–100 (default 20): the most a page holds. Under a `type`, `since` or \
          `until` filter that matches rarely, a page may hold fewer and still carry a \
          `next_cursor`; the history ends where `next_cursor` is null.",
-        "The `next_cursor` of the previous page; usable only by the user it was issued to.",
+        "The `next_cursor` of the previous page of the same history: a cursor is bound to the \
+         account whose history it pages and refused for any other.",
     );
     params.extend([
         Param::Query(
