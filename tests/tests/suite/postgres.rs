@@ -492,6 +492,22 @@ async fn a_transfer_in_flight_never_credits_a_recipient_whose_deactivation_commi
 /// deadlocks in every one of several runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transfers_racing_the_deactivation_of_both_parties_never_deadlock() {
+    let pg = race_transfers_and_deactivations(2, 150).await;
+    assert_eq!(pg.batched_transfers(), 0, "two at a time each run alone");
+}
+
+/// The same race with four transfers each way per round: those past the store's two in flight
+/// per recipient go to the database as batches (migration 10), which take the recipient's user
+/// row, the accounts and then the senders' sessions in the same order: still no deadlock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batched_transfers_racing_the_deactivation_of_both_parties_never_deadlock() {
+    let pg = race_transfers_and_deactivations(4, 100).await;
+    assert!(pg.batched_transfers() > 0, "no transfer was batched");
+}
+
+/// `rounds` rounds of `per_direction` transfers from alice to bob and as many back, each under
+/// a live session, racing the deactivation of both; the store, for its counters.
+async fn race_transfers_and_deactivations(per_direction: usize, rounds: usize) -> Arc<PgStore> {
     let db = PgDatabase::create().await;
     let pg = Arc::new(PgStore::connect(&db.url).unwrap());
     pg.migrate().await.unwrap();
@@ -504,7 +520,7 @@ async fn transfers_racing_the_deactivation_of_both_parties_never_deadlock() {
         conformance::deposit(&store, user.id, OPENING).await;
     }
     let (mut done, mut refused) = (0u32, 0u32);
-    for _ in 0..150 {
+    for _ in 0..rounds {
         let mut sessions = Vec::new();
         for user in [&alice, &bob] {
             let now = Timestamp::now();
@@ -522,17 +538,18 @@ async fn transfers_racing_the_deactivation_of_both_parties_never_deadlock() {
             assert!(store.create_session(&session).await.unwrap());
             sessions.push(session.id);
         }
-        let transfers = [
+        let directions = [
             (alice.id, "bob", sessions[0]),
             (bob.id, "alice", sessions[1]),
-            (alice.id, "bob", sessions[0]),
-            (bob.id, "alice", sessions[1]),
-        ]
-        .map(|(from, to, session)| {
-            let store = Arc::clone(&store);
-            let command = transfer_command(from, to, 100, Some(session));
-            tokio::spawn(async move { store.transfer(&command).await })
-        });
+        ];
+        let transfers: Vec<_> = (0..per_direction)
+            .flat_map(|_| directions)
+            .map(|(from, to, session)| {
+                let store = Arc::clone(&store);
+                let command = transfer_command(from, to, 100, Some(session));
+                tokio::spawn(async move { store.transfer(&command).await })
+            })
+            .collect();
         let deactivations = [&alice, &bob].map(|user| {
             let store = Arc::clone(&store);
             let change = status_change(&root, user, false);
@@ -572,7 +589,11 @@ async fn transfers_racing_the_deactivation_of_both_parties_never_deadlock() {
         0,
         "deadlocks or serialization failures were retried"
     );
-    eprintln!("transfers racing deactivations: {done} applied, {refused} refused, no deadlock");
+    eprintln!(
+        "{per_direction} transfers each way racing deactivations: \
+         {done} applied, {refused} refused, no deadlock"
+    );
+    pg
 }
 
 /// A database at schema version 6 is migrated by `--init`: every user gets the folded key of

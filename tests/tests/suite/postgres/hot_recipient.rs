@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use lighttech::domain::{Money, Timestamp, UserId};
+use lighttech::domain::{Money, SessionId, Timestamp, TokenId, UserId};
 use lighttech::store::postgres::PgStore;
-use lighttech::store::{Applied, Store, StoreError, TransferCommand};
+use lighttech::store::{Applied, SessionRecord, SessionUse, Store, StoreError, TransferCommand};
 use lighttech_tests::{PgDatabase, conformance, conformance_user};
 
 const SENDERS: usize = 40;
@@ -18,7 +18,7 @@ struct HotRecipient {
     store: Arc<dyn Store>,
     shop: UserId,
     senders: Vec<UserId>,
-    _db: PgDatabase,
+    db: PgDatabase,
 }
 
 impl HotRecipient {
@@ -39,10 +39,98 @@ impl HotRecipient {
             store,
             shop,
             senders: ids,
-            _db: db,
+            db,
         }
     }
+
+    /// A connection of the test's own, outside the store's pool.
+    async fn connect(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.db.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+    }
+
+    /// Starts `count` transfers of 60 into `shop`, one per sender, while the test holds shop's
+    /// account row: the first [two](IN_FLIGHT_PER_RECIPIENT) wait for the row inside
+    /// PostgreSQL, the rest queue in the store and go to the database as one batch.
+    async fn queue_behind_a_held_row(
+        &self,
+        count: usize,
+        key: Option<&str>,
+    ) -> (
+        tokio_postgres::Client,
+        tokio_postgres::Client,
+        Vec<tokio::task::JoinHandle<Result<Applied, StoreError>>>,
+    ) {
+        let monitor = self.connect().await;
+        let holder = self.connect().await;
+        holder.batch_execute("BEGIN").await.unwrap();
+        holder
+            .execute(
+                "SELECT 1 FROM accounts WHERE user_id = $1 FOR UPDATE",
+                &[&self.shop.0],
+            )
+            .await
+            .unwrap();
+        let tasks = self.senders[..count]
+            .iter()
+            .enumerate()
+            .map(|(i, from)| {
+                let store = Arc::clone(&self.store);
+                let key = key.map(|k| format!("{k}-{i}"));
+                let command = to_shop(*from, 60, key.as_deref());
+                tokio::spawn(async move { store.transfer(&command).await })
+            })
+            .collect();
+        super::eventually("two transfers wait for shop's account row", async || {
+            super::lock_waiters(&monitor).await == IN_FLIGHT_PER_RECIPIENT
+        })
+        .await;
+        // Let the rest reach the store's queue.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        (monitor, holder, tasks)
+    }
+
+    /// Shop's balance in minor units.
+    async fn shop_balance(&self) -> i64 {
+        let account = self.store.account(self.shop).await.unwrap().unwrap();
+        account.balance.minor()
+    }
+
+    /// Checks that every sender is debited once (60) or untouched and that no money was created
+    /// or destroyed; returns how many were debited.
+    async fn assert_conserved(&self) -> i64 {
+        let (mut total, mut debited) = (self.shop_balance().await, 0);
+        for id in &self.senders {
+            let balance = self
+                .store
+                .account(*id)
+                .await
+                .unwrap()
+                .unwrap()
+                .balance
+                .minor();
+            assert!(
+                balance == OPENING || balance == OPENING - 60,
+                "a sender is debited once or not at all: {balance}"
+            );
+            debited += i64::from(balance != OPENING);
+            total += balance;
+        }
+        assert_eq!(
+            total,
+            OPENING * SENDERS as i64,
+            "money was created or destroyed"
+        );
+        conformance::assert_ledger_consistent(&self.store, self.shop).await;
+        debited
+    }
 }
+
+/// The store's slots in flight per recipient (`IN_FLIGHT` in `store/postgres/batch.rs`).
+const IN_FLIGHT_PER_RECIPIENT: i64 = 2;
 
 /// A transfer to `shop`; with `key`, idempotent under it.
 fn to_shop(from: UserId, amount: i64, key: Option<&str>) -> TransferCommand {
@@ -88,6 +176,194 @@ async fn a_refused_transfer_into_a_hot_account_is_503_and_its_retry_applies_once
         &t, &t, refuse, allow,
     )
     .await;
+}
+
+/// The same refusal on the batched path: transfers queued behind two in flight go to the
+/// database as one batch, whose credit to shop fails with a serialization failure; each is
+/// retried alone, refused in the end, and answered `Unavailable` with nothing applied. Sent
+/// again with the same keys once the conflicts are over, each applies exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_batch_is_unavailable_for_each_transfer_and_each_retry_applies_once() {
+    let hot = HotRecipient::new().await;
+    const COUNT: usize = 10;
+    let admin = hot.connect().await;
+    admin
+        .batch_execute(
+            "CREATE FUNCTION lt_injected_conflict() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = '40001'; END $$; \
+             CREATE TRIGGER lt_injected_conflict BEFORE UPDATE ON accounts FOR EACH ROW \
+             WHEN (NEW.balance > OLD.balance) EXECUTE FUNCTION lt_injected_conflict();",
+        )
+        .await
+        .unwrap();
+    let (_monitor, holder, tasks) = hot.queue_behind_a_held_row(COUNT, Some("tip")).await;
+    holder.batch_execute("COMMIT").await.unwrap();
+    for task in tasks {
+        let result = task.await.unwrap();
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "a refused credit is Unavailable: {result:?}"
+        );
+    }
+    assert!(
+        hot.pg.batched_transfers() > 0,
+        "the queued transfers went to the database as a batch"
+    );
+    assert_eq!(hot.shop_balance().await, 0, "nothing was applied");
+    assert_eq!(hot.assert_conserved().await, 0, "no sender was debited");
+
+    admin
+        .batch_execute("DROP TRIGGER lt_injected_conflict ON accounts")
+        .await
+        .unwrap();
+    for round in 0..2 {
+        for (i, from) in hot.senders[..COUNT].iter().enumerate() {
+            let key = format!("tip-{i}");
+            let result = hot.store.transfer(&to_shop(*from, 60, Some(&key))).await;
+            match (round, result) {
+                (0, Ok(Applied::Done(_))) | (1, Ok(Applied::AlreadyRecorded(_))) => {}
+                (_, other) => panic!("round {round}, sender {i}: {other:?}"),
+            }
+        }
+    }
+    assert_eq!(hot.shop_balance().await, 60 * COUNT as i64);
+    assert_eq!(hot.assert_conserved().await, COUNT as i64);
+}
+
+/// A deactivation racing a batch, step by step. Two transfers into shop hold its slots while
+/// the test holds shop's account row; ten more, each under its sender's session, queue in the
+/// store. The test also holds those sessions, then lets the two through: the ten go to the
+/// database as one batch, which reads shop's user row and stops at the sessions. Now shop is
+/// deactivated. The batch took shop's user row under a share lock (migration 10), so the
+/// deactivation waits for it and its credits commit first; read without the lock, the
+/// deactivation commits at once and the batch, let go, credits shop after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_never_credits_a_recipient_whose_deactivation_committed_first() {
+    let hot = HotRecipient::new().await;
+    const QUEUED: usize = 10;
+    let root = conformance::create_user(&hot.store, "root").await;
+    let shop = hot.store.user_by_id(hot.shop).await.unwrap().unwrap();
+    let monitor = hot.connect().await;
+    let transfer = |command: TransferCommand| {
+        let store = Arc::clone(&hot.store);
+        tokio::spawn(async move { store.transfer(&command).await })
+    };
+
+    let account_holder = hot.connect().await;
+    account_holder.batch_execute("BEGIN").await.unwrap();
+    account_holder
+        .execute(
+            "SELECT 1 FROM accounts WHERE user_id = $1 FOR UPDATE",
+            &[&hot.shop.0],
+        )
+        .await
+        .unwrap();
+    let mut tasks: Vec<_> = hot.senders[..2]
+        .iter()
+        .map(|from| transfer(to_shop(*from, 60, None)))
+        .collect();
+    super::eventually("two transfers wait for shop's account row", async || {
+        super::lock_waiters(&monitor).await == 2
+    })
+    .await;
+
+    let mut sessions = Vec::new();
+    for from in &hot.senders[2..2 + QUEUED] {
+        let now = Timestamp::now();
+        let session = SessionRecord {
+            id: SessionId::new(),
+            user: *from,
+            created_at: now,
+            last_used_at: now,
+            expires_at: now.plus_seconds(3600),
+            refresh_jti: TokenId::new(),
+            user_agent: None,
+            ip: None,
+            revoked_at: None,
+        };
+        assert!(hot.store.create_session(&session).await.unwrap());
+        sessions.push(session.id);
+    }
+    let session_holder = hot.connect().await;
+    session_holder.batch_execute("BEGIN").await.unwrap();
+    let ids: Vec<uuid::Uuid> = sessions.iter().map(|s| s.0).collect();
+    session_holder
+        .execute(
+            "SELECT 1 FROM sessions WHERE id = ANY($1) FOR UPDATE",
+            &[&ids],
+        )
+        .await
+        .unwrap();
+    for (from, session) in hot.senders[2..2 + QUEUED].iter().zip(&sessions) {
+        let mut command = to_shop(*from, 60, None);
+        command.session = Some(SessionUse {
+            id: *session,
+            touch_before: Timestamp::now(),
+        });
+        tasks.push(transfer(command));
+    }
+    // Let the ten reach the store's queue behind the two.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    account_holder.batch_execute("COMMIT").await.unwrap();
+    super::eventually("the batch waits for the held sessions", async || {
+        super::lock_waiters(&monitor).await == 1
+    })
+    .await;
+    assert!(
+        hot.pg.batched_transfers() >= QUEUED as u64,
+        "the ten went as one batch"
+    );
+
+    let deactivation = tokio::spawn({
+        let store = Arc::clone(&hot.store);
+        let change = super::status_change(&root, &shop, false);
+        async move { store.set_user_active(&change).await }
+    });
+    super::eventually(
+        "the deactivation commits or waits for the batch",
+        async || deactivation.is_finished() || super::lock_waiters(&monitor).await == 2,
+    )
+    .await;
+    // Every credit that may ever land has committed once the deactivation has.
+    let at_deactivation = if deactivation.is_finished() {
+        let balance = hot.shop_balance().await;
+        session_holder.batch_execute("COMMIT").await.unwrap();
+        balance
+    } else {
+        session_holder.batch_execute("COMMIT").await.unwrap();
+        while !deactivation.is_finished() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        hot.shop_balance().await
+    };
+    let deactivated = deactivation.await.unwrap().unwrap().unwrap();
+    assert!(!deactivated.is_active);
+
+    let (mut done, mut refused) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(Applied::Done(_)) => done += 1,
+            Err(StoreError::RecipientNotFound) => refused += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(done + refused, 2 + QUEUED as i64);
+    assert_eq!(
+        hot.shop_balance().await,
+        at_deactivation,
+        "shop was credited after its deactivation committed"
+    );
+    assert_eq!(at_deactivation, 60 * done);
+    assert_eq!(hot.assert_conserved().await, done);
+    // From now on, shop is no recipient at all.
+    let late = hot
+        .store
+        .transfer(&to_shop(hot.senders[SENDERS - 1], 60, None))
+        .await;
+    assert!(
+        matches!(late, Err(StoreError::RecipientNotFound)),
+        "{late:?}"
+    );
 }
 
 /// Many senders paying one recipient at once: transfers queued behind one in flight are applied
