@@ -201,6 +201,8 @@ done
 call 200 GET /api/schema/
 expect "OpenAPI version" "$(json "$work/body" openapi | cut -c1-2)" 3.
 call 200 GET /api/redoc/redoc.standalone.js
+call 200 GET /api/docs/swagger-ui.css
+expect "Swagger UI's stylesheet" "$(header content-type | cut -d';' -f1)" text/css
 call 404 GET /api/no-such-path/
 expect "unknown path code" "$(json "$work/body" code)" not_found
 call 405 DELETE /api/balance/v1/

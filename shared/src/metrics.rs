@@ -50,9 +50,25 @@ pub fn take() -> Counts {
     }
 }
 
-/// The EMF line for one invocation of `function`, or `None` when nothing was counted (a quiet
-/// invocation costs no log line; the alarms treat missing data as fine).
-pub fn emf_line(function: &str, counts: Counts, timestamp_ms: u64) -> Option<String> {
+/// The `level` an EMF line carries so that Lambda's log-level filtering keeps it: Lambda drops
+/// application lines below the function's `ApplicationLogLevel` and reads a line with no level
+/// as `INFO`, so a metric line is at `INFO` or at the configured level if that is higher. (The
+/// template's error-line metric filter skips lines with `_aws`, so an `ERROR` one is no error.)
+pub fn emf_level(lambda_level: Option<&str>) -> &'static str {
+    match lambda_level
+        .map(|l| l.trim().to_ascii_uppercase())
+        .as_deref()
+    {
+        Some("WARN") => "WARN",
+        Some("ERROR") => "ERROR",
+        Some("FATAL") => "FATAL",
+        _ => "INFO",
+    }
+}
+
+/// The EMF line for one invocation of `function`, at `level`, or `None` when nothing was
+/// counted (a quiet invocation costs no log line; the alarms treat missing data as fine).
+pub fn emf_line(function: &str, counts: Counts, timestamp_ms: u64, level: &str) -> Option<String> {
     if counts == Counts::default() {
         return None;
     }
@@ -71,6 +87,7 @@ pub fn emf_line(function: &str, counts: Counts, timestamp_ms: u64) -> Option<Str
                     ],
                 }],
             },
+            "level": level,
             "FunctionName": function,
             "TransactionConflicts": counts.transaction_conflicts,
             "Retries": counts.retries,
@@ -93,7 +110,8 @@ pub fn after_invocation(function: &str, status: http::StatusCode) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    if let Some(line) = emf_line(&name, take(), now) {
+    let level = emf_level(std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().as_deref());
+    if let Some(line) = emf_line(&name, take(), now, level) {
         let _ = writeln!(std::io::stderr().lock(), "{line}");
     }
 }
@@ -106,7 +124,7 @@ mod tests {
     fn counts_are_taken_once_and_a_quiet_invocation_writes_nothing() {
         // One test touches the process-wide counters, so no other test races it.
         let _ = take();
-        assert_eq!(emf_line("f", take(), 1), None);
+        assert_eq!(emf_line("f", take(), 1, "INFO"), None);
         retried(false);
         retried(false);
         retried(true);
@@ -122,7 +140,7 @@ mod tests {
         );
         assert_eq!(take(), Counts::default());
         let line: serde_json::Value = serde_json::from_str(
-            &emf_line("lighttech-deposit", counts, 1_700_000_000_000).unwrap(),
+            &emf_line("lighttech-deposit", counts, 1_700_000_000_000, "WARN").unwrap(),
         )
         .unwrap();
         assert_eq!(line["_aws"]["Timestamp"], 1_700_000_000_000u64);
@@ -138,8 +156,25 @@ mod tests {
             assert!(line[name].is_u64(), "{name}");
         }
         assert_eq!(line["FunctionName"], "lighttech-deposit");
+        assert_eq!(line["level"], "WARN");
         assert_eq!(line["TransactionConflicts"], 2);
         assert_eq!(line["Retries"], 3);
         assert_eq!(line["ServiceUnavailable"], 1);
+    }
+
+    #[test]
+    fn a_metric_line_is_never_below_the_level_lambda_keeps() {
+        for (configured, level) in [
+            (None, "INFO"),
+            (Some("TRACE"), "INFO"),
+            (Some("DEBUG"), "INFO"),
+            (Some("INFO"), "INFO"),
+            (Some("warn"), "WARN"),
+            (Some("ERROR"), "ERROR"),
+            (Some("FATAL"), "FATAL"),
+            (Some("nonsense"), "INFO"),
+        ] {
+            assert_eq!(emf_level(configured), level, "{configured:?}");
+        }
     }
 }

@@ -221,6 +221,8 @@ async fn a_503_becomes_an_embedded_metric_and_the_lambda_log_level_filters_the_l
     let line = &metrics[0];
     assert_eq!(line["FunctionName"], "lighttech-health");
     assert_eq!(line["ServiceUnavailable"], 1);
+    // Lambda drops lines below ApplicationLogLevel and reads a line with no level as INFO.
+    assert_eq!(line["level"], "ERROR", "the metric line passes the filter");
     assert_eq!(
         line["_aws"]["CloudWatchMetrics"][0]["Namespace"],
         lighttech::metrics::NAMESPACE

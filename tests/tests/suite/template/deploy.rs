@@ -249,7 +249,8 @@ fn alarms_watch_the_api_the_functions_the_table_and_error_lines_and_all_notify_t
             duration, is_money,
             "{id}: a p99 duration alarm exactly for the money functions"
         );
-        // Its "level":"ERROR" lines are counted.
+        // Its "level":"ERROR" lines are counted, but not its metric lines (EMF, with `_aws`),
+        // which carry the configured level to pass Lambda's filter.
         let group = format!("{}LogGroup", id.trim_end_matches("Function"));
         let filter = resources("AWS::Logs::MetricFilter")
             .into_values()
@@ -257,7 +258,7 @@ fn alarms_watch_the_api_the_functions_the_table_and_error_lines_and_all_notify_t
             .unwrap_or_else(|| panic!("{id}: no metric filter on {group}"));
         assert_eq!(
             filter["Properties"]["FilterPattern"],
-            r#"{ $.level = "ERROR" }"#
+            r#"{ $.level = "ERROR" && $._aws NOT EXISTS }"#
         );
         assert_eq!(
             filter["Properties"]["MetricTransformations"][0]["MetricName"],
@@ -362,6 +363,13 @@ fn samconfig_answers_every_question_of_a_deploy_with_parameters_the_template_has
             .as_str()
             .is_some_and(|s| !s.is_empty())
     );
+    // The Rust build method is a SAM beta feature: opted in, or `sam build` asks first.
+    for command in ["build", "sync"] {
+        assert_eq!(
+            config["default"][command]["parameters"]["beta_features"], true,
+            "sam {command} opts in to rust-cargolambda"
+        );
+    }
     let deploy = &config["default"]["deploy"]["parameters"];
     let capabilities = deploy["capabilities"].to_string();
     assert!(capabilities.contains("CAPABILITY_IAM"), "{capabilities}");
@@ -431,8 +439,10 @@ fn the_table_is_kept_and_the_deploy_refuses_to_replace_it() {
 
 #[test]
 fn the_deploy_guide_says_why_there_is_no_api_gateway_authorizer() {
-    assert!(
-        read("docs/deploy.md").contains("no API Gateway authorizer"),
-        "docs/deploy.md: say why no authorizer is configured"
-    );
+    for page in ["README.md", "docs/deploy.md"] {
+        assert!(
+            read(page).contains("no API Gateway authorizer"),
+            "{page}: say why no authorizer is configured"
+        );
+    }
 }
