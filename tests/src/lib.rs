@@ -682,6 +682,13 @@ pub async fn post_json(
     .await
 }
 
+/// A seed for a store's injected faults, drawn from the test's [`seeded_rng`] (which prints
+/// the run's seed), so a replay with that seed draws the same faults in the same order.
+pub fn fault_seed() -> u64 {
+    use rand::RngExt;
+    seeded_rng("injected faults", 0).random()
+}
+
 /// The variable that replays a random test: its seed, as printed by [`seeded_rng`].
 pub const SEED_VAR: &str = "LIGHTTECH_TEST_SEED";
 

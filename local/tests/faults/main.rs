@@ -59,11 +59,14 @@ async fn kills_lose_nothing(extra_env: &[(&str, &str)], backend: &str) {
     let tally = Arc::clone(&workload.tally);
     let kills = 5;
     let mut done = 0;
+    // The kill schedule replays with the printed seed (what the server was doing when it died
+    // depends on the scheduler too).
+    let mut schedule = lighttech_tests::seeded_rng("kill schedule", 1000);
     while done < kills {
-        let wait = rand::rng().random_range(150..600);
+        let wait = schedule.random_range(150..600);
         tokio::time::sleep(Duration::from_millis(wait)).await;
         server.kill().await;
-        let down = rand::rng().random_range(50..300);
+        let down = schedule.random_range(50..300);
         tokio::time::sleep(Duration::from_millis(down)).await;
         server.spawn(false).await;
         done += 1;

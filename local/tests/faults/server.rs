@@ -179,8 +179,13 @@ impl FaultProxy {
         let injected = Arc::clone(&proxy.injected);
         let dropped = Arc::clone(&proxy.dropped);
         let forwarded = Arc::clone(&proxy.forwarded);
+        let draws = Arc::new(std::sync::Mutex::new(lighttech_tests::seeded_rng(
+            "fault proxy",
+            1001,
+        )));
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
+                let draws = Arc::clone(&draws);
                 let faulty = Arc::clone(&faulty);
                 let injected = Arc::clone(&injected);
                 let dropped = Arc::clone(&dropped);
@@ -202,10 +207,12 @@ impl FaultProxy {
                     ]
                     .iter()
                     .any(|op| head.contains(&format!("x-amz-target: dynamodb_20120810.{op}")));
-                    let fault = (data_plane
-                        && faulty.load(Ordering::SeqCst)
-                        && rand::rng().random_bool(rate))
-                    .then(|| rand::rng().random_range(0..3));
+                    let fault = (data_plane && faulty.load(Ordering::SeqCst))
+                        .then(|| {
+                            let mut draws = draws.lock().unwrap_or_else(|e| e.into_inner());
+                            draws.random_bool(rate).then(|| draws.random_range(0..3))
+                        })
+                        .flatten();
                     if let Some(kind @ (0 | 1)) = fault {
                         injected.fetch_add(1, Ordering::Relaxed);
                         let (status, kind) = if kind == 0 {

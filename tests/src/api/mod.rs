@@ -60,6 +60,8 @@ macro_rules! api_suite {
             equal_queries_of_different_users_never_share_a_page,
             a_shared_cache_never_serves_cursors_signed_with_another_key,
             staff_see_one_user_and_their_history,
+            deactivation_takes_effect_at_once_and_reactivation_restores_access,
+            every_admin_action_is_in_the_audit_trail,
             refused_admin_calls_are_not_audited,
             control_characters_are_refused_in_every_text_field,
             different_bodies_racing_on_one_key_move_money_once,

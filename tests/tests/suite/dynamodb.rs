@@ -29,9 +29,10 @@ lighttech_tests::api_suite!(dynamo_fixture);
 
 /// A store whose transactions fail with `TransactionConflict` a third of the time.
 async fn conflicting_fixture() -> StoreFixture {
-    let store = dynamo_store()
-        .await
-        .with_fault_injector(FaultInjector { conflict_rate: 0.3 });
+    let store = dynamo_store().await.with_fault_injector(FaultInjector {
+        conflict_rate: 0.3,
+        seed: lighttech_tests::fault_seed(),
+    });
     StoreFixture::new(Arc::new(store), ())
 }
 
@@ -42,11 +43,10 @@ mod under_injected_conflicts {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transaction_conflicts_are_retried_and_counted() {
-    let store = Arc::new(
-        dynamo_store()
-            .await
-            .with_fault_injector(FaultInjector { conflict_rate: 0.5 }),
-    );
+    let store = Arc::new(dynamo_store().await.with_fault_injector(FaultInjector {
+        conflict_rate: 0.5,
+        seed: lighttech_tests::fault_seed(),
+    }));
     let user = lighttech_tests::conformance_user(&(store.clone() as Arc<dyn Store>), "alice").await;
     let mut applied = 0;
     for _ in 0..20 {
@@ -92,7 +92,10 @@ async fn endless_conflicts_end_as_unavailable_with_nothing_applied() {
     // A second handle on the same table whose every transaction conflicts.
     let sdk = emulator_sdk_config(&dynamodb_endpoint());
     let failing = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), healthy.table())
-        .with_fault_injector(FaultInjector { conflict_rate: 1.0 });
+        .with_fault_injector(FaultInjector {
+            conflict_rate: 1.0,
+            seed: lighttech_tests::fault_seed(),
+        });
     let change = BalanceChange {
         user,
         kind: ChangeKind::Deposit,

@@ -83,7 +83,7 @@ pub struct DynamoStore {
     table: String,
     /// What the store retried so far.
     pub stats: DynamoStats,
-    fault: Option<FaultInjector>,
+    fault: Option<InjectedConflicts>,
     /// How long `create_table` waits for the table to become `ACTIVE`.
     table_wait: Duration,
 }
@@ -94,6 +94,26 @@ pub struct DynamoStore {
 pub struct FaultInjector {
     /// Probability in `0.0..=1.0` that a transaction attempt is cancelled as conflicting.
     pub conflict_rate: f64,
+    /// Seeds the draws: a test that prints it can replay the same sequence of draws.
+    pub seed: u64,
+}
+
+/// A [`FaultInjector`] at work: its rate and its generator, shared by the store's clones.
+#[derive(Debug, Clone)]
+struct InjectedConflicts {
+    rate: f64,
+    draws: std::sync::Arc<std::sync::Mutex<rand::rngs::StdRng>>,
+}
+
+impl InjectedConflicts {
+    /// Whether the next transaction attempt is cancelled as conflicting.
+    fn next(&self) -> bool {
+        let mut draws = self
+            .draws
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        draws.random_bool(self.rate.clamp(0.0, 1.0))
+    }
 }
 
 mod codec;
@@ -129,7 +149,13 @@ impl DynamoStore {
 
     /// Enables injected transaction conflicts (tests).
     pub fn with_fault_injector(mut self, fault: FaultInjector) -> Self {
-        self.fault = Some(fault);
+        use rand::SeedableRng;
+        self.fault = Some(InjectedConflicts {
+            rate: fault.conflict_rate,
+            draws: std::sync::Arc::new(std::sync::Mutex::new(rand::rngs::StdRng::seed_from_u64(
+                fault.seed,
+            ))),
+        });
         self
     }
 

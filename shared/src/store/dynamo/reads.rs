@@ -21,9 +21,7 @@ impl DynamoStore {
     /// the callers' loops handle) was rejected before any condition was evaluated, so the same
     /// items are sent again ([`Self::resend_refused`]) before it ends as `Unavailable`.
     pub(super) async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), Cancelled> {
-        if let Some(fault) = self.fault
-            && rand::rng().random_bool(fault.conflict_rate.clamp(0.0, 1.0))
-        {
+        if self.fault.as_ref().is_some_and(InjectedConflicts::next) {
             return Err(Cancelled::Reasons(vec![
                 Some("TransactionConflict".into());
                 items.len()

@@ -14,8 +14,12 @@ async fn a_refused_transfer_into_a_hot_account_is_503_and_its_retry_applies_once
     let healthy = dynamo_store().await;
     let sdk = emulator_sdk_config(&dynamodb_endpoint());
     let conflicting: Arc<dyn Store> = Arc::new(
-        DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), healthy.table())
-            .with_fault_injector(FaultInjector { conflict_rate: 1.0 }),
+        DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), healthy.table()).with_fault_injector(
+            FaultInjector {
+                conflict_rate: 1.0,
+                seed: lighttech_tests::fault_seed(),
+            },
+        ),
     );
     let secret = lighttech_tests::test_secret();
     let config = lighttech_tests::test_config(&[("SECRET_KEY", secret.as_str())]);
