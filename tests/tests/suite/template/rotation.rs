@@ -1,7 +1,7 @@
 //! The signing key's rotation in `template.yaml`: one function built from its own binary, a
 //! policy on this secret alone, Secrets Manager's permission to invoke it, and a schedule whose
 //! period is a parameter longer than a refresh token lives. That the policy allows exactly what
-//! the binary calls is `tests/lambda/iam.rs`'s rotation test.
+//! the binary calls is checked by `tests/lambda/rotation.rs`.
 
 use super::{all_functions, list, read, resources_of, template, text};
 use lighttech::aws_rotation::FUNCTION;
