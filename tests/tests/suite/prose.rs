@@ -3,7 +3,7 @@
 //! - Sentences average fewer than 24 words, and no paragraph is over 150 words.
 //! - Every relative link names a file or folder of the repository.
 //! - Nothing links to or mentions the team's folder beside the repository ([`OUTSIDE`]).
-//! - The README, the front door, is at most 250 lines.
+//! - The README, the front door, is at most 250 lines; BENCHMARKS.md, the results, at most 300.
 //!
 //! What counts, as Markdown is read here:
 //!
@@ -21,6 +21,8 @@ const MAX_MEAN_WORDS: f64 = 24.0;
 const MAX_PARAGRAPH_WORDS: usize = 150;
 /// Most lines the README may have.
 const MAX_README_LINES: usize = 250;
+/// Most lines BENCHMARKS.md may have: the results, with their history in docs/performance.md.
+const MAX_BENCHMARKS_LINES: usize = 300;
 /// A path outside the repository that no page may name; spelled in two pieces so that this
 /// file does not name it either.
 const OUTSIDE: &str = concat!("..", "/shared");
@@ -286,6 +288,17 @@ fn the_readme_is_at_most_250_lines() {
         lines <= MAX_README_LINES,
         "README.md has {lines} lines (at most {MAX_README_LINES}): it is the front door; move \
          detail into a page of docs/ and link it"
+    );
+}
+
+#[test]
+fn the_benchmark_results_are_at_most_300_lines() {
+    let text = std::fs::read_to_string(root().join("BENCHMARKS.md")).expect("BENCHMARKS.md");
+    let lines = text.lines().count();
+    assert!(
+        lines <= MAX_BENCHMARKS_LINES,
+        "BENCHMARKS.md has {lines} lines (at most {MAX_BENCHMARKS_LINES}): keep the results; \
+         what profiling taught goes to docs/performance.md"
     );
 }
 
