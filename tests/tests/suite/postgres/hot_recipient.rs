@@ -305,9 +305,14 @@ async fn a_batch_never_credits_a_recipient_whose_deactivation_committed_first() 
     // Let the ten reach the store's queue behind the two.
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     account_holder.batch_execute("COMMIT").await.unwrap();
-    super::eventually("the batch waits for the held sessions", async || {
-        super::lock_waiters(&monitor).await == 1
-    })
+    // The two held transfers commit in turn (the second waits for the first's row lock); then
+    // the only statement left waiting is the batch's, on the held sessions.
+    super::eventually(
+        "the two commit and the batch waits for the sessions",
+        async || {
+            tasks[..2].iter().all(|t| t.is_finished()) && super::lock_waiters(&monitor).await == 1
+        },
+    )
     .await;
     assert!(
         hot.pg.batched_transfers() >= QUEUED as u64,
