@@ -176,14 +176,24 @@ impl<S> Watched<S> {
                 .as_mut()
                 .reset(Instant::now() + self.cycle.limits.idle);
         }
-        match self.write_timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the client read nothing of the answer in time",
-            ))),
-            Poll::Pending => Poll::Pending,
-        }
+        timed_out(
+            &mut self.write_timer,
+            cx,
+            "the client read nothing of the answer in time",
+        )
     }
+}
+
+/// `TimedOut`, saying `why`, once `timer` fires; pending until then (the timer wakes the task).
+fn timed_out<T>(
+    timer: &mut Pin<Box<Sleep>>,
+    cx: &mut Context<'_>,
+    why: &'static str,
+) -> Poll<io::Result<T>> {
+    timer
+        .as_mut()
+        .poll(cx)
+        .map(|()| Err(io::Error::new(io::ErrorKind::TimedOut, why)))
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
@@ -215,13 +225,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         if this.read_timer.deadline() != deadline {
             this.read_timer.as_mut().reset(deadline);
         }
-        match this.read_timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the client sent no request in time",
-            ))),
-            Poll::Pending => Poll::Pending,
-        }
+        timed_out(
+            &mut this.read_timer,
+            cx,
+            "the client sent no request in time",
+        )
     }
 }
 

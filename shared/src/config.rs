@@ -734,38 +734,20 @@ mod tests {
 
     #[test]
     fn invalid_numbers_and_unknown_stores_name_their_variable() {
-        assert_eq!(
-            config(&[("ACCESS_TOKEN_LIFETIME_MINUTES", "ten")])
-                .unwrap_err()
-                .variable,
-            "ACCESS_TOKEN_LIFETIME_MINUTES"
-        );
-        assert_eq!(
-            config(&[("DATABASE_URL", "mysql://x")])
-                .unwrap_err()
-                .variable,
-            "DATABASE_URL"
-        );
-        assert_eq!(
-            config(&[("CURRENCY", "rubles")]).unwrap_err().variable,
-            "CURRENCY"
-        );
-        assert_eq!(
-            config(&[("REDIS_URL", "http://cache:6379")])
-                .unwrap_err()
-                .variable,
-            "REDIS_URL"
-        );
+        for (name, value) in [
+            ("ACCESS_TOKEN_LIFETIME_MINUTES", "ten"),
+            ("DATABASE_URL", "mysql://x"),
+            ("CURRENCY", "rubles"),
+            ("REDIS_URL", "http://cache:6379"),
+            ("DATABASE_URL", "dynamodb://a b"),
+        ] {
+            let err = config(&[(name, value)]).unwrap_err();
+            assert_eq!(err.variable, name, "{name}={value}");
+        }
         let tls = config(&[("REDIS_URL", "rediss://cache:6379/0")]).unwrap_err();
         assert_eq!(tls.variable, "REDIS_URL");
         assert!(tls.to_string().contains("not supported"), "{tls}");
         assert!(config(&[("REDIS_URL", "redis://cache:6379/0")]).is_ok());
-        assert_eq!(
-            config(&[("DATABASE_URL", "dynamodb://a b")])
-                .unwrap_err()
-                .variable,
-            "DATABASE_URL"
-        );
         assert_eq!(
             config(&[("DATABASE_URL", "dynamodb://lighttech")])
                 .unwrap()

@@ -227,57 +227,41 @@ impl ApiError {
 
     /// The machine-readable `code`.
     pub fn code(&self) -> &'static str {
-        match self {
-            ApiError::InvalidJson => "invalid_json",
-            ApiError::Validation(_) => "validation_error",
-            ApiError::NotAuthenticated => "not_authenticated",
-            ApiError::InvalidToken => "invalid_token",
-            ApiError::TokenReused => "token_reused",
-            ApiError::InvalidCredentials => "invalid_credentials",
-            ApiError::Forbidden => "forbidden",
-            ApiError::NotFound => "not_found",
-            ApiError::RecipientNotFound => "recipient_not_found",
-            ApiError::MethodNotAllowed(_) => "method_not_allowed",
-            ApiError::UsernameTaken => "username_taken",
-            ApiError::EmailTaken => "email_taken",
-            ApiError::PayloadTooLarge => "payload_too_large",
-            ApiError::UnsupportedMediaType => "unsupported_media_type",
-            ApiError::InsufficientFunds { .. } => "insufficient_funds",
-            ApiError::SelfTransfer => "self_transfer",
-            ApiError::BalanceLimitExceeded => "balance_limit_exceeded",
-            ApiError::IdempotencyKeyMismatch => "idempotency_key_mismatch",
-            ApiError::SelfDeactivation => "self_deactivation",
-            ApiError::RateLimited { .. } => "rate_limited",
-            ApiError::Internal(_) => "internal_error",
-            ApiError::ServiceUnavailable(_) => "service_unavailable",
-        }
+        self.names().0
     }
 
     /// The short human-readable `title`.
     pub fn title(&self) -> &'static str {
+        self.names().1
+    }
+
+    /// `code` and `title` side by side: one row per variant, so the two cannot drift apart.
+    fn names(&self) -> (&'static str, &'static str) {
         match self {
-            ApiError::InvalidJson => "Invalid JSON",
-            ApiError::Validation(_) => "Validation error",
-            ApiError::NotAuthenticated => "Not authenticated",
-            ApiError::InvalidToken => "Invalid token",
-            ApiError::TokenReused => "Token reused",
-            ApiError::InvalidCredentials => "Invalid credentials",
-            ApiError::Forbidden => "Forbidden",
-            ApiError::NotFound => "Not found",
-            ApiError::RecipientNotFound => "Recipient not found",
-            ApiError::MethodNotAllowed(_) => "Method not allowed",
-            ApiError::UsernameTaken => "Username taken",
-            ApiError::EmailTaken => "Email taken",
-            ApiError::PayloadTooLarge => "Payload too large",
-            ApiError::UnsupportedMediaType => "Unsupported media type",
-            ApiError::InsufficientFunds { .. } => "Insufficient funds",
-            ApiError::SelfTransfer => "Self transfer",
-            ApiError::BalanceLimitExceeded => "Balance limit exceeded",
-            ApiError::IdempotencyKeyMismatch => "Idempotency key mismatch",
-            ApiError::SelfDeactivation => "Self deactivation",
-            ApiError::RateLimited { .. } => "Too many requests",
-            ApiError::Internal(_) => "Internal server error",
-            ApiError::ServiceUnavailable(_) => "Service unavailable",
+            ApiError::InvalidJson => ("invalid_json", "Invalid JSON"),
+            ApiError::Validation(_) => ("validation_error", "Validation error"),
+            ApiError::NotAuthenticated => ("not_authenticated", "Not authenticated"),
+            ApiError::InvalidToken => ("invalid_token", "Invalid token"),
+            ApiError::TokenReused => ("token_reused", "Token reused"),
+            ApiError::InvalidCredentials => ("invalid_credentials", "Invalid credentials"),
+            ApiError::Forbidden => ("forbidden", "Forbidden"),
+            ApiError::NotFound => ("not_found", "Not found"),
+            ApiError::RecipientNotFound => ("recipient_not_found", "Recipient not found"),
+            ApiError::MethodNotAllowed(_) => ("method_not_allowed", "Method not allowed"),
+            ApiError::UsernameTaken => ("username_taken", "Username taken"),
+            ApiError::EmailTaken => ("email_taken", "Email taken"),
+            ApiError::PayloadTooLarge => ("payload_too_large", "Payload too large"),
+            ApiError::UnsupportedMediaType => ("unsupported_media_type", "Unsupported media type"),
+            ApiError::InsufficientFunds { .. } => ("insufficient_funds", "Insufficient funds"),
+            ApiError::SelfTransfer => ("self_transfer", "Self transfer"),
+            ApiError::BalanceLimitExceeded => ("balance_limit_exceeded", "Balance limit exceeded"),
+            ApiError::IdempotencyKeyMismatch => {
+                ("idempotency_key_mismatch", "Idempotency key mismatch")
+            }
+            ApiError::SelfDeactivation => ("self_deactivation", "Self deactivation"),
+            ApiError::RateLimited { .. } => ("rate_limited", "Too many requests"),
+            ApiError::Internal(_) => ("internal_error", "Internal server error"),
+            ApiError::ServiceUnavailable(_) => ("service_unavailable", "Service unavailable"),
         }
     }
 

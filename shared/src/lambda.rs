@@ -23,8 +23,7 @@ pub async fn run<F: FunctionEndpoints<Endpoint = Endpoint>>(
     function: F,
 ) -> Result<(), lambda_http::Error> {
     let name = F::FUNCTION;
-    let config = ok_or_fail(name, Config::from_env());
-    crate::telemetry::init(config.debug);
+    let config = configure(name);
     // A function prepares nothing and checks nothing at start: no extra round trip, no extra
     // permission.
     let app = Arc::new(ok_or_fail(
@@ -45,8 +44,7 @@ pub async fn run_store_only<F: FunctionEndpoints<Endpoint = StoreEndpoint>>(
     function: F,
 ) -> Result<(), lambda_http::Error> {
     let name = F::FUNCTION;
-    let config = ok_or_fail(name, Config::from_env());
-    crate::telemetry::init(config.debug);
+    let config = configure(name);
     let store = ok_or_fail(name, start_store(&config, StartOptions::default()).await);
     serve(name, move |request| {
         let store = Arc::clone(&store);
@@ -124,6 +122,13 @@ where
         }
     }))
     .await
+}
+
+/// The whole configuration, read and checked, with logging set up as it says.
+fn configure(name: Function) -> Config {
+    let config = ok_or_fail(name, Config::from_env());
+    crate::telemetry::init(config.debug);
+    config
 }
 
 /// The value, or the one line saying why the function cannot start, and exit.

@@ -442,7 +442,7 @@ async fn balance_of(t: &TestApp, access: &str) -> Value {
 
 pub async fn an_idempotency_key_tells_no_description_from_any_description(t: TestApp) {
     use lighttech::domain::{ChangeKind, IdempotencyKey, Money};
-    use lighttech::service::money::{ChangeRequest, change_balance};
+    use lighttech::service::money::{ChangeRequest, MoneyTerms, change_balance};
 
     let alice = t.user("alice").await;
     let principal = lighttech::service::auth::verify_access(&t.app, &alice.access)
@@ -450,9 +450,11 @@ pub async fn an_idempotency_key_tells_no_description_from_any_description(t: Tes
         .expect("alice's access token verifies");
     let request = |description: Option<&str>| ChangeRequest {
         kind: ChangeKind::Deposit,
-        amount: Money::from_minor(500),
-        description: description.map(str::to_owned),
-        idempotency_key: Some(IdempotencyKey::parse(b"presence").expect("a valid key")),
+        terms: MoneyTerms {
+            amount: Money::from_minor(500),
+            description: description.map(str::to_owned),
+            idempotency_key: Some(IdempotencyKey::parse(b"presence").expect("a valid key")),
+        },
     };
     // The service is called directly: the HTTP layer refuses control characters before they
     // get this far (PostgreSQL would refuse a NUL too), so the empty text stands for any text.

@@ -260,24 +260,21 @@ mod tests {
         }
     }
 
+    /// The settings of a run against a local server, with `args` after the address.
+    fn settings_with(args: &[&str]) -> run::Settings {
+        let base = ["lighttech-bench", "--base-url", "http://127.0.0.1:1"];
+        settings(Cli::parse_from(base.iter().chain(args).copied()).run).unwrap()
+    }
+
     #[test]
     fn smoke_mode_shrinks_the_defaults_but_keeps_what_is_given() {
-        let cli = Cli::parse_from([
-            "lighttech-bench",
-            "--base-url",
-            "http://127.0.0.1:1",
-            "--smoke",
-        ]);
-        let s = settings(cli.run).unwrap();
+        let s = settings_with(&["--smoke"]);
         assert_eq!(s.sizes.concurrency, 4);
         assert_eq!(s.duration, Duration::from_secs(2));
         assert_eq!(s.workloads.len(), Workload::ALL.len());
         assert!(!s.goose_tables);
 
-        let cli = Cli::parse_from([
-            "lighttech-bench",
-            "--base-url",
-            "http://127.0.0.1:1",
+        let s = settings_with(&[
             "-w",
             "deposit,login",
             "-c",
@@ -286,7 +283,6 @@ mod tests {
             "--co-mitigation",
             "average",
         ]);
-        let s = settings(cli.run).unwrap();
         assert_eq!(s.sizes.concurrency, 8);
         assert_eq!(s.sizes.accounts, 128);
         assert_eq!(s.duration, Duration::from_secs(15));

@@ -741,6 +741,17 @@ mod tests {
         }
     }
 
+    /// A SQLite run of deposits, uncached history reads and logins (which the p99 target leaves
+    /// out), with the p99s of the first two.
+    fn sqlite_mix(deposit_p99: f64, history_p99: f64) -> RunResults {
+        let workloads = vec![
+            workload(Workload::Deposit, "POST deposit", 9000.0, deposit_p99),
+            workload(Workload::HistoryMiss, "GET history", 5000.0, history_p99),
+            workload(Workload::Login, "POST login", 60.0, 400.0),
+        ];
+        run("sqlite", 15, workloads)
+    }
+
     #[test]
     fn hand_written_sections_survive_a_rewrite() {
         let meta = Meta::default();
@@ -772,15 +783,7 @@ mod tests {
                 workload(Workload::Transfer, "POST transfer", 1000.0, 20.0),
             ],
         );
-        let sqlite = run(
-            "sqlite",
-            15,
-            vec![
-                workload(Workload::Deposit, "POST deposit", 9000.0, 3.0),
-                workload(Workload::HistoryMiss, "GET history", 5000.0, 7.5),
-                workload(Workload::Login, "POST login", 60.0, 400.0),
-            ],
-        );
+        let sqlite = sqlite_mix(3.0, 7.5);
         let text = render(
             &Meta::default(),
             &[sqlite, postgres],
@@ -808,15 +811,7 @@ mod tests {
 
     #[test]
     fn a_met_p99_target_names_the_highest_request() {
-        let sqlite = run(
-            "sqlite",
-            15,
-            vec![
-                workload(Workload::Deposit, "POST deposit", 9000.0, 2.5),
-                workload(Workload::HistoryMiss, "GET history", 5000.0, 4.2),
-                workload(Workload::Login, "POST login", 60.0, 400.0),
-            ],
-        );
+        let sqlite = sqlite_mix(2.5, 4.2);
         let text = render(&Meta::default(), &[sqlite], None, &BTreeMap::new());
         assert!(
             text.contains("met by all 2 (the highest: history-miss `GET history`, 4.20 ms)."),

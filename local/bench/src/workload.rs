@@ -436,6 +436,21 @@ struct Call<'a> {
     expect: u16,
 }
 
+impl<'a> Call<'a> {
+    /// An account's `GET`, answered `200`.
+    fn get(path: &'a str, name: &'a str, token: &'a str) -> Self {
+        Call {
+            method: GooseMethod::Get,
+            path,
+            name,
+            token: Some(token),
+            idempotency_key: None,
+            body: None,
+            expect: 200,
+        }
+    }
+}
+
 /// Sends one measured request through goose and reads its whole answer (so the connection is
 /// reused). A status other than the expected one counts as a goose failure and is sampled.
 async fn send(
@@ -593,20 +608,9 @@ async fn history(
     me: usize,
     query: String,
 ) -> TransactionResult {
-    let answer = send(
-        shared,
-        user,
-        Call {
-            method: GooseMethod::Get,
-            path: &format!("{}?{query}", path::OPERATIONS),
-            name: "history",
-            token: Some(&shared.accounts[me].access),
-            idempotency_key: None,
-            body: None,
-            expect: 200,
-        },
-    )
-    .await?;
+    let path = format!("{}?{query}", path::OPERATIONS);
+    let call = Call::get(&path, "history", &shared.accounts[me].access);
+    let answer = send(shared, user, call).await?;
     match answer.cache.as_deref() {
         Some("hit") => shared.counters.cache_hits.fetch_add(1, Ordering::Relaxed),
         Some(_) => shared.counters.cache_misses.fetch_add(1, Ordering::Relaxed),
@@ -616,20 +620,8 @@ async fn history(
 }
 
 async fn balance(shared: &Shared, user: &mut GooseUser, me: usize) -> TransactionResult {
-    send(
-        shared,
-        user,
-        Call {
-            method: GooseMethod::Get,
-            path: path::BALANCE,
-            name: "balance",
-            token: Some(&shared.accounts[me].access),
-            idempotency_key: None,
-            body: None,
-            expect: 200,
-        },
-    )
-    .await?;
+    let call = Call::get(path::BALANCE, "balance", &shared.accounts[me].access);
+    send(shared, user, call).await?;
     Ok(())
 }
 

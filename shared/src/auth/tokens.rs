@@ -308,6 +308,13 @@ mod tests {
         (UserId::new(), SessionId::new(), TokenId::new())
     }
 
+    /// A token of `typ` issued at `at` for ten minutes, with its fresh ids.
+    fn issued(typ: TokenType, at: Timestamp) -> (String, (UserId, SessionId, TokenId)) {
+        let (u, s, t) = ids();
+        let token = service().issue(typ, u, s, t, at, 600).unwrap();
+        (token, (u, s, t))
+    }
+
     fn forge(header: &str, claims: serde_json::Value, key: &[u8]) -> String {
         use hmac::{KeyInit, Mac};
         let h = URL_SAFE_NO_PAD.encode(header);
@@ -316,6 +323,12 @@ mod tests {
         mac.update(format!("{h}.{c}").as_bytes());
         let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
         format!("{h}.{c}.{sig}")
+    }
+
+    /// Whether an access token with these claims, signed with the right key, is refused.
+    fn refused_as_access(claims: serde_json::Value, now: Timestamp) -> bool {
+        let token = forge(&header(KEY), claims, KEY);
+        service().verify(&token, TokenType::Access, now).is_err()
     }
 
     fn header(key: &[u8]) -> String {
@@ -333,39 +346,28 @@ mod tests {
     #[test]
     fn an_issued_token_verifies_with_its_claims() {
         let now = Timestamp::now();
-        let (u, s, t) = ids();
-        let token = service()
-            .issue(TokenType::Access, u, s, t, now, 600)
-            .unwrap();
+        let (token, ids) = issued(TokenType::Access, now);
         let v = service().verify(&token, TokenType::Access, now).unwrap();
-        assert_eq!((v.user, v.session, v.id), (u, s, t));
+        assert_eq!((v.user, v.session, v.id), ids);
     }
 
     #[test]
     fn a_refresh_token_is_not_an_access_token_and_the_reverse() {
         let now = Timestamp::now();
-        let (u, s, t) = ids();
-        let refresh = service()
-            .issue(TokenType::Refresh, u, s, t, now, 600)
-            .unwrap();
+        let (refresh, _) = issued(TokenType::Refresh, now);
         assert!(matches!(
             service().verify(&refresh, TokenType::Access, now),
             Err(TokenError::WrongType)
         ));
-        let access = service()
-            .issue(TokenType::Access, u, s, t, now, 600)
-            .unwrap();
+        let (access, _) = issued(TokenType::Access, now);
         assert!(service().verify(&access, TokenType::Refresh, now).is_err());
     }
 
     #[test]
     fn a_token_is_refused_from_its_exp_on_by_the_given_clock() {
-        let issued = Timestamp::from_millis(Timestamp::now().unix_seconds() * 1000);
-        let (u, s, t) = ids();
-        let token = service()
-            .issue(TokenType::Refresh, u, s, t, issued, 600)
-            .unwrap();
-        let exp = issued.plus_seconds(600);
+        let at = Timestamp::from_millis(Timestamp::now().unix_seconds() * 1000);
+        let (token, _) = issued(TokenType::Refresh, at);
+        let exp = at.plus_seconds(600);
         let at = |ms: i64| service().verify(&token, TokenType::Refresh, Timestamp::from_millis(ms));
         assert!(at(exp.millis() - 1).is_ok());
         assert!(matches!(at(exp.millis()), Err(TokenError::Expired)));
@@ -375,10 +377,7 @@ mod tests {
     #[test]
     fn an_expired_token_is_rejected() {
         let past = Timestamp::now().plus_seconds(-3600);
-        let (u, s, t) = ids();
-        let token = service()
-            .issue(TokenType::Access, u, s, t, past, 600)
-            .unwrap();
+        let (token, _) = issued(TokenType::Access, past);
         assert!(
             service()
                 .verify(&token, TokenType::Access, Timestamp::now())
@@ -417,8 +416,7 @@ mod tests {
 
         let mut wrong_iss = claims.clone();
         wrong_iss["iss"] = "someone-else".into();
-        let t = forge(&header(KEY), wrong_iss, KEY);
-        assert!(service().verify(&t, TokenType::Access, now).is_err());
+        assert!(refused_as_access(wrong_iss, now));
     }
 
     #[test]
@@ -427,16 +425,11 @@ mod tests {
         for missing in ["sub", "sid", "jti", "typ", "iat", "exp", "iss"] {
             let mut claims = claims_json(now);
             claims.as_object_mut().unwrap().remove(missing);
-            let t = forge(&header(KEY), claims, KEY);
-            assert!(
-                service().verify(&t, TokenType::Access, now).is_err(),
-                "accepted without {missing}"
-            );
+            assert!(refused_as_access(claims, now), "accepted without {missing}");
         }
         let mut bad_sub = claims_json(now);
         bad_sub["sub"] = "42".into();
-        let t = forge(&header(KEY), bad_sub, KEY);
-        assert!(service().verify(&t, TokenType::Access, now).is_err());
+        assert!(refused_as_access(bad_sub, now));
     }
 
     #[test]
@@ -445,8 +438,7 @@ mod tests {
         let mut claims = claims_json(now);
         claims["iat"] = (now.unix_seconds() + 3600).into();
         claims["exp"] = (now.unix_seconds() + 7200).into();
-        let t = forge(&header(KEY), claims, KEY);
-        assert!(service().verify(&t, TokenType::Access, now).is_err());
+        assert!(refused_as_access(claims, now));
     }
 
     #[test]

@@ -21,12 +21,8 @@
 use email_address::{EmailAddress, Options};
 use icu_casemap::CaseMapper;
 use icu_normalizer::{ComposingNormalizerBorrowed, DecomposingNormalizerBorrowed};
-use serde::{Serialize, Serializer};
-use std::fmt;
 
-/// A valid email address, lower-cased.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Email(String);
+text_type!(Email, "A valid email address, lower-cased.");
 
 impl Email {
     /// RFC 5321's limit on a forward path.
@@ -76,11 +72,6 @@ impl Email {
         Ok(Email(lowered))
     }
 
-    /// The address, lower-cased.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
     /// The uniqueness key (see the module documentation).
     pub fn key(&self) -> String {
         email_key(&self.0)
@@ -102,18 +93,6 @@ pub fn email_key(text: &str) -> String {
     let folded = fold.fold_string(&nfd.normalize(text)).into_owned();
     let folded = fold.fold_string(&nfkd.normalize(&folded)).into_owned();
     nfkc.normalize(&folded).into_owned()
-}
-
-impl fmt::Display for Email {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl Serialize for Email {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
-    }
 }
 
 #[cfg(test)]

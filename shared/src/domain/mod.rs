@@ -1,5 +1,35 @@
 //! Domain values, parsed at the edge: once constructed they cannot hold an invalid value.
 
+/// A text value shown to clients as it is (a username, an address): the struct, documented by
+/// `$doc`, with `as_str`, `Display` and a plain-string `Serialize`. Each type keeps its own
+/// rules and constructors.
+macro_rules! text_type {
+    ($name:ident, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub struct $name(String);
+
+        impl $name {
+            /// The text, as validated.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+    };
+}
+
 mod email;
 mod idempotency;
 mod ids;

@@ -1,12 +1,9 @@
 //! Usernames: 3–150 characters of `A-Z a-z 0-9 @ . + - _`, unique case-insensitively.
 
-use std::fmt;
-
-use serde::{Serialize, Serializer};
-
-/// A username that passed the rules of docs/api.md. Keeps the spelling the user chose.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Username(String);
+text_type!(
+    Username,
+    "A username that passed the rules of docs/api.md. Keeps the spelling the user chose."
+);
 
 impl Username {
     /// Shortest allowed username.
@@ -40,11 +37,6 @@ impl Username {
         Ok(Username(text.to_owned()))
     }
 
-    /// The username as chosen.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
     /// The uniqueness key: usernames are unique case-insensitively.
     pub fn key(&self) -> String {
         username_key(&self.0)
@@ -55,18 +47,6 @@ impl Username {
 /// use it before knowing whether the text is a valid username at all).
 pub fn username_key(text: &str) -> String {
     text.to_ascii_lowercase()
-}
-
-impl fmt::Display for Username {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl Serialize for Username {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
-    }
 }
 
 #[cfg(test)]

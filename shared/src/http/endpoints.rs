@@ -21,7 +21,7 @@ use crate::service::auth::{self, Principal, Registration};
 use crate::service::history::{
     self, HistoryQuery, HistoryRead, HistoryRequest, HistoryResult, Outcome,
 };
-use crate::service::money::{self, ChangeRequest, Movement, TransferRequest};
+use crate::service::money::{self, ChangeRequest, MoneyTerms, Movement, TransferRequest};
 use crate::store::Store;
 
 /// Longest description kept with an operation.
@@ -245,9 +245,11 @@ fn change_request(req: &Req, kind: ChangeKind) -> Result<ChangeRequest, ApiError
     };
     Ok(ChangeRequest {
         kind,
-        amount,
-        description,
-        idempotency_key,
+        terms: MoneyTerms {
+            amount,
+            description,
+            idempotency_key,
+        },
     })
 }
 
@@ -290,9 +292,11 @@ fn transfer_request(req: &Req) -> Result<TransferRequest, ApiError> {
     };
     Ok(TransferRequest {
         to,
-        amount,
-        description,
-        idempotency_key,
+        terms: MoneyTerms {
+            amount,
+            description,
+            idempotency_key,
+        },
     })
 }
 

@@ -48,6 +48,35 @@ fn entry(
     }
 }
 
+/// The position a page `cursor` of `kind` holds, when one was sent; one that is not this staff
+/// member's, or not of this kind, is an invalid `cursor` field.
+fn position(
+    app: &App,
+    staff: &UserRecord,
+    kind: CursorKind,
+    cursor: Option<&str>,
+) -> Result<Option<Vec<u8>>, ApiError> {
+    cursor
+        .map(|c| {
+            app.signing()
+                .cursors
+                .decode_position(kind, staff.id, c)
+                .ok_or_else(invalid_cursor)
+        })
+        .transpose()
+}
+
+/// The cursor of the page after `position`, for this staff member only.
+fn cursor_at(app: &App, staff: &UserRecord, kind: CursorKind, position: &[u8]) -> String {
+    app.signing()
+        .cursors
+        .encode_position(kind, staff.id, position)
+}
+
+fn invalid_cursor() -> ApiError {
+    ApiError::field("cursor", "Invalid cursor.")
+}
+
 /// A page of users, by lower-cased username, optionally searched.
 pub async fn list_users(
     app: &App,
@@ -56,14 +85,8 @@ pub async fn list_users(
     limit: u32,
     cursor: Option<&str>,
 ) -> Result<(Vec<UserSummary>, Option<String>), ApiError> {
-    let after = cursor
-        .map(|c| {
-            app.signing()
-                .cursors
-                .decode_position(CursorKind::Users, staff.id, c)
-                .and_then(|bytes| String::from_utf8(bytes).ok())
-                .ok_or_else(|| ApiError::field("cursor", "Invalid cursor."))
-        })
+    let after = position(app, staff, CursorKind::Users, cursor)?
+        .map(|bytes| String::from_utf8(bytes).map_err(|_| invalid_cursor()))
         .transpose()?;
     let page = app
         .store
@@ -76,11 +99,9 @@ pub async fn list_users(
     app.store
         .append_audit(&entry(app, staff, AuditAction::ListUsers, None, search))
         .await?;
-    let next = page.next_after.map(|after| {
-        app.signing()
-            .cursors
-            .encode_position(CursorKind::Users, staff.id, after.as_bytes())
-    });
+    let next = page
+        .next_after
+        .map(|after| cursor_at(app, staff, CursorKind::Users, after.as_bytes()));
     Ok((page.users, next))
 }
 
@@ -179,14 +200,7 @@ pub async fn audit_log(
     limit: u32,
     cursor: Option<&str>,
 ) -> Result<(Vec<AuditEntry>, Option<String>), ApiError> {
-    let before = cursor
-        .map(|c| {
-            app.signing()
-                .cursors
-                .decode_position(CursorKind::Audit, staff.id, c)
-                .ok_or_else(|| ApiError::field("cursor", "Invalid cursor."))
-        })
-        .transpose()?;
+    let before = position(app, staff, CursorKind::Audit, cursor)?;
     let page = app.store.audit_log(limit, before.as_deref()).await?;
     // Reading the trail is an admin action too. Recorded after the page was read, so the page
     // does not list the read that fetched it (the next one does), and a refused or failed read
@@ -194,10 +208,8 @@ pub async fn audit_log(
     app.store
         .append_audit(&entry(app, staff, AuditAction::ListAudit, None, None))
         .await?;
-    let next = page.next_before.map(|b| {
-        app.signing()
-            .cursors
-            .encode_position(CursorKind::Audit, staff.id, &b)
-    });
+    let next = page
+        .next_before
+        .map(|b| cursor_at(app, staff, CursorKind::Audit, &b));
     Ok((page.entries, next))
 }

@@ -8,8 +8,8 @@ use crate::domain::{
 use crate::error::ApiError;
 use crate::service::auth::{Principal, session_use};
 use crate::store::{
-    Account, Applied, BalanceChange, IdempotencyStamp, IdempotentRecord, Operation, StoreError,
-    TransferCommand,
+    Account, Applied, BalanceChange, IdempotencyStamp, IdempotentRecord, Operation, SessionUse,
+    StoreError, TransferCommand,
 };
 
 /// A money movement's result: the caller's operation, and whether it is a replay of an earlier
@@ -27,11 +27,9 @@ pub async fn balance(app: &App, user: UserId) -> Result<Account, ApiError> {
     app.store.account(user).await?.ok_or(ApiError::InvalidToken)
 }
 
-/// A deposit or withdrawal request, parsed.
+/// What every money request carries besides where the money goes, already checked.
 #[derive(Debug, Clone)]
-pub struct ChangeRequest {
-    /// A deposit or a withdrawal.
-    pub kind: ChangeKind,
+pub struct MoneyTerms {
     /// The amount to move, already checked to be 0.01 to 1000000000.00.
     pub amount: Money,
     /// The client's text, at most 255 characters; `None` when not sent.
@@ -40,15 +38,23 @@ pub struct ChangeRequest {
     pub idempotency_key: Option<IdempotencyKey>,
 }
 
-impl ChangeRequest {
-    /// What an `Idempotency-Key` is bound to: kind, amount and description (its absence too).
-    fn fingerprint(&self) -> RequestFingerprint {
-        RequestFingerprint::of_parts([
-            Some(self.kind.as_str()),
-            Some(&self.amount.minor().to_string()),
-            self.description.as_deref(),
-        ])
+impl MoneyTerms {
+    /// What an `Idempotency-Key` is bound to: the request's own `head` (its kind, or its
+    /// recipient), then amount and description (its absence too).
+    fn fingerprint(&self, head: &[&str]) -> RequestFingerprint {
+        let amount = self.amount.minor().to_string();
+        let tail = [Some(amount.as_str()), self.description.as_deref()];
+        RequestFingerprint::of_parts(head.iter().map(|part| Some(*part)).chain(tail))
     }
+}
+
+/// A deposit or withdrawal request, parsed.
+#[derive(Debug, Clone)]
+pub struct ChangeRequest {
+    /// A deposit or a withdrawal.
+    pub kind: ChangeKind,
+    /// Amount, description and key.
+    pub terms: MoneyTerms,
 }
 
 /// Deposits into or withdraws from the caller's account, if their session is live.
@@ -61,25 +67,19 @@ pub async fn change_balance(
     principal: Principal,
     request: ChangeRequest,
 ) -> Result<Movement, ApiError> {
-    let now = app.clock.now();
-    let user = principal.user;
-    let fingerprint = request.fingerprint();
-    let stamp = stamp(app, request.idempotency_key, fingerprint, now);
-    let applied = app
-        .store
-        .apply_change(&BalanceChange {
-            user,
-            kind: request.kind,
-            amount: request.amount,
-            description: request.description,
-            operation_id: OperationId::new(),
-            now,
-            idempotency: stamp.clone(),
-            session: Some(session_use(principal, now)),
-        })
-        .await
-        .map_err(|e| with_amount(e, request.amount))?;
-    settle(applied, stamp.as_ref())
+    let fingerprint = request.terms.fingerprint(&[request.kind.as_str()]);
+    let start = Start::new(app, principal, request.terms.idempotency_key, fingerprint);
+    let change = BalanceChange {
+        user: principal.user,
+        kind: request.kind,
+        amount: request.terms.amount,
+        description: request.terms.description,
+        operation_id: OperationId::new(),
+        now: start.now,
+        idempotency: start.stamp.clone(),
+        session: Some(start.session),
+    };
+    start.settle(app.store.apply_change(&change).await, request.terms.amount)
 }
 
 /// A transfer request, parsed.
@@ -87,25 +87,8 @@ pub async fn change_balance(
 pub struct TransferRequest {
     /// Recipient's username as given.
     pub to: String,
-    /// The amount to move, already checked to be 0.01 to 1000000000.00.
-    pub amount: Money,
-    /// The client's text, at most 255 characters; `None` when not sent.
-    pub description: Option<String>,
-    /// The `Idempotency-Key` header, if sent; it binds this request to its first answer.
-    pub idempotency_key: Option<IdempotencyKey>,
-}
-
-impl TransferRequest {
-    /// What an `Idempotency-Key` is bound to: recipient (case-insensitively), amount and
-    /// description (its absence too).
-    fn fingerprint(&self) -> RequestFingerprint {
-        RequestFingerprint::of_parts([
-            Some("transfer"),
-            Some(&username_key(&self.to)),
-            Some(&self.amount.minor().to_string()),
-            self.description.as_deref(),
-        ])
-    }
+    /// Amount, description and key.
+    pub terms: MoneyTerms,
 }
 
 /// Moves money from the caller to another active user, both sides in one atomic step, if the
@@ -116,54 +99,71 @@ pub async fn transfer(
     principal: Principal,
     request: TransferRequest,
 ) -> Result<Movement, ApiError> {
-    let now = app.clock.now();
-    let user = principal.user;
+    // The recipient is bound case-insensitively, as it is looked up.
     let to_key = username_key(&request.to);
-    let fingerprint = request.fingerprint();
-    let stamp = stamp(app, request.idempotency_key, fingerprint, now);
-    let applied = app
-        .store
-        .transfer(&TransferCommand {
-            from: user,
-            to_username_key: to_key,
-            amount: request.amount,
-            description: request.description,
-            transfer_id: TransferId::new(),
-            out_operation_id: OperationId::new(),
-            in_operation_id: OperationId::new(),
-            now,
-            idempotency: stamp.clone(),
-            session: Some(session_use(principal, now)),
-        })
-        .await
-        .map_err(|e| with_amount(e, request.amount))?;
-    settle(applied, stamp.as_ref())
+    let fingerprint = request.terms.fingerprint(&["transfer", &to_key]);
+    let start = Start::new(app, principal, request.terms.idempotency_key, fingerprint);
+    let transfer = TransferCommand {
+        from: principal.user,
+        to_username_key: to_key,
+        amount: request.terms.amount,
+        description: request.terms.description,
+        transfer_id: TransferId::new(),
+        out_operation_id: OperationId::new(),
+        in_operation_id: OperationId::new(),
+        now: start.now,
+        idempotency: start.stamp.clone(),
+        session: Some(start.session),
+    };
+    start.settle(app.store.transfer(&transfer).await, request.terms.amount)
 }
 
-fn stamp(
-    app: &App,
-    key: Option<IdempotencyKey>,
-    fingerprint: RequestFingerprint,
+/// What the service settles for a movement before the store applies it.
+struct Start {
     now: Timestamp,
-) -> Option<IdempotencyStamp> {
-    key.map(|key| IdempotencyStamp {
-        key,
-        fingerprint,
-        expires_at: now.plus_seconds(app.config.idempotency_ttl_seconds),
-    })
+    /// The key's record to write with the movement, when a key was sent.
+    stamp: Option<IdempotencyStamp>,
+    /// The caller's session, checked (and its use recorded) inside the movement.
+    session: SessionUse,
 }
 
-fn settle(applied: Applied, stamp: Option<&IdempotencyStamp>) -> Result<Movement, ApiError> {
-    match (applied, stamp) {
-        (Applied::Done(operation), _) => Ok(Movement {
-            operation,
-            replayed: false,
-        }),
-        // The key was recorded by an earlier request (or a racing one that committed first).
-        (Applied::AlreadyRecorded(record), Some(stamp)) => replay(record, stamp),
-        (Applied::AlreadyRecorded(_), None) => Err(ApiError::internal(
-            "store reported a recorded key for a request without one",
-        )),
+impl Start {
+    fn new(
+        app: &App,
+        principal: Principal,
+        key: Option<IdempotencyKey>,
+        fingerprint: RequestFingerprint,
+    ) -> Start {
+        let now = app.clock.now();
+        Start {
+            now,
+            stamp: key.map(|key| IdempotencyStamp {
+                key,
+                fingerprint,
+                expires_at: now.plus_seconds(app.config.idempotency_ttl_seconds),
+            }),
+            session: session_use(principal, now),
+        }
+    }
+
+    /// The store's answer as the service gives it: a movement, a replay, or a refusal (naming
+    /// the amount asked for when funds were short).
+    fn settle(
+        self,
+        applied: Result<Applied, StoreError>,
+        amount: Money,
+    ) -> Result<Movement, ApiError> {
+        match (applied.map_err(|e| with_amount(e, amount))?, self.stamp) {
+            (Applied::Done(operation), _) => Ok(Movement {
+                operation,
+                replayed: false,
+            }),
+            // The key was recorded by an earlier request (or a racing one that committed first).
+            (Applied::AlreadyRecorded(record), Some(stamp)) => replay(record, &stamp),
+            (Applied::AlreadyRecorded(_), None) => Err(ApiError::internal(
+                "store reported a recorded key for a request without one",
+            )),
+        }
     }
 }
 
@@ -192,28 +192,17 @@ mod tests {
 
     #[test]
     fn a_key_binds_to_whether_a_description_was_given() {
-        let change = |description: Option<&str>| ChangeRequest {
-            kind: ChangeKind::Deposit,
+        let terms = |description: Option<&str>| MoneyTerms {
             amount: Money::from_minor(500),
             description: description.map(str::to_owned),
             idempotency_key: None,
         };
-        let transfer = |description: Option<&str>| TransferRequest {
-            to: "Bob".into(),
-            amount: Money::from_minor(500),
-            description: description.map(str::to_owned),
-            idempotency_key: None,
-        };
+        let change = |description| terms(description).fingerprint(&["deposit"]);
+        let transfer = |description| terms(description).fingerprint(&["transfer", "bob"]);
         for text in ["\0", ""] {
-            assert_ne!(change(None).fingerprint(), change(Some(text)).fingerprint());
-            assert_ne!(
-                transfer(None).fingerprint(),
-                transfer(Some(text)).fingerprint()
-            );
+            assert_ne!(change(None), change(Some(text)));
+            assert_ne!(transfer(None), transfer(Some(text)));
         }
-        assert_eq!(change(None).fingerprint(), change(None).fingerprint());
-        let mut to_bob = transfer(None);
-        to_bob.to = "BOB".into();
-        assert_eq!(to_bob.fingerprint(), transfer(None).fingerprint());
+        assert_eq!(change(None), change(None));
     }
 }

@@ -8,6 +8,7 @@
 //! entry carries the version it produced as its `seq`, so history is ordered exactly as the
 //! account changed and the history cache can key on the version.
 
+mod backend;
 pub mod dynamo;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod email_keys;
@@ -200,6 +201,83 @@ pub struct TransferCommand {
     /// happens only while it is live.
     pub session: Option<SessionUse>,
 }
+
+impl TransferCommand {
+    /// One side of this transfer once applied: `kind` is `TransferOut` for the sender's,
+    /// `TransferIn` for the recipient's; `applied` is what it left `account` with, the balance
+    /// and the version it made (its `seq`); `other` is the account on the other side. Both
+    /// sides share the transfer's id, text and moment.
+    pub fn side(
+        &self,
+        kind: OperationKind,
+        account: UserId,
+        (balance_after, seq): (Money, u64),
+        other: Counterparty,
+        created_at: Timestamp,
+    ) -> Operation {
+        Operation {
+            id: match kind {
+                OperationKind::TransferOut => self.out_operation_id,
+                _ => self.in_operation_id,
+            },
+            user: account,
+            seq,
+            kind,
+            amount: self.amount,
+            balance_after,
+            counterparty: Some(other),
+            transfer_id: Some(self.transfer_id),
+            description: self.description.clone(),
+            created_at,
+        }
+    }
+}
+
+/// What both money movements carry under the same names, so that a backend checks the session,
+/// claims the key and writes the operations of either the same way.
+pub trait Movement {
+    /// The account the movement is made from: the changed one, or the sender's.
+    fn mover(&self) -> UserId;
+    /// How much moves; positive.
+    fn amount(&self) -> Money;
+    /// The client's text, stored with the operations.
+    fn description(&self) -> Option<&str>;
+    /// The moment of the movement.
+    fn now(&self) -> Timestamp;
+    /// The key's record to write with the movement, when the request sent a key.
+    fn stamp(&self) -> Option<&IdempotencyStamp>;
+    /// The session the movement is made in, when it is made in one.
+    fn session(&self) -> Option<SessionUse>;
+}
+
+/// [`Movement`] for a command: the two differ only in the name of the mover's field.
+macro_rules! movement {
+    ($command:ty, $mover:ident) => {
+        impl Movement for $command {
+            fn mover(&self) -> UserId {
+                self.$mover
+            }
+            fn amount(&self) -> Money {
+                self.amount
+            }
+            fn description(&self) -> Option<&str> {
+                self.description.as_deref()
+            }
+            fn now(&self) -> Timestamp {
+                self.now
+            }
+            fn stamp(&self) -> Option<&IdempotencyStamp> {
+                self.idempotency.as_ref()
+            }
+            fn session(&self) -> Option<SessionUse> {
+                self.session
+            }
+        }
+    };
+}
+
+movement!(BalanceChange, user);
+movement!(TransferCommand, from);
 
 /// A new user and the facts the store must keep unique.
 #[derive(Debug, Clone)]

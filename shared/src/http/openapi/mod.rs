@@ -219,27 +219,30 @@ fn operation(route: &Route, d: &RouteDoc) -> utoipa::openapi::path::Operation {
         ));
     }
     for param in &params {
-        let built = match param {
-            Param::Query(name, description, schema) => ParameterBuilder::new()
-                .name(*name)
-                .parameter_in(ParameterIn::Query)
-                .required(Required::False)
-                .description(Some(*description))
-                .schema(Some(schema.clone())),
-            Param::Path(name, description) => ParameterBuilder::new()
-                .name(*name)
-                .parameter_in(ParameterIn::Path)
-                .required(Required::True)
-                .description(Some(*description))
-                .schema(Some(string())),
-            Param::Header(name, description, schema) => ParameterBuilder::new()
-                .name(*name)
-                .parameter_in(ParameterIn::Header)
-                .required(Required::False)
-                .description(Some(*description))
-                .schema(Some(schema.clone())),
+        let (name, description, location, schema) = match param {
+            Param::Query(name, description, schema) => {
+                (name, description, ParameterIn::Query, schema.clone())
+            }
+            Param::Path(name, description) => {
+                (name, description, ParameterIn::Path, string().into())
+            }
+            Param::Header(name, description, schema) => {
+                (name, description, ParameterIn::Header, schema.clone())
+            }
         };
-        op = op.parameter(built);
+        // A path parameter is part of the address; the others may be left out.
+        let required = match location {
+            ParameterIn::Path => Required::True,
+            _ => Required::False,
+        };
+        op = op.parameter(
+            ParameterBuilder::new()
+                .name(*name)
+                .parameter_in(location)
+                .required(required)
+                .description(Some(*description))
+                .schema(Some(schema)),
+        );
     }
     op.build()
 }

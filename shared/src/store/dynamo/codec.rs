@@ -166,14 +166,24 @@ pub(super) fn operation_item(op: &Operation) -> Item {
     item
 }
 
+/// The user an optional pair of attributes names (a counterparty, an audit target), if any.
+fn named_user(
+    item: &Item,
+    id: &str,
+    username: &str,
+) -> Result<Option<(UserId, String)>, StoreError> {
+    match opt_s(item, id)? {
+        Some(text) => Ok(Some((
+            parse_id(text, id, UserId::parse)?,
+            get_s(item, username)?.to_owned(),
+        ))),
+        None => Ok(None),
+    }
+}
+
 pub(super) fn operation_from_item(item: &Item) -> Result<Operation, StoreError> {
-    let counterparty = match opt_s(item, "counterparty_id")? {
-        Some(id) => Some(Counterparty {
-            id: parse_id(id, "counterparty_id", UserId::parse)?,
-            username: get_s(item, "counterparty_username")?.to_owned(),
-        }),
-        None => None,
-    };
+    let counterparty = named_user(item, "counterparty_id", "counterparty_username")?
+        .map(|(id, username)| Counterparty { id, username });
     Ok(Operation {
         id: parse_id(get_s(item, "id")?, "id", OperationId::parse)?,
         user: parse_id(get_s(item, "user_id")?, "user_id", UserId::parse)?,
@@ -268,13 +278,8 @@ pub(super) fn audit_item(e: &AuditEntry) -> Item {
 }
 
 pub(super) fn audit_from_item(item: &Item) -> Result<AuditEntry, StoreError> {
-    let target = match opt_s(item, "target_id")? {
-        Some(id) => Some(AuditParty {
-            id: parse_id(id, "target_id", UserId::parse)?,
-            username: get_s(item, "target_username")?.to_owned(),
-        }),
-        None => None,
-    };
+    let target = named_user(item, "target_id", "target_username")?
+        .map(|(id, username)| AuditParty { id, username });
     Ok(AuditEntry {
         id: uuid::Uuid::try_parse(get_s(item, "id")?).map_err(|_| bad("id"))?,
         actor: AuditParty {

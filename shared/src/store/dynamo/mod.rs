@@ -21,17 +21,7 @@ use aws_sdk_dynamodb::types::{
 };
 use rand::RngExt;
 
-use super::{
-    Account, Applied, Attempt, AuditAction, AuditEntry, AuditPage, AuditParty, BalanceChange,
-    Counterparty, FIRST_SEQ, HistoryPage, HistoryQuery, IdempotencyStamp, IdempotentRecord,
-    NewUser, Operation, RotateOutcome, Rotation, SessionRecord, SessionUse, StatusChange, Store,
-    StoreError, ThrottlePolicy, TransferCommand, UserPage, UserQuery, UserRecord, UserSummary,
-    page_of,
-};
-use crate::domain::{
-    ChangeKind, Email, IdempotencyKey, Money, OperationId, OperationKind, RequestFingerprint,
-    SessionId, Timestamp, TokenId, TransferId, UserId, Username,
-};
+use super::backend::*;
 
 type Item = HashMap<String, AttributeValue>;
 

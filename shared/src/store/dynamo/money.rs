@@ -43,42 +43,24 @@ impl DynamoStore {
             };
             // Never before the account's previous operation (see the module documentation).
             let op = c.operation(read.version + 1, after, c.now.max(read.updated_at));
-            let mut items = vec![
-                self.account_update(AccountUpdate {
-                    user: c.user,
-                    read: &read,
-                    new_balance: after,
-                    rule,
-                    amount: c.amount,
-                    at: op.created_at,
-                    session: session.as_ref(),
-                })?,
-                self.operation_put(&op)?,
-            ];
-            if let Some(stamp) = stamp {
-                items.push(self.idempotency_put(c.user, stamp, &op, c.now)?);
-            }
-            let session_item = self.guard_session(&mut items, c.user, session.as_ref(), c.now)?;
+            let update = self.account_update(AccountUpdate {
+                user: c.user,
+                read: &read,
+                new_balance: after,
+                rule,
+                amount: c.amount,
+                at: op.created_at,
+                session: session.as_ref(),
+            })?;
+            let items = vec![update, self.operation_put(&op)?];
             if let Some(applied) = self
-                .commit_movement(
-                    Movement {
-                        items,
-                        op: &op,
-                        key: stamp.map(|s| (s, 2)),
-                        session_item,
-                        what: "balance change",
-                    },
-                    &mut attempts,
-                    attempt,
-                )
+                .commit_movement(c, items, &op, session.as_ref(), &mut attempts, attempt)
                 .await?
             {
                 return Ok(applied);
             }
         }
-        Err(StoreError::unavailable(
-            "the account kept changing; nothing was applied",
-        ))
+        Err(kept_changing("the account"))
     }
 
     pub(super) async fn transfer_now(&self, t: &TransferCommand) -> Result<Applied, StoreError> {
@@ -155,37 +137,19 @@ impl DynamoStore {
             };
             // Never before either account's previous operation (see the module documentation).
             let at = t.now.max(sender.updated_at).max(recipient_state.updated_at);
-            let out = Operation {
-                id: t.out_operation_id,
-                user: t.from,
-                seq: sender.version + 1,
-                kind: OperationKind::TransferOut,
-                amount: t.amount,
-                balance_after: sender_after,
-                counterparty: Some(Counterparty {
-                    id: recipient,
-                    username: recipient_state.username.clone(),
-                }),
-                transfer_id: Some(t.transfer_id),
-                description: t.description.clone(),
-                created_at: at,
+            let to = Counterparty {
+                id: recipient,
+                username: recipient_state.username.clone(),
             };
-            let incoming = Operation {
-                id: t.in_operation_id,
-                user: recipient,
-                seq: recipient_state.version + 1,
-                kind: OperationKind::TransferIn,
-                amount: t.amount,
-                balance_after: recipient_after,
-                counterparty: Some(Counterparty {
-                    id: t.from,
-                    username: sender.username.clone(),
-                }),
-                transfer_id: Some(t.transfer_id),
-                description: t.description.clone(),
-                created_at: at,
+            let from = Counterparty {
+                id: t.from,
+                username: sender.username.clone(),
             };
-            let mut items = vec![
+            let sent = (sender_after, sender.version + 1);
+            let received = (recipient_after, recipient_state.version + 1);
+            let out = t.side(OperationKind::TransferOut, t.from, sent, to, at);
+            let incoming = t.side(OperationKind::TransferIn, recipient, received, from, at);
+            let items = vec![
                 self.account_update(AccountUpdate {
                     user: t.from,
                     read: &sender,
@@ -207,29 +171,19 @@ impl DynamoStore {
                 self.operation_put(&out)?,
                 self.operation_put(&incoming)?,
             ];
-            if let Some(stamp) = stamp {
-                items.push(self.idempotency_put(t.from, stamp, &out, t.now)?);
-            }
-            let session_item = self.guard_session(&mut items, t.from, session.as_ref(), t.now)?;
             if let Some(applied) = self
-                .commit_movement(
-                    Movement {
-                        items,
-                        op: &out,
-                        key: stamp.map(|s| (s, 4)),
-                        session_item,
-                        what: "transfer",
-                    },
-                    &mut attempts,
-                    attempt,
-                )
+                .commit_movement(t, items, &out, session.as_ref(), &mut attempts, attempt)
                 .await?
             {
                 return Ok(applied);
             }
         }
-        Err(StoreError::unavailable(
-            "the accounts kept changing; nothing was applied",
-        ))
+        Err(kept_changing("the accounts"))
     }
+}
+
+/// Every attempt found the account(s) changed since its read: nothing was applied, and the
+/// client may retry.
+fn kept_changing(what: &str) -> StoreError {
+    StoreError::unavailable(format!("{what} kept changing; nothing was applied"))
 }

@@ -75,16 +75,7 @@ impl DynamoStore {
         let mut item = operation_item(op);
         item.insert("PK".into(), s(user_pk(op.user)));
         item.insert("SK".into(), s(op_sk(op.seq)));
-        Ok(TransactWriteItem::builder()
-            .put(
-                Put::builder()
-                    .table_name(&self.table)
-                    .set_item(Some(item))
-                    .condition_expression("attribute_not_exists(PK)")
-                    .build()
-                    .map_err(StoreError::internal)?,
-            )
-            .build())
+        put_item(&self.table, item, "attribute_not_exists(PK)")
     }
 
     /// Reads a movement's session (strongly consistent), to be judged by [`live_session`]
@@ -151,8 +142,10 @@ impl DynamoStore {
         Ok(Some(items.len() - 1))
     }
 
-    /// Commits a money movement's transaction. `Some` ends the primitive (done, or the key was
-    /// already recorded); `None` asks for another attempt after a conflict.
+    /// Commits a money movement's transaction: `items`, the account updates and operations with
+    /// the mover's account update first, then the key's record and the session's guard, which
+    /// this appends. `Some` ends the primitive (done, or the key was already recorded); `None`
+    /// asks for another attempt after a conflict.
     ///
     /// A call that ended without an answer (a timeout, a connection lost after sending) may have
     /// been applied: the mover's account is read once more, and the movement is done if the
@@ -161,17 +154,22 @@ impl DynamoStore {
     /// retry with the same `Idempotency-Key` can settle it.
     pub(super) async fn commit_movement(
         &self,
-        movement: Movement<'_>,
+        m: &impl Movement,
+        mut items: Vec<TransactWriteItem>,
+        op: &Operation,
+        session: Option<&LiveSession>,
         attempts: &mut Attempts,
         attempt: u32,
     ) -> Result<Option<Applied>, StoreError> {
-        let Movement {
-            items,
-            op,
-            key,
-            session_item,
-            what,
-        } = movement;
+        // The position of the key's `Put` among the items, to tell its failure from the others'.
+        let key = match m.stamp() {
+            Some(stamp) => {
+                items.push(self.idempotency_put(op.user, stamp, op, m.now())?);
+                Some((stamp, items.len() - 1))
+            }
+            None => None,
+        };
+        let session_item = self.guard_session(&mut items, op.user, session, m.now())?;
         attempts.tried(op.seq);
         let cancelled = match self.transact(items).await {
             Ok(()) => return Ok(Some(Applied::Done(op.clone()))),
@@ -215,6 +213,11 @@ impl DynamoStore {
             }
             // The record expired in between: the next attempt may take the key.
         } else if !cancelled.retryable() {
+            // Named for the log by the mover's operation.
+            let what = match op.kind {
+                OperationKind::TransferOut => "transfer",
+                _ => "balance change",
+            };
             return Err(StoreError::internal(format!(
                 "{what} cancelled: {cancelled:?}"
             )));
@@ -299,20 +302,6 @@ impl DynamoStore {
             )
             .build())
     }
-}
-
-/// A money movement's transaction, ready to commit.
-pub(super) struct Movement<'a> {
-    /// `items[0]` is the mover's account update.
-    pub items: Vec<TransactWriteItem>,
-    /// The mover's operation.
-    pub op: &'a Operation,
-    /// The stamp, with the position of its idempotency `Put` among `items`.
-    pub key: Option<(&'a IdempotencyStamp, usize)>,
-    /// The position of the session guard among `items`: its failure is reported first.
-    pub session_item: Option<usize>,
-    /// For the error when the cancellation is not one a retry can cure.
-    pub what: &'static str,
 }
 
 /// One account's conditional update within a movement.

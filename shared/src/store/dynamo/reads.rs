@@ -1,6 +1,9 @@
 //! The store's own calls: point reads, transactions with their retries, and the reads the
 //! primitives make before their conditional writes.
 
+use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+
 use super::*;
 
 impl DynamoStore {
@@ -15,6 +18,22 @@ impl DynamoStore {
             .await
             .map_err(sdk_error)?;
         Ok(out.item().cloned())
+    }
+
+    /// A conditional update of one item of the table, to finish and send.
+    pub(super) fn update_request(&self, key: Item) -> UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+    }
+
+    /// A conditional put of one item into the table, to finish and send.
+    pub(super) fn put_request(&self, item: Item) -> PutItemFluentBuilder {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
     }
 
     /// Sends one transaction. A whole call refused as throttled (not one cancelled item, which

@@ -221,10 +221,7 @@ impl Store for DynamoStore {
         let ends = r.session_end(created_at);
         let session_key = key(user_pk(r.user), &format!("SESSION#{}", r.session));
         let request = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(session_key.clone()))
+            .update_request(session_key.clone())
             .update_expression(
                 "SET refresh_jti = :next, last_used_at = :now, expires_at = :expires, #ttl = :ttl",
             )
@@ -276,10 +273,7 @@ impl Store for DynamoStore {
         // A validly signed token of this session that is no longer current was spent before:
         // revoke the session. Losing this race to another revocation changes nothing.
         let request = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(session_key))
+            .update_request(session_key)
             .update_expression("SET revoked_at = :now")
             .condition_expression("attribute_exists(PK) AND attribute_not_exists(revoked_at)")
             .expression_attribute_values(":now", n(r.now.millis()));
@@ -300,10 +294,7 @@ impl Store for DynamoStore {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let request = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(user_pk(user), &format!("SESSION#{id}"))))
+            .update_request(key(user_pk(user), &format!("SESSION#{id}")))
             .update_expression("SET last_used_at = :now")
             .condition_expression("attribute_exists(PK) AND attribute_not_exists(revoked_at)")
             .expression_attribute_values(":now", n(now.millis()));
@@ -332,10 +323,7 @@ impl Store for DynamoStore {
         // Marks this call's revocation, to recognise it should the answer be lost.
         let call = uuid::Uuid::new_v4();
         let request = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(user_pk(user), &format!("SESSION#{id}"))))
+            .update_request(key(user_pk(user), &format!("SESSION#{id}")))
             .update_expression("SET revoked_at = :now, revoked_by = :call")
             .condition_expression(format!(
                 "attribute_exists(PK) AND attribute_not_exists(revoked_at) AND expires_at > :now AND {}",
@@ -414,10 +402,7 @@ impl Store for DynamoStore {
         for attempt in 0..MAX_ATTEMPTS {
             // Count the attempt inside a live window that still has room.
             let request = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(item_key.clone()))
+                .update_request(item_key.clone())
                 .update_expression("SET attempts = attempts + :one")
                 .condition_expression(
                     "attribute_exists(PK) AND window_start > :floor AND attempts < :max",
@@ -460,10 +445,7 @@ impl Store for DynamoStore {
                         n(now.unix_seconds() + policy.window_seconds + TTL_GRACE_SECONDS),
                     );
                     let request = self
-                        .client
-                        .put_item()
-                        .table_name(&self.table)
-                        .set_item(Some(item))
+                        .put_request(item)
                         .condition_expression("attribute_not_exists(PK) OR window_start <= :floor")
                         .expression_attribute_values(":floor", n(floor));
                     let opened = self.resend_refused(|| request.clone().send()).await;
@@ -665,10 +647,7 @@ impl Store for DynamoStore {
 
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         let request = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(audit_item(entry)))
+            .put_request(audit_item(entry))
             .condition_expression("attribute_not_exists(PK)");
         let put = self.resend_refused(|| request.clone().send()).await;
         match put {

@@ -1,5 +1,7 @@
 //! The table: created as `template.yaml` declares it, checked at start.
 
+use aws_sdk_dynamodb::operation::describe_table::{DescribeTableError, DescribeTableOutput};
+
 use super::*;
 
 impl DynamoStore {
@@ -65,13 +67,7 @@ impl DynamoStore {
     async fn wait_until_active(&self) -> Result<(), StoreError> {
         let deadline = tokio::time::Instant::now() + self.table_wait;
         loop {
-            let described = self
-                .client
-                .describe_table()
-                .table_name(&self.table)
-                .send()
-                .await
-                .map_err(sdk_error)?;
+            let described = self.describe().await.map_err(sdk_error)?;
             let status = described
                 .table()
                 .and_then(|t| t.table_status())
@@ -134,15 +130,18 @@ impl DynamoStore {
         Ok(())
     }
 
-    /// Fails with a clear message when the table does not exist.
-    pub async fn check_table(&self) -> Result<(), StoreError> {
-        match self
-            .client
+    /// The table as DynamoDB describes it (`ResourceNotFoundException` when there is none).
+    async fn describe(&self) -> Result<DescribeTableOutput, SdkError<DescribeTableError>> {
+        self.client
             .describe_table()
             .table_name(&self.table)
             .send()
             .await
-        {
+    }
+
+    /// Fails with a clear message when the table does not exist.
+    pub async fn check_table(&self) -> Result<(), StoreError> {
+        match self.describe().await {
             Ok(_) => Ok(()),
             Err(e) if e.code() == Some("ResourceNotFoundException") => {
                 Err(StoreError::unavailable(format!(

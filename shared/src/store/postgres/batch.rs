@@ -229,7 +229,7 @@ impl PgStore {
 
     /// One transfer in a statement of its own, retried on serialization failure or deadlock.
     pub(super) async fn transfer_alone(&self, t: &TransferCommand) -> Result<Applied, StoreError> {
-        in_statement!(self, |client| transfer_once(&client, t))
+        in_statement!(self, |client| money_once(&client, t))
     }
 
     /// One call of `lighttech_transfer_batch`: each transfer's result, or `None` for one to

@@ -34,20 +34,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, NoTls, Row};
 use uuid::Uuid;
 
-use super::{
-    Account, Applied, Attempt, AuditAction, AuditEntry, AuditPage, AuditParty, BalanceChange,
-    Counterparty, EXPIRED_ATTEMPTS_PRUNED, HistoryPage, HistoryQuery, IdempotencyStamp,
-    IdempotentRecord, NewUser, Operation, RotateOutcome, Rotation, SessionRecord, SessionUse,
-    StatusChange, Store, StoreError, ThrottlePolicy, TransferCommand, UserPage, UserQuery,
-    UserRecord, UserSummary, audit_seq_before, page_of,
-};
-use crate::domain::{
-    Email, IdempotencyKey, Money, OperationId, OperationKind, RequestFingerprint, SessionId,
-    Timestamp, TokenId, TransferId, UserId, Username,
-};
+use super::backend::*;
 
 /// Attempts at a transaction that failed with a serialization failure or deadlock.
 const MAX_ATTEMPTS: u32 = 5;
@@ -77,13 +68,9 @@ macro_rules! in_tx {
             match outcome {
                 Failure::Fail(e) => break Err(e),
                 Failure::Retry(e) => {
-                    $store.retried.fetch_add(1, Ordering::Relaxed);
-                    attempt += 1;
-                    if attempt >= MAX_ATTEMPTS {
-                        break Err(map_pg(e));
+                    if let Err(e) = $store.before_retry(&mut attempt, e, "a transaction").await {
+                        break Err(e);
                     }
-                    tracing::warn!(attempt, error = %e, "retrying a transaction");
-                    tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
                 }
             }
         }
@@ -101,13 +88,9 @@ macro_rules! in_statement {
                 Ok(value) => break Ok(value),
                 Err(Failure::Fail(e)) => break Err(e),
                 Err(Failure::Retry(e)) => {
-                    $store.retried.fetch_add(1, Ordering::Relaxed);
-                    attempt += 1;
-                    if attempt >= MAX_ATTEMPTS {
-                        break Err(map_pg(e));
+                    if let Err(e) = $store.before_retry(&mut attempt, e, "a statement").await {
+                        break Err(e);
                     }
-                    tracing::warn!(attempt, error = %e, "retrying a statement");
-                    tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
                 }
             }
         }
@@ -215,6 +198,24 @@ impl PgStore {
         self.batched.load(Ordering::Relaxed)
     }
 
+    /// The retry step of [`in_tx!`] and [`in_statement!`]: counts the serialization failure or
+    /// deadlock and waits a growing moment, or gives up (`Err`) after `MAX_ATTEMPTS`.
+    async fn before_retry(
+        &self,
+        attempt: &mut u32,
+        e: tokio_postgres::Error,
+        what: &str,
+    ) -> Result<(), StoreError> {
+        self.retried.fetch_add(1, Ordering::Relaxed);
+        *attempt += 1;
+        if *attempt >= MAX_ATTEMPTS {
+            return Err(map_pg(e));
+        }
+        tracing::warn!(attempt = *attempt, error = %e, "retrying {what}");
+        tokio::time::sleep(Duration::from_millis(5 << *attempt)).await;
+        Ok(())
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(|e| {
             let reason = match e {
@@ -231,6 +232,29 @@ impl PgStore {
                 self.target
             ))
         })
+    }
+
+    /// At most one row of a cached statement, read by `from_row`: the shape of every lookup.
+    async fn query_opt<T>(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        from_row: impl FnOnce(&Row) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(sql).await.map_err(map_pg)?;
+        client
+            .query_opt(&stmt, params)
+            .await
+            .map_err(map_pg)?
+            .map(|r| from_row(&r))
+            .transpose()
+    }
+
+    /// One statement in its own implicit transaction; the number of rows it changed.
+    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        client.execute(sql, params).await.map_err(map_pg)
     }
 
     /// The schema version applied to this database (0 for an empty database).

@@ -77,16 +77,15 @@ pub(super) enum Called {
     Recorded(IdempotentRecord),
 }
 
-/// Calls the money function `sql` (its outcome, balance after and sequence number first), for
-/// `user`'s request under `stamp`.
-pub(super) async fn call_money_function(
+/// Calls the money function `sql` (its outcome, balance after and sequence number first) for
+/// the movement `m`.
+async fn call_money_function(
     client: &deadpool_postgres::Object,
     sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    user: UserId,
-    stamp: Option<&IdempotencyStamp>,
-    now: Timestamp,
+    params: &[&(dyn ToSql + Sync)],
+    m: &impl Movement,
 ) -> Result<Called, Failure> {
+    let (user, stamp, now) = (m.mover(), m.stamp(), m.now());
     let stmt = client.prepare_cached(sql).await?;
     let row = client.query_one(&stmt, params).await.map_err(refusal)?;
     let outcome: String = row.try_get("outcome")?;
@@ -108,81 +107,82 @@ pub(super) async fn call_money_function(
     }
 }
 
-pub(super) async fn apply_change_once(
-    client: &deadpool_postgres::Object,
-    c: &BalanceChange,
-) -> Result<Applied, Failure> {
-    let (session, touch_before) = session_params(c.session.as_ref());
-    let (key, fingerprint, key_expires) = stamp_params(c.idempotency.as_ref());
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
-        &session,
-        &touch_before,
-        &c.user.0,
-        &c.kind.as_str(),
-        &c.amount.minor(),
-        &Money::MAX_BALANCE.minor(),
-        &c.now.millis(),
-        &c.operation_id.0,
-        &c.description.as_deref(),
-        &key,
-        &fingerprint,
-        &key_expires,
-    ];
-    let called = call_money_function(
-        client,
-        APPLY_CHANGE,
-        &params,
-        c.user,
-        c.idempotency.as_ref(),
-        c.now,
-    )
-    .await?;
-    let (balance_after, seq) = match called {
-        Called::Done {
-            balance_after, seq, ..
-        } => (balance_after, seq),
-        Called::Recorded(record) => return Ok(Applied::AlreadyRecorded(record)),
-    };
-    Ok(Applied::Done(c.operation(seq, balance_after, c.now)))
+/// A movement as its money function takes it; the parameters both share are [`Movement`]'s.
+pub(super) trait MoneyFunction: Movement + Sync {
+    /// The function's call.
+    const SQL: &'static str;
+    /// What the movement names after its mover: its kind, or its recipient's username key.
+    fn target(&self) -> &str;
+    /// The ids it gives what it writes (the transfer's own id first, for a transfer).
+    fn ids(&self) -> Vec<Uuid>;
+    /// The mover's operation, from the function's row.
+    fn done(&self, row: &Row, balance_after: Money, seq: u64) -> Result<Operation, Failure>;
 }
 
-pub(super) async fn transfer_once(
+impl MoneyFunction for BalanceChange {
+    const SQL: &'static str = APPLY_CHANGE;
+    fn target(&self) -> &str {
+        self.kind.as_str()
+    }
+    fn ids(&self) -> Vec<Uuid> {
+        vec![self.operation_id.0]
+    }
+    fn done(&self, _row: &Row, balance_after: Money, seq: u64) -> Result<Operation, Failure> {
+        Ok(self.operation(seq, balance_after, self.now))
+    }
+}
+
+impl MoneyFunction for TransferCommand {
+    const SQL: &'static str = TRANSFER;
+    fn target(&self) -> &str {
+        &self.to_username_key
+    }
+    fn ids(&self) -> Vec<Uuid> {
+        vec![
+            self.transfer_id.0,
+            self.out_operation_id.0,
+            self.in_operation_id.0,
+        ]
+    }
+    fn done(&self, row: &Row, balance_after: Money, seq: u64) -> Result<Operation, Failure> {
+        sent(self, row, balance_after, seq)
+    }
+}
+
+/// One call of `m`'s money function, in a statement of its own. Both functions take the session,
+/// the mover, the target, amount, ceiling and moment, the ids, the description and the key's
+/// stamp, in that order (migrations 3 and 4).
+pub(super) async fn money_once<M: MoneyFunction>(
     client: &deadpool_postgres::Object,
-    t: &TransferCommand,
+    m: &M,
 ) -> Result<Applied, Failure> {
-    let (session, touch_before) = session_params(t.session.as_ref());
-    let (key, fingerprint, key_expires) = stamp_params(t.idempotency.as_ref());
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 14] = [
+    let (session, touch_before) = session_params(m.session().as_ref());
+    let (key, fingerprint, key_expires) = stamp_params(m.stamp());
+    let (mover, target, ids) = (m.mover().0, m.target(), m.ids());
+    let (amount, ceiling, now) = (
+        m.amount().minor(),
+        Money::MAX_BALANCE.minor(),
+        m.now().millis(),
+    );
+    let description = m.description();
+    let head: [&(dyn ToSql + Sync); 7] = [
         &session,
         &touch_before,
-        &t.from.0,
-        &t.to_username_key,
-        &t.amount.minor(),
-        &Money::MAX_BALANCE.minor(),
-        &t.now.millis(),
-        &t.transfer_id.0,
-        &t.out_operation_id.0,
-        &t.in_operation_id.0,
-        &t.description.as_deref(),
-        &key,
-        &fingerprint,
-        &key_expires,
+        &mover,
+        &target,
+        &amount,
+        &ceiling,
+        &now,
     ];
-    let called = call_money_function(
-        client,
-        TRANSFER,
-        &params,
-        t.from,
-        t.idempotency.as_ref(),
-        t.now,
-    )
-    .await?;
-    match called {
+    let tail: [&(dyn ToSql + Sync); 4] = [&description, &key, &fingerprint, &key_expires];
+    let ids = ids.iter().map(|id| id as &(dyn ToSql + Sync));
+    let params: Vec<_> = head.into_iter().chain(ids).chain(tail).collect();
+    match call_money_function(client, M::SQL, &params, m).await? {
         Called::Done {
             row,
             balance_after,
             seq,
-        } => Ok(Applied::Done(sent(t, &row, balance_after, seq)?)),
+        } => Ok(Applied::Done(m.done(&row, balance_after, seq)?)),
         Called::Recorded(record) => Ok(Applied::AlreadyRecorded(record)),
     }
 }
@@ -194,19 +194,16 @@ pub(super) fn sent(
     balance_after: Money,
     seq: u64,
 ) -> Result<Operation, Failure> {
-    Ok(Operation {
-        id: t.out_operation_id,
-        user: t.from,
-        seq,
-        kind: OperationKind::TransferOut,
-        amount: t.amount,
-        balance_after,
-        counterparty: Some(Counterparty {
-            id: UserId(row.try_get("recipient_id")?),
-            username: row.try_get("recipient_username")?,
-        }),
-        transfer_id: Some(t.transfer_id),
-        description: t.description.clone(),
-        created_at: t.now,
-    })
+    let recipient = Counterparty {
+        id: UserId(row.try_get("recipient_id")?),
+        username: row.try_get("recipient_username")?,
+    };
+    let applied = (balance_after, seq);
+    Ok(t.side(
+        OperationKind::TransferOut,
+        t.from,
+        applied,
+        recipient,
+        t.now,
+    ))
 }

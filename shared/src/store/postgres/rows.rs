@@ -115,21 +115,21 @@ pub(super) fn session_from_row(row: &Row) -> Result<SessionRecord, StoreError> {
     })
 }
 
+/// The user an optional pair of columns names (a counterparty, an audit target), if any.
+fn named_user(row: &Row, id: &str, username: &str) -> Result<Option<(UserId, String)>, StoreError> {
+    match row.try_get::<_, Option<Uuid>>(id).map_err(map_pg)? {
+        Some(uuid) => Ok(Some((UserId(uuid), row.try_get(username).map_err(map_pg)?))),
+        None => Ok(None),
+    }
+}
+
 pub(super) const OPERATION_COLUMNS: &str = "o.user_id, o.seq, o.id, o.kind, o.amount, o.balance_after, \
      o.counterparty_id, o.counterparty_username, o.transfer_id, o.description, o.created_at";
 
 pub(super) fn operation_from_row(row: &Row) -> Result<Operation, StoreError> {
     let kind: String = row.try_get("kind").map_err(map_pg)?;
-    let counterparty = match row
-        .try_get::<_, Option<Uuid>>("counterparty_id")
-        .map_err(map_pg)?
-    {
-        Some(id) => Some(Counterparty {
-            id: UserId(id),
-            username: row.try_get("counterparty_username").map_err(map_pg)?,
-        }),
-        None => None,
-    };
+    let counterparty = named_user(row, "counterparty_id", "counterparty_username")?
+        .map(|(id, username)| Counterparty { id, username });
     Ok(Operation {
         id: OperationId(row.try_get("id").map_err(map_pg)?),
         user: UserId(row.try_get("user_id").map_err(map_pg)?),
@@ -149,16 +149,8 @@ pub(super) fn operation_from_row(row: &Row) -> Result<Operation, StoreError> {
 
 pub(super) fn audit_from_row(row: &Row) -> Result<AuditEntry, StoreError> {
     let action: String = row.try_get("action").map_err(map_pg)?;
-    let target = match row
-        .try_get::<_, Option<Uuid>>("target_id")
-        .map_err(map_pg)?
-    {
-        Some(id) => Some(AuditParty {
-            id: UserId(id),
-            username: row.try_get("target_username").map_err(map_pg)?,
-        }),
-        None => None,
-    };
+    let target = named_user(row, "target_id", "target_username")?
+        .map(|(id, username)| AuditParty { id, username });
     Ok(AuditEntry {
         id: row.try_get("id").map_err(map_pg)?,
         actor: AuditParty {

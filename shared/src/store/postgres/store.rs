@@ -27,33 +27,13 @@ impl Store for PgStore {
     }
 
     async fn user_by_username(&self, username_key: &str) -> Result<Option<UserRecord>, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&format!(
-                "SELECT {USER_COLUMNS} FROM users WHERE username_key = $1"
-            ))
-            .await
-            .map_err(map_pg)?;
-        client
-            .query_opt(&stmt, &[&username_key])
-            .await
-            .map_err(map_pg)?
-            .map(|r| user_from_row(&r))
-            .transpose()
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE username_key = $1");
+        self.query_opt(&sql, &[&username_key], user_from_row).await
     }
 
     async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
-            .await
-            .map_err(map_pg)?;
-        client
-            .query_opt(&stmt, &[&id.0])
-            .await
-            .map_err(map_pg)?
-            .map(|r| user_from_row(&r))
-            .transpose()
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        self.query_opt(&sql, &[&id.0], user_from_row).await
     }
 
     async fn create_session(&self, s: &SessionRecord) -> Result<bool, StoreError> {
@@ -65,19 +45,9 @@ impl Store for PgStore {
         user: UserId,
         id: SessionId,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&format!(
-                "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 AND user_id = $2"
-            ))
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 AND user_id = $2");
+        self.query_opt(&sql, &[&id.0, &user.0], session_from_row)
             .await
-            .map_err(map_pg)?;
-        client
-            .query_opt(&stmt, &[&id.0, &user.0])
-            .await
-            .map_err(map_pg)?
-            .map(|r| session_from_row(&r))
-            .transpose()
     }
 
     async fn rotate_session(&self, r: &Rotation) -> Result<RotateOutcome, StoreError> {
@@ -90,15 +60,12 @@ impl Store for PgStore {
         id: SessionId,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE sessions SET last_used_at = $1 \
-                 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL",
-                &[&now.millis(), &id.0, &user.0],
-            )
-            .await
-            .map_err(map_pg)?;
+        self.execute(
+            "UPDATE sessions SET last_used_at = $1 \
+             WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL",
+            &[&now.millis(), &id.0, &user.0],
+        )
+        .await?;
         Ok(())
     }
 
@@ -108,16 +75,13 @@ impl Store for PgStore {
         id: SessionId,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        let n = client
-            .execute(
-                "UPDATE sessions SET revoked_at = $1 \
-                 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL AND expires_at > $1",
-                &[&now.millis(), &id.0, &user.0],
-            )
-            .await
-            .map_err(map_pg)?;
-        Ok(n == 1)
+        self.execute(
+            "UPDATE sessions SET revoked_at = $1 \
+             WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL AND expires_at > $1",
+            &[&now.millis(), &id.0, &user.0],
+        )
+        .await
+        .map(|revoked| revoked == 1)
     }
 
     async fn active_sessions(
@@ -161,40 +125,32 @@ impl Store for PgStore {
     }
 
     async fn clear_login_attempts(&self, username_key: &str) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "DELETE FROM login_attempts WHERE username_key = $1",
-                &[&username_key],
-            )
-            .await
-            .map_err(map_pg)?;
+        self.execute(
+            "DELETE FROM login_attempts WHERE username_key = $1",
+            &[&username_key],
+        )
+        .await?;
         Ok(())
     }
 
     async fn account(&self, user: UserId) -> Result<Option<Account>, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached("SELECT balance, version, updated_at FROM accounts WHERE user_id = $1")
-            .await
-            .map_err(map_pg)?;
-        client
-            .query_opt(&stmt, &[&user.0])
-            .await
-            .map_err(map_pg)?
-            .map(|r| {
+        self.query_opt(
+            "SELECT balance, version, updated_at FROM accounts WHERE user_id = $1",
+            &[&user.0],
+            |r| {
                 Ok(Account {
                     user,
                     balance: Money::from_minor(r.get(0)),
                     version: version_of(r.get(1))?,
                     updated_at: Timestamp::from_millis(r.get(2)),
                 })
-            })
-            .transpose()
+            },
+        )
+        .await
     }
 
     async fn apply_change(&self, c: &BalanceChange) -> Result<Applied, StoreError> {
-        in_statement!(self, |client| apply_change_once(&client, c))
+        in_statement!(self, |client| money_once(&client, c))
     }
 
     async fn transfer(&self, t: &TransferCommand) -> Result<Applied, StoreError> {

@@ -25,7 +25,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{self, Connection, ErrorCode, OptionalExtension, Row, params};
+use rusqlite::{self, Connection, ErrorCode, OptionalExtension, Row, named_params, params};
 use tokio::sync::oneshot;
 
 mod files;
@@ -41,17 +41,7 @@ use self::history::*;
 use self::rows::*;
 use self::schema::*;
 use self::steps::*;
-use super::{
-    Account, Applied, Attempt, AuditAction, AuditEntry, AuditPage, AuditParty, BalanceChange,
-    Counterparty, EXPIRED_ATTEMPTS_PRUNED, HistoryPage, HistoryQuery, IdempotencyStamp,
-    IdempotentRecord, NewUser, Operation, RotateOutcome, Rotation, SessionRecord, SessionUse,
-    StatusChange, Store, StoreError, ThrottlePolicy, TransferCommand, UserPage, UserQuery,
-    UserRecord, UserSummary, audit_seq_before, page_of,
-};
-use crate::domain::{
-    ChangeKind, Email, IdempotencyKey, Money, OperationId, OperationKind, RequestFingerprint,
-    SessionId, Timestamp, TokenId, TransferId, UserId, Username,
-};
+use super::backend::*;
 
 /// Durability is not negotiable: WAL with `synchronous=FULL` syncs every commit.
 const PRAGMAS: &str = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
@@ -225,6 +215,31 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let conn = self.reader().await?;
         f(&conn)
+    }
+
+    /// At most one row of a bounded lookup, read by `from_row`: the shape of every point read.
+    async fn query_opt<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params + Send,
+        from_row: impl FnOnce(&Row<'_>) -> rusqlite::Result<T> + Send,
+    ) -> Result<Option<T>, StoreError> {
+        self.read_bounded(|c| {
+            c.prepare_cached(sql)
+                .and_then(|mut s| s.query_row(params, from_row).optional())
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    /// One statement, written on its own; the number of rows it changed.
+    async fn execute(
+        &self,
+        sql: &'static str,
+        params: impl rusqlite::Params + Send + 'static,
+    ) -> Result<usize, StoreError> {
+        self.write(move |txn| txn.execute(sql, params).map_err(map_err))
+            .await
     }
 
     async fn reader(&self) -> Result<deadpool::unmanaged::Object<Connection>, StoreError> {

@@ -80,6 +80,18 @@ pub(super) fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord>
     })
 }
 
+/// The user an optional pair of columns names (a counterparty, an audit target), if any.
+fn named_user(
+    row: &Row<'_>,
+    id: &str,
+    username: &str,
+) -> rusqlite::Result<Option<(UserId, String)>> {
+    match opt_id(row, id, UserId::parse)? {
+        Some(user) => Ok(Some((user, row.get(username)?))),
+        None => Ok(None),
+    }
+}
+
 pub(super) const OPERATION_COLUMNS: &str = "o.user_id, o.seq, o.id, o.kind, o.amount, o.balance_after, \
      o.counterparty_id, o.counterparty_username, o.transfer_id, o.description, o.created_at";
 /// Positions in `OPERATION_COLUMNS` of the columns a history page filters on.
@@ -89,13 +101,8 @@ pub(super) const OPERATION_CREATED_AT: usize = 10;
 
 pub(super) fn operation_from_row(row: &Row<'_>) -> rusqlite::Result<Operation> {
     let kind: String = row.get("kind")?;
-    let counterparty = match opt_id(row, "counterparty_id", UserId::parse)? {
-        Some(id) => Some(Counterparty {
-            id,
-            username: row.get("counterparty_username")?,
-        }),
-        None => None,
-    };
+    let counterparty = named_user(row, "counterparty_id", "counterparty_username")?
+        .map(|(id, username)| Counterparty { id, username });
     Ok(Operation {
         id: get_id(row, "id", OperationId::parse)?,
         user: get_id(row, "user_id", UserId::parse)?,
@@ -112,13 +119,8 @@ pub(super) fn operation_from_row(row: &Row<'_>) -> rusqlite::Result<Operation> {
 
 pub(super) fn audit_from_row(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
     let action: String = row.get("action")?;
-    let target = match opt_id(row, "target_id", UserId::parse)? {
-        Some(id) => Some(AuditParty {
-            id,
-            username: row.get("target_username")?,
-        }),
-        None => None,
-    };
+    let target = named_user(row, "target_id", "target_username")?
+        .map(|(id, username)| AuditParty { id, username });
     Ok(AuditEntry {
         id: get_id(row, "id", |t| uuid::Uuid::try_parse(t).ok())?,
         actor: AuditParty {

@@ -28,7 +28,33 @@ pub(super) fn insert_operation(txn: &Connection, op: &Operation) -> Result<(), S
     Ok(())
 }
 
-/// The unexpired record for a key, read inside the caller's transaction or connection.
+/// A money movement inside the caller's transaction, in the order every movement follows: the
+/// session must be live (its use recorded); a key already recorded answers instead; otherwise
+/// `apply` makes the mover's operation (and, for a transfer, the recipient's), which are written
+/// with the key's record pointing at the mover's.
+pub(super) fn movement(
+    txn: &Connection,
+    m: &impl Movement,
+    apply: impl FnOnce() -> Result<(Operation, Option<Operation>), StoreError>,
+) -> Result<Applied, StoreError> {
+    let (user, stamp, now) = (m.mover(), m.stamp(), m.now());
+    use_session(txn, user, m.session().as_ref(), now)?;
+    if let Some(stamp) = stamp
+        && let Some(existing) = find_idempotent(txn, user, stamp.key.as_str(), now)?
+    {
+        return Ok(Applied::AlreadyRecorded(existing));
+    }
+    let (op, other) = apply()?;
+    insert_operation(txn, &op)?;
+    if let Some(other) = &other {
+        insert_operation(txn, other)?;
+    }
+    if let Some(stamp) = stamp {
+        record_idempotency(txn, user, stamp, op.id)?;
+    }
+    Ok(Applied::Done(op))
+}
+
 /// Refuses a movement whose session is not live (`SessionNotLive`) and records its use when due;
 /// runs first in the movement's transaction.
 pub(super) fn use_session(
@@ -65,6 +91,7 @@ pub(super) fn use_session(
     }
 }
 
+/// The unexpired record for a key, read inside the caller's transaction or connection.
 pub(super) fn find_idempotent(
     conn: &Connection,
     user: UserId,
@@ -112,65 +139,48 @@ pub(super) fn record_idempotency(
     Ok(())
 }
 
-/// Debits an account when the balance covers the amount; returns (balance_after, version).
-pub(super) fn debit(
+/// Debits (`Withdrawal`) an account when the balance covers the amount, or credits
+/// (`Deposit`) it when the result stays under the ceiling; returns (balance_after, version). A
+/// transfer is its sender's withdrawal and its recipient's deposit.
+pub(super) fn move_balance(
     txn: &Connection,
     user: UserId,
+    kind: ChangeKind,
     amount: Money,
     now: Timestamp,
 ) -> Result<(Money, u64), StoreError> {
-    let updated = txn
-        .prepare_cached(
+    let (amount, now, id) = (amount.minor(), now.millis(), user.to_string());
+    let ceiling = Money::MAX_BALANCE.minor();
+    let (sql, params): (&str, &[&dyn rusqlite::ToSql]) = match kind {
+        ChangeKind::Withdrawal => (
             "UPDATE accounts SET balance = balance - ?1, version = version + 1, updated_at = ?2 \
              WHERE user_id = ?3 AND balance >= ?1 RETURNING balance, version",
-        )
-        .and_then(|mut stmt| {
-            stmt.query_row(
-                params![amount.minor(), now.millis(), user.to_string()],
-                |r| Ok((Money::from_minor(r.get(0)?), version_of(r.get(1)?)?)),
-            )
-            .optional()
-        })
-        .map_err(map_err)?;
-    match updated {
-        Some(v) => Ok(v),
-        None => match current_balance(txn, user)? {
-            Some(balance) => Err(StoreError::InsufficientFunds { balance }),
-            None => Err(StoreError::AccountNotFound),
-        },
-    }
-}
-
-/// Credits an account when the result stays under the ceiling; returns (balance_after, version).
-pub(super) fn credit(
-    txn: &Connection,
-    user: UserId,
-    amount: Money,
-    now: Timestamp,
-) -> Result<(Money, u64), StoreError> {
-    let updated = txn
-        .prepare_cached(
+            params![amount, now, id],
+        ),
+        ChangeKind::Deposit => (
             "UPDATE accounts SET balance = balance + ?1, version = version + 1, updated_at = ?2 \
              WHERE user_id = ?3 AND balance <= ?4 - ?1 RETURNING balance, version",
-        )
+            params![amount, now, id, ceiling],
+        ),
+    };
+    let updated = txn
+        .prepare_cached(sql)
         .and_then(|mut stmt| {
-            stmt.query_row(
-                params![
-                    amount.minor(),
-                    now.millis(),
-                    user.to_string(),
-                    Money::MAX_BALANCE.minor()
-                ],
-                |r| Ok((Money::from_minor(r.get(0)?), version_of(r.get(1)?)?)),
-            )
+            stmt.query_row(params, |r| {
+                Ok((Money::from_minor(r.get(0)?), version_of(r.get(1)?)?))
+            })
             .optional()
         })
         .map_err(map_err)?;
     match updated {
         Some(v) => Ok(v),
-        None => match current_balance(txn, user)? {
-            Some(_) => Err(StoreError::BalanceLimitExceeded),
-            None => Err(StoreError::AccountNotFound),
+        // The rule held no row: say which, unless there is no account at all.
+        None => match (current_balance(txn, user)?, kind) {
+            (None, _) => Err(StoreError::AccountNotFound),
+            (Some(balance), ChangeKind::Withdrawal) => {
+                Err(StoreError::InsufficientFunds { balance })
+            }
+            (Some(_), ChangeKind::Deposit) => Err(StoreError::BalanceLimitExceeded),
         },
     }
 }

@@ -63,24 +63,13 @@ impl Store for SqliteStore {
     }
 
     async fn user_by_username(&self, username_key: &str) -> Result<Option<UserRecord>, StoreError> {
-        let key = username_key.to_owned();
-        self.read_bounded(move |c| {
-            c.prepare_cached(&format!(
-                "SELECT {USER_COLUMNS} FROM users WHERE username_key = ?1"
-            ))
-            .and_then(|mut s| s.query_row([key], user_from_row).optional())
-            .map_err(map_err)
-        })
-        .await
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE username_key = ?1");
+        self.query_opt(&sql, [username_key], user_from_row).await
     }
 
     async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>, StoreError> {
-        self.read_bounded(move |c| {
-            c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))
-                .and_then(|mut s| s.query_row([id.to_string()], user_from_row).optional())
-                .map_err(map_err)
-        })
-        .await
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1");
+        self.query_opt(&sql, [id.to_string()], user_from_row).await
     }
 
     async fn create_session(&self, session: &SessionRecord) -> Result<bool, StoreError> {
@@ -116,17 +105,9 @@ impl Store for SqliteStore {
         user: UserId,
         id: SessionId,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        self.read_bounded(move |c| {
-            c.prepare_cached(&format!(
-                "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1 AND user_id = ?2"
-            ))
-            .and_then(|mut s| {
-                s.query_row([id.to_string(), user.to_string()], session_from_row)
-                    .optional()
-            })
-            .map_err(map_err)
-        })
-        .await
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1 AND user_id = ?2");
+        self.query_opt(&sql, [id.to_string(), user.to_string()], session_from_row)
+            .await
     }
 
     async fn rotate_session(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
@@ -136,21 +117,21 @@ impl Store for SqliteStore {
             // comes first (`Rotation::session_end`, computed here from the stored login time).
             let rotated: Option<i64> = txn
                 .query_row(
-                    "UPDATE sessions SET refresh_jti = ?1, last_used_at = ?2, \
-                     expires_at = MIN(?3, created_at + ?7) \
-                     WHERE id = ?4 AND user_id = ?6 AND refresh_jti = ?5 AND revoked_at IS NULL \
-                     AND expires_at > ?2 AND created_at > ?8 \
+                    "UPDATE sessions SET refresh_jti = :next, last_used_at = :now, \
+                     expires_at = MIN(:expires, created_at + :max_lifetime) \
+                     WHERE id = :session AND user_id = :user AND refresh_jti = :presented \
+                     AND revoked_at IS NULL AND expires_at > :now AND created_at > :created_after \
                      RETURNING created_at",
-                    params![
-                        r.next.to_string(),
-                        r.now.millis(),
-                        r.expires_at.millis(),
-                        r.session.to_string(),
-                        r.presented.to_string(),
-                        r.user.to_string(),
-                        r.max_lifetime_seconds.saturating_mul(1000),
-                        r.created_after().millis(),
-                    ],
+                    named_params! {
+                        ":next": r.next.to_string(),
+                        ":now": r.now.millis(),
+                        ":expires": r.expires_at.millis(),
+                        ":session": r.session.to_string(),
+                        ":presented": r.presented.to_string(),
+                        ":user": r.user.to_string(),
+                        ":max_lifetime": r.max_lifetime_seconds.saturating_mul(1000),
+                        ":created_after": r.created_after().millis(),
+                    },
                     |row| row.get(0),
                 )
                 .optional()
@@ -197,16 +178,13 @@ impl Store for SqliteStore {
         id: SessionId,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        self.write(move |txn| {
-            txn.execute(
-                "UPDATE sessions SET last_used_at = ?1 \
-                 WHERE id = ?2 AND user_id = ?3 AND revoked_at IS NULL",
-                params![now.millis(), id.to_string(), user.to_string()],
-            )
-            .map_err(map_err)?;
-            Ok(())
-        })
-        .await
+        self.execute(
+            "UPDATE sessions SET last_used_at = ?1 \
+             WHERE id = ?2 AND user_id = ?3 AND revoked_at IS NULL",
+            (now.millis(), id.to_string(), user.to_string()),
+        )
+        .await?;
+        Ok(())
     }
 
     async fn revoke_session(
@@ -215,17 +193,13 @@ impl Store for SqliteStore {
         id: SessionId,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        self.write(move |txn| {
-            let n = txn
-                .execute(
-                    "UPDATE sessions SET revoked_at = ?1 \
-                     WHERE id = ?2 AND user_id = ?3 AND revoked_at IS NULL AND expires_at > ?1",
-                    params![now.millis(), id.to_string(), user.to_string()],
-                )
-                .map_err(map_err)?;
-            Ok(n == 1)
-        })
+        self.execute(
+            "UPDATE sessions SET revoked_at = ?1 \
+             WHERE id = ?2 AND user_id = ?3 AND revoked_at IS NULL AND expires_at > ?1",
+            (now.millis(), id.to_string(), user.to_string()),
+        )
         .await
+        .map(|revoked| revoked == 1)
     }
 
     async fn active_sessions(
@@ -301,52 +275,34 @@ impl Store for SqliteStore {
 
     async fn clear_login_attempts(&self, username_key: &str) -> Result<(), StoreError> {
         let key = username_key.to_owned();
-        self.write(move |txn| {
-            txn.execute("DELETE FROM login_attempts WHERE username_key = ?1", [key])
-                .map_err(map_err)?;
-            Ok(())
-        })
-        .await
+        self.execute("DELETE FROM login_attempts WHERE username_key = ?1", [key])
+            .await?;
+        Ok(())
     }
 
     async fn account(&self, user: UserId) -> Result<Option<Account>, StoreError> {
-        self.read_bounded(move |c| {
-            c.prepare_cached("SELECT balance, version, updated_at FROM accounts WHERE user_id = ?1")
-                .and_then(|mut s| {
-                    s.query_row([user.to_string()], |r| {
-                        Ok(Account {
-                            user,
-                            balance: Money::from_minor(r.get(0)?),
-                            version: version_of(r.get(1)?)?,
-                            updated_at: Timestamp::from_millis(r.get(2)?),
-                        })
-                    })
-                    .optional()
+        self.query_opt(
+            "SELECT balance, version, updated_at FROM accounts WHERE user_id = ?1",
+            [user.to_string()],
+            |r| {
+                Ok(Account {
+                    user,
+                    balance: Money::from_minor(r.get(0)?),
+                    version: version_of(r.get(1)?)?,
+                    updated_at: Timestamp::from_millis(r.get(2)?),
                 })
-                .map_err(map_err)
-        })
+            },
+        )
         .await
     }
 
     async fn apply_change(&self, change: &BalanceChange) -> Result<Applied, StoreError> {
         let c = change.clone();
         self.write(move |txn| {
-            use_session(txn, c.user, c.session.as_ref(), c.now)?;
-            if let Some(stamp) = &c.idempotency
-                && let Some(existing) = find_idempotent(txn, c.user, stamp.key.as_str(), c.now)?
-            {
-                return Ok(Applied::AlreadyRecorded(existing));
-            }
-            let (balance_after, version) = match c.kind {
-                ChangeKind::Deposit => credit(txn, c.user, c.amount, c.now)?,
-                ChangeKind::Withdrawal => debit(txn, c.user, c.amount, c.now)?,
-            };
-            let op = c.operation(version, balance_after, c.now);
-            insert_operation(txn, &op)?;
-            if let Some(stamp) = &c.idempotency {
-                record_idempotency(txn, c.user, stamp, op.id)?;
-            }
-            Ok(Applied::Done(op))
+            movement(txn, &c, || {
+                let (balance_after, version) = move_balance(txn, c.user, c.kind, c.amount, c.now)?;
+                Ok((c.operation(version, balance_after, c.now), None))
+            })
         })
         .await
     }
@@ -354,74 +310,60 @@ impl Store for SqliteStore {
     async fn transfer(&self, transfer: &TransferCommand) -> Result<Applied, StoreError> {
         let t = transfer.clone();
         self.write(move |txn| {
-            use_session(txn, t.from, t.session.as_ref(), t.now)?;
-            if let Some(stamp) = &t.idempotency
-                && let Some(existing) = find_idempotent(txn, t.from, stamp.key.as_str(), t.now)?
-            {
-                return Ok(Applied::AlreadyRecorded(existing));
-            }
-            let recipient: Option<(String, String, bool)> = txn
-                .prepare_cached("SELECT id, username, is_active FROM users WHERE username_key = ?1")
-                .and_then(|mut s| {
-                    s.query_row([&t.to_username_key], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            movement(txn, &t, || {
+                let recipient: Option<(String, String, bool)> = txn
+                    .prepare_cached(
+                        "SELECT id, username, is_active FROM users WHERE username_key = ?1",
+                    )
+                    .and_then(|mut s| {
+                        s.query_row([&t.to_username_key], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                        })
+                        .optional()
                     })
-                    .optional()
-                })
-                .map_err(map_err)?;
-            let (recipient_id, recipient_name) = match recipient {
-                Some((id, name, true)) => (
-                    UserId::parse(&id).ok_or_else(|| StoreError::internal(bad_row("id")))?,
-                    name,
-                ),
-                _ => return Err(StoreError::RecipientNotFound),
-            };
-            if recipient_id == t.from {
-                return Err(StoreError::SelfTransfer);
-            }
-            let sender_name: String = txn
-                .prepare_cached("SELECT username FROM users WHERE id = ?1")
-                .and_then(|mut s| s.query_row([t.from.to_string()], |r| r.get(0)).optional())
-                .map_err(map_err)?
-                .ok_or(StoreError::AccountNotFound)?;
-            let (sender_after, sender_version) = debit(txn, t.from, t.amount, t.now)?;
-            let (recipient_after, recipient_version) = credit(txn, recipient_id, t.amount, t.now)?;
-            let out = Operation {
-                id: t.out_operation_id,
-                user: t.from,
-                seq: sender_version,
-                kind: OperationKind::TransferOut,
-                amount: t.amount,
-                balance_after: sender_after,
-                counterparty: Some(Counterparty {
+                    .map_err(map_err)?;
+                let (recipient_id, recipient_name) = match recipient {
+                    Some((id, name, true)) => (
+                        UserId::parse(&id).ok_or_else(|| StoreError::internal(bad_row("id")))?,
+                        name,
+                    ),
+                    _ => return Err(StoreError::RecipientNotFound),
+                };
+                if recipient_id == t.from {
+                    return Err(StoreError::SelfTransfer);
+                }
+                let sender_name: String = txn
+                    .prepare_cached("SELECT username FROM users WHERE id = ?1")
+                    .and_then(|mut s| s.query_row([t.from.to_string()], |r| r.get(0)).optional())
+                    .map_err(map_err)?
+                    .ok_or(StoreError::AccountNotFound)?;
+                let debited = move_balance(txn, t.from, ChangeKind::Withdrawal, t.amount, t.now)?;
+                let credited =
+                    move_balance(txn, recipient_id, ChangeKind::Deposit, t.amount, t.now)?;
+                let recipient = Counterparty {
                     id: recipient_id,
                     username: recipient_name,
-                }),
-                transfer_id: Some(t.transfer_id),
-                description: t.description.clone(),
-                created_at: t.now,
-            };
-            let incoming = Operation {
-                id: t.in_operation_id,
-                user: recipient_id,
-                seq: recipient_version,
-                kind: OperationKind::TransferIn,
-                amount: t.amount,
-                balance_after: recipient_after,
-                counterparty: Some(Counterparty {
+                };
+                let sender = Counterparty {
                     id: t.from,
                     username: sender_name,
-                }),
-                transfer_id: Some(t.transfer_id),
-                description: t.description.clone(),
-                created_at: t.now,
-            };
-            insert_operation(txn, &out)?;
-            insert_operation(txn, &incoming)?;
-            if let Some(stamp) = &t.idempotency {
-                record_idempotency(txn, t.from, stamp, out.id)?;
-            }
-            Ok(Applied::Done(out))
+                };
+                let out = t.side(
+                    OperationKind::TransferOut,
+                    t.from,
+                    debited,
+                    recipient,
+                    t.now,
+                );
+                let incoming = t.side(
+                    OperationKind::TransferIn,
+                    recipient_id,
+                    credited,
+                    sender,
+                    t.now,
+                );
+                Ok((out, Some(incoming)))
+            })
         })
         .await
     }
