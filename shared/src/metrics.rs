@@ -106,12 +106,19 @@ pub fn after_invocation(function: &str, status: http::StatusCode) {
     if status == http::StatusCode::SERVICE_UNAVAILABLE {
         service_unavailable();
     }
-    let name = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| function.to_owned());
+    // Lambda sets both variables before the process starts: read once, at the first invocation.
+    static ENVIRONMENT: std::sync::OnceLock<(Option<String>, &'static str)> =
+        std::sync::OnceLock::new();
+    let (name, level) = ENVIRONMENT.get_or_init(|| {
+        (
+            std::env::var("AWS_LAMBDA_FUNCTION_NAME").ok(),
+            emf_level(std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().as_deref()),
+        )
+    });
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let level = emf_level(std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().as_deref());
-    if let Some(line) = emf_line(&name, take(), now, level) {
+    if let Some(line) = emf_line(name.as_deref().unwrap_or(function), take(), now, level) {
         let _ = writeln!(std::io::stderr().lock(), "{line}");
     }
 }

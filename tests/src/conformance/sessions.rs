@@ -12,7 +12,8 @@ use lighttech::store::{
 
 use super::{assert_ledger_consistent, balance, change, create, deposit, stamp, transfer};
 
-pub(super) fn session(user: UserId, now: Timestamp) -> SessionRecord {
+/// A live session of `user` opened `now`, expiring in an hour.
+pub fn session(user: UserId, now: Timestamp) -> SessionRecord {
     SessionRecord {
         id: SessionId::new(),
         user,

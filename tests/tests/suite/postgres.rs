@@ -4,13 +4,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use lighttech::domain::{
-    ChangeKind, Money, OperationId, SessionId, Timestamp, TokenId, TransferId, UserId,
-};
+use lighttech::domain::{ChangeKind, Money, OperationId, SessionId, Timestamp, TransferId, UserId};
 use lighttech::store::postgres::PgStore;
 use lighttech::store::{
-    Applied, AuditAction, AuditEntry, AuditParty, BalanceChange, SessionRecord, SessionUse,
-    StatusChange, Store, StoreError, TransferCommand, UserRecord,
+    Applied, AuditAction, AuditEntry, AuditParty, BalanceChange, SessionUse, StatusChange, Store,
+    StoreError, TransferCommand, UserRecord,
 };
 use lighttech::{App, StartOptions};
 use lighttech_tests::wire::{Server, request};
@@ -523,18 +521,7 @@ async fn race_transfers_and_deactivations(per_direction: usize, rounds: usize) -
     for _ in 0..rounds {
         let mut sessions = Vec::new();
         for user in [&alice, &bob] {
-            let now = Timestamp::now();
-            let session = SessionRecord {
-                id: SessionId::new(),
-                user: user.id,
-                created_at: now,
-                last_used_at: now,
-                expires_at: now.plus_seconds(3600),
-                refresh_jti: TokenId::new(),
-                user_agent: None,
-                ip: None,
-                revoked_at: None,
-            };
+            let session = conformance::session(user.id, Timestamp::now());
             assert!(store.create_session(&session).await.unwrap());
             sessions.push(session.id);
         }

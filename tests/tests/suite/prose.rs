@@ -280,25 +280,31 @@ fn shown(root: &Path, page: &Path) -> String {
         .to_string()
 }
 
+/// Fails when `page` has more than `max` lines, saying `what to do`.
+fn assert_at_most_lines(page: &str, max: usize, what_to_do: &str) {
+    let text = std::fs::read_to_string(root().join(page)).expect(page);
+    let lines = text.lines().count();
+    assert!(
+        lines <= max,
+        "{page} has {lines} lines (at most {max}): {what_to_do}"
+    );
+}
+
 #[test]
 fn the_readme_is_at_most_250_lines() {
-    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
-    let lines = readme.lines().count();
-    assert!(
-        lines <= MAX_README_LINES,
-        "README.md has {lines} lines (at most {MAX_README_LINES}): it is the front door; move \
-         detail into a page of docs/ and link it"
+    assert_at_most_lines(
+        "README.md",
+        MAX_README_LINES,
+        "it is the front door; move detail into a page of docs/ and link it",
     );
 }
 
 #[test]
 fn the_benchmark_results_are_at_most_300_lines() {
-    let text = std::fs::read_to_string(root().join("BENCHMARKS.md")).expect("BENCHMARKS.md");
-    let lines = text.lines().count();
-    assert!(
-        lines <= MAX_BENCHMARKS_LINES,
-        "BENCHMARKS.md has {lines} lines (at most {MAX_BENCHMARKS_LINES}): keep the results; \
-         what profiling taught goes to docs/performance.md"
+    assert_at_most_lines(
+        "BENCHMARKS.md",
+        MAX_BENCHMARKS_LINES,
+        "keep the results; what profiling taught goes to docs/performance.md",
     );
 }
 

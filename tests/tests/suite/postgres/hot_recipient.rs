@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use lighttech::domain::{Money, SessionId, Timestamp, TokenId, UserId};
+use lighttech::domain::{Money, Timestamp, UserId};
 use lighttech::store::postgres::PgStore;
-use lighttech::store::{Applied, SessionRecord, SessionUse, Store, StoreError, TransferCommand};
+use lighttech::store::{Applied, SessionUse, Store, StoreError, TransferCommand};
 use lighttech_tests::{PgDatabase, conformance, conformance_user};
 
 const SENDERS: usize = 40;
@@ -52,19 +52,8 @@ impl HotRecipient {
         client
     }
 
-    /// Starts `count` transfers of 60 into `shop`, one per sender, while the test holds shop's
-    /// account row: the first [two](IN_FLIGHT_PER_RECIPIENT) wait for the row inside
-    /// PostgreSQL, the rest queue in the store and go to the database as one batch.
-    async fn queue_behind_a_held_row(
-        &self,
-        count: usize,
-        key: Option<&str>,
-    ) -> (
-        tokio_postgres::Client,
-        tokio_postgres::Client,
-        Vec<tokio::task::JoinHandle<Result<Applied, StoreError>>>,
-    ) {
-        let monitor = self.connect().await;
+    /// A connection in a transaction holding shop's account row; `COMMIT` on it lets go.
+    async fn hold_shop_account(&self) -> tokio_postgres::Client {
         let holder = self.connect().await;
         holder.batch_execute("BEGIN").await.unwrap();
         holder
@@ -74,6 +63,22 @@ impl HotRecipient {
             )
             .await
             .unwrap();
+        holder
+    }
+
+    /// Starts `count` transfers of 60 into `shop`, one per sender, while the test holds shop's
+    /// account row: the first [two](IN_FLIGHT_PER_RECIPIENT) wait for the row inside
+    /// PostgreSQL, the rest queue in the store and go to the database as one batch.
+    async fn queue_behind_a_held_row(
+        &self,
+        count: usize,
+        key: Option<&str>,
+    ) -> (
+        tokio_postgres::Client,
+        Vec<tokio::task::JoinHandle<Result<Applied, StoreError>>>,
+    ) {
+        let monitor = self.connect().await;
+        let holder = self.hold_shop_account().await;
         let tasks = self.senders[..count]
             .iter()
             .enumerate()
@@ -90,7 +95,7 @@ impl HotRecipient {
         .await;
         // Let the rest reach the store's queue.
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        (monitor, holder, tasks)
+        (holder, tasks)
     }
 
     /// Shop's balance in minor units.
@@ -129,6 +134,15 @@ impl HotRecipient {
     }
 }
 
+/// A hot recipient's credits refused by PostgreSQL: a trigger fails every update that raises an
+/// account's balance with a serialization failure (40001), which the store retries and then
+/// gives up on. [`ALLOW_CREDITS`] ends it.
+const REFUSE_CREDITS: &str = "CREATE FUNCTION lt_injected_conflict() RETURNS trigger \
+     LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = '40001'; END $$; \
+     CREATE TRIGGER lt_injected_conflict BEFORE UPDATE ON accounts FOR EACH ROW \
+     WHEN (NEW.balance > OLD.balance) EXECUTE FUNCTION lt_injected_conflict();";
+const ALLOW_CREDITS: &str = "DROP TRIGGER lt_injected_conflict ON accounts";
+
 /// The store's slots in flight per recipient (`IN_FLIGHT` in `store/postgres/batch.rs`).
 const IN_FLIGHT_PER_RECIPIENT: i64 = 2;
 
@@ -140,9 +154,8 @@ fn to_shop(from: UserId, amount: i64, key: Option<&str>) -> TransferCommand {
     command
 }
 
-/// A hot recipient's credits refused by PostgreSQL: a trigger fails every update that raises an
-/// account's balance with a serialization failure (40001), which the store retries and then
-/// gives up on.
+/// A hot recipient's credits refused by PostgreSQL ([`REFUSE_CREDITS`]): 503, and the retry
+/// applies once.
 #[tokio::test]
 async fn a_refused_transfer_into_a_hot_account_is_503_and_its_retry_applies_once() {
     let db = PgDatabase::create().await;
@@ -156,21 +169,10 @@ async fn a_refused_transfer_into_a_hot_account_is_503_and_its_retry_applies_once
         .unwrap();
     tokio::spawn(connection);
     let refuse = async {
-        admin
-            .batch_execute(
-                "CREATE FUNCTION lt_injected_conflict() RETURNS trigger LANGUAGE plpgsql AS $$ \
-                 BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = '40001'; END $$; \
-                 CREATE TRIGGER lt_injected_conflict BEFORE UPDATE ON accounts FOR EACH ROW \
-                 WHEN (NEW.balance > OLD.balance) EXECUTE FUNCTION lt_injected_conflict();",
-            )
-            .await
-            .unwrap();
+        admin.batch_execute(REFUSE_CREDITS).await.unwrap();
     };
     let allow = async {
-        admin
-            .batch_execute("DROP TRIGGER lt_injected_conflict ON accounts")
-            .await
-            .unwrap();
+        admin.batch_execute(ALLOW_CREDITS).await.unwrap();
     };
     lighttech_tests::hot::a_refused_transfer_into_a_hot_account_is_503_and_its_retry_applies_once(
         &t, &t, refuse, allow,
@@ -187,16 +189,8 @@ async fn a_refused_batch_is_unavailable_for_each_transfer_and_each_retry_applies
     let hot = HotRecipient::new().await;
     const COUNT: usize = 10;
     let admin = hot.connect().await;
-    admin
-        .batch_execute(
-            "CREATE FUNCTION lt_injected_conflict() RETURNS trigger LANGUAGE plpgsql AS $$ \
-             BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = '40001'; END $$; \
-             CREATE TRIGGER lt_injected_conflict BEFORE UPDATE ON accounts FOR EACH ROW \
-             WHEN (NEW.balance > OLD.balance) EXECUTE FUNCTION lt_injected_conflict();",
-        )
-        .await
-        .unwrap();
-    let (_monitor, holder, tasks) = hot.queue_behind_a_held_row(COUNT, Some("tip")).await;
+    admin.batch_execute(REFUSE_CREDITS).await.unwrap();
+    let (holder, tasks) = hot.queue_behind_a_held_row(COUNT, Some("tip")).await;
     holder.batch_execute("COMMIT").await.unwrap();
     for task in tasks {
         let result = task.await.unwrap();
@@ -212,10 +206,7 @@ async fn a_refused_batch_is_unavailable_for_each_transfer_and_each_retry_applies
     assert_eq!(hot.shop_balance().await, 0, "nothing was applied");
     assert_eq!(hot.assert_conserved().await, 0, "no sender was debited");
 
-    admin
-        .batch_execute("DROP TRIGGER lt_injected_conflict ON accounts")
-        .await
-        .unwrap();
+    admin.batch_execute(ALLOW_CREDITS).await.unwrap();
     for round in 0..2 {
         for (i, from) in hot.senders[..COUNT].iter().enumerate() {
             let key = format!("tip-{i}");
@@ -249,15 +240,7 @@ async fn a_batch_never_credits_a_recipient_whose_deactivation_committed_first() 
         tokio::spawn(async move { store.transfer(&command).await })
     };
 
-    let account_holder = hot.connect().await;
-    account_holder.batch_execute("BEGIN").await.unwrap();
-    account_holder
-        .execute(
-            "SELECT 1 FROM accounts WHERE user_id = $1 FOR UPDATE",
-            &[&hot.shop.0],
-        )
-        .await
-        .unwrap();
+    let account_holder = hot.hold_shop_account().await;
     let mut tasks: Vec<_> = hot.senders[..2]
         .iter()
         .map(|from| transfer(to_shop(*from, 60, None)))
@@ -269,18 +252,7 @@ async fn a_batch_never_credits_a_recipient_whose_deactivation_committed_first() 
 
     let mut sessions = Vec::new();
     for from in &hot.senders[2..2 + QUEUED] {
-        let now = Timestamp::now();
-        let session = SessionRecord {
-            id: SessionId::new(),
-            user: *from,
-            created_at: now,
-            last_used_at: now,
-            expires_at: now.plus_seconds(3600),
-            refresh_jti: TokenId::new(),
-            user_agent: None,
-            ip: None,
-            revoked_at: None,
-        };
+        let session = conformance::session(*from, Timestamp::now());
         assert!(hot.store.create_session(&session).await.unwrap());
         sessions.push(session.id);
     }
